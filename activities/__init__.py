@@ -1,0 +1,1 @@
+"""Activity functions: thin wrappers that call the domain code in ``dmf``."""

@@ -1,0 +1,112 @@
+"""One logging setup for the app.
+
+Context (orchestration instance id, F&O execution id, data project, blob name) lives in a context variable
+set by activities and client functions with ``log_context(...)``; a filter copies it onto every record and a
+redacting formatter makes sure no SAS signature or bearer token is ever written.
+Application Insights is wired through azure-monitor-opentelemetry only when a connection string exists.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+from collections.abc import Iterator
+
+from dmf.redact import redact
+
+CONTEXT_FIELDS = ("instance_id", "execution_id", "data_project", "blob_name")
+_context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("dmf_log_context", default={})  # noqa: B039
+_configured = False
+
+
+@contextlib.contextmanager
+def log_context(**fields: str | None) -> Iterator[None]:
+    """Attach fields to every log line emitted inside the block (values of None are ignored)."""
+    merged = {**_context.get(), **{k: str(v) for k, v in fields.items() if v is not None}}
+    token = _context.set(merged)
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def current_context() -> dict[str, str]:
+    return dict(_context.get())
+
+
+class ContextFilter(logging.Filter):
+    """Copies the current log context onto the record (as attributes and a compact ``ctx`` string)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        ctx = _context.get()
+        for f in CONTEXT_FIELDS:
+            if not hasattr(record, f):
+                setattr(record, f, ctx.get(f, ""))
+        record.ctx = " ".join(f"{k}={v}" for k, v in ctx.items() if k in CONTEXT_FIELDS)
+        return True
+
+
+class RedactingFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
+
+class RedactingFilter(logging.Filter):
+    """Scrubs the message itself, so handlers we do not own (App Insights, the host's) see clean text."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            msg = record.getMessage()
+        except Exception:  # a malformed format string is not ours to crash on
+            return True
+        clean = redact(msg)
+        if clean != msg or record.args:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None:
+            exc = record.exc_info[1]
+            exc.args = tuple(redact(a) if isinstance(a, str) else a for a in exc.args)
+        return True
+
+
+def configure_logging(level: str | None = None) -> None:
+    """Idempotent: install filters on the root logger and, when configured, App Insights export."""
+    global _configured
+    if _configured:
+        return
+    _configured = True
+    root = logging.getLogger()
+    root.setLevel((level or os.environ.get("LOG_LEVEL") or "INFO").upper())
+    ctx_filter, red_filter = ContextFilter(), RedactingFilter()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        root.addHandler(handler)
+    for handler in root.handlers:
+        handler.addFilter(ctx_filter)
+        handler.addFilter(red_filter)
+        handler.setFormatter(
+            RedactingFormatter("%(asctime)s %(levelname)s %(name)s [%(ctx)s] %(message)s")
+        )
+    # Filters on loggers only run for records logged there, so guard our own namespace too.
+    for name in ("dmf", "activities", "orchestrators", "triggers", "azure"):
+        lg = logging.getLogger(name)
+        lg.addFilter(ctx_filter)
+        lg.addFilter(red_filter)
+    logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+    conn = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    if conn:
+        _configure_app_insights(conn)
+
+
+def _configure_app_insights(connection_string: str) -> None:
+    from azure.monitor.opentelemetry import configure_azure_monitor
+
+    kwargs: dict[str, object] = {"connection_string": connection_string}
+    client_id = os.environ.get("DATA_STORAGE__clientId") or os.environ.get("AZURE_CLIENT_ID")
+    if "Authorization=AAD" in os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""):
+        # Local auth is disabled on the component: export with the app's managed identity.
+        from azure.identity import ManagedIdentityCredential
+
+        kwargs["credential"] = ManagedIdentityCredential(client_id=client_id)
+    configure_azure_monitor(**kwargs)

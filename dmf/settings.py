@@ -1,0 +1,316 @@
+"""One typed settings object, read from app settings / environment variables.
+
+Every setting is documented in ``docs/SETTINGS.md`` (a test keeps the two in step). Settings are validated
+on first use (``get_settings()``), and a bad configuration raises ``SettingsError`` naming every missing or
+invalid setting at once, so an operator fixes them in one pass.
+
+F&O environments are named in ``FNO_ENVIRONMENTS`` (comma-separated); each reads ``FNO_<NAME>_<FIELD>``,
+for example ``FNO_MAIN_BASE_URL``. Secrets arrive as Key Vault references resolved by the platform, so code
+only ever reads environment variables.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class SettingsError(ValueError):
+    """The configuration is incomplete or invalid; the message names each offending setting."""
+
+
+class Deployment(StrEnum):
+    CLOUD = "cloud"
+    ONPREM = "onprem"
+
+
+class AuthMode(StrEnum):
+    CLIENT_SECRET = "client_secret"
+    CERTIFICATE = "certificate"
+    MANAGED_IDENTITY = "managed_identity"
+    FEDERATED = "federated"  # managed identity token exchanged for the app registration: no secret
+
+
+ENV_FIELDS = {
+    "BASE_URL": "base_url",
+    "DEPLOYMENT": "deployment",
+    "AUTH_MODE": "auth_mode",
+    "TENANT_ID": "tenant_id",
+    "AUTHORITY": "authority",
+    "CLIENT_ID": "client_id",
+    "CLIENT_SECRET": "client_secret",
+    "CERTIFICATE_PATH": "certificate_path",
+    "CERTIFICATE_PASSWORD": "certificate_password",
+    "MANAGED_IDENTITY_CLIENT_ID": "managed_identity_client_id",
+    "LEGAL_ENTITY": "legal_entity",
+    "IMPORT_PERMITS": "import_permits",
+    "SCOPE": "scope",
+}
+
+
+class FnoEnvironment(BaseModel):
+    """One F&O environment the app talks to."""
+
+    name: str
+    base_url: str
+    deployment: Deployment = Deployment.CLOUD
+    auth_mode: AuthMode = AuthMode.CLIENT_SECRET
+    tenant_id: str | None = None
+    authority: str | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    certificate_path: str | None = None
+    certificate_password: SecretStr | None = None
+    managed_identity_client_id: str | None = None
+    legal_entity: str = "USMF"
+    import_permits: int = Field(default=1, ge=1, le=32)
+    scope: str | None = None
+
+    @field_validator("base_url")
+    @classmethod
+    def _https_base(cls, v: str) -> str:
+        v = v.rstrip("/")
+        if not v.startswith("https://"):
+            raise ValueError("must be an https:// URL")
+        return v
+
+    @property
+    def api_root(self) -> str:
+        """Root for /data and /api calls: on-premises F&O lives under /namespaces/AXSF."""
+        if self.deployment is Deployment.ONPREM and not self.base_url.endswith("/namespaces/AXSF"):
+            return self.base_url + "/namespaces/AXSF"
+        return self.base_url
+
+    @property
+    def token_scope(self) -> str:
+        return self.scope or f"{self.base_url}/.default"
+
+    def problems(self) -> list[str]:
+        """Cross-field checks, phrased with the setting names an operator sets."""
+        p = f"FNO_{self.name.upper()}_"
+        out: list[str] = []
+        needs_client = self.auth_mode is not AuthMode.MANAGED_IDENTITY
+        if needs_client and not self.client_id:
+            out.append(f"{p}CLIENT_ID is required for auth mode {self.auth_mode.value}")
+        if self.auth_mode is AuthMode.CLIENT_SECRET and not self.client_secret:
+            out.append(f"{p}CLIENT_SECRET is required for auth mode client_secret")
+        if self.auth_mode is AuthMode.CERTIFICATE and not self.certificate_path:
+            out.append(f"{p}CERTIFICATE_PATH is required for auth mode certificate")
+        if self.deployment is Deployment.CLOUD and needs_client and not self.tenant_id:
+            out.append(f"{p}TENANT_ID is required for cloud environments")
+        if self.deployment is Deployment.ONPREM:
+            if not self.authority:
+                out.append(f"{p}AUTHORITY (the AD FS URL) is required for on-premises environments")
+            if self.auth_mode in (AuthMode.MANAGED_IDENTITY, AuthMode.FEDERATED):
+                out.append(f"{p}AUTH_MODE {self.auth_mode.value} is not available with AD FS")
+        return out
+
+
+class RecurringExport(BaseModel):
+    """A recurring-integration export activity to drain (see RECURRING_EXPORTS)."""
+
+    name: str
+    environment: str
+    activity_id: str
+
+
+class ExportJob(BaseModel):
+    """A scheduled ExportToPackage job (see EXPORT_JOBS)."""
+
+    name: str
+    environment: str
+    data_project: str
+    legal_entity: str | None = None
+    schedule: str = "0 0 2 * * *"
+    package_name: str = "{job}-{timestamp}"
+
+
+def _alias(*names: str) -> AliasChoices:
+    return AliasChoices(*names)
+
+
+class Settings(BaseSettings):
+    """App-wide settings. Field aliases are the exact app-setting names."""
+
+    model_config = SettingsConfigDict(case_sensitive=False, env_ignore_empty=True, extra="ignore")
+
+    # Storage: a connection string locally, service URIs + managed identity in Azure.
+    data_storage: SecretStr | None = Field(default=None, validation_alias=_alias("DATA_STORAGE"))
+    blob_service_uri: str | None = Field(
+        default=None, validation_alias=_alias("DATA_STORAGE__blobServiceUri")
+    )
+    queue_service_uri: str | None = Field(
+        default=None, validation_alias=_alias("DATA_STORAGE__queueServiceUri")
+    )
+    table_service_uri: str | None = Field(
+        default=None, validation_alias=_alias("DATA_STORAGE__tableServiceUri")
+    )
+    storage_client_id: str | None = Field(default=None, validation_alias=_alias("DATA_STORAGE__clientId"))
+
+    inbound_container: str = Field(default="inbound", validation_alias=_alias("INBOUND_CONTAINER"))
+    staging_container: str = Field(default="staging", validation_alias=_alias("STAGING_CONTAINER"))
+    processed_container: str = Field(default="processed", validation_alias=_alias("PROCESSED_CONTAINER"))
+    failed_container: str = Field(default="failed", validation_alias=_alias("FAILED_CONTAINER"))
+    rejected_container: str = Field(default="rejected", validation_alias=_alias("REJECTED_CONTAINER"))
+    errors_container: str = Field(default="import-errors", validation_alias=_alias("ERRORS_CONTAINER"))
+    archive_container: str = Field(default="archive", validation_alias=_alias("ARCHIVE_CONTAINER"))
+
+    outcomes_table: str = Field(default="outcomes", validation_alias=_alias("OUTCOMES_TABLE"))
+    gates_table: str = Field(default="gates", validation_alias=_alias("GATES_TABLE"))
+    ledger_table: str = Field(default="ledger", validation_alias=_alias("LEDGER_TABLE"))
+
+    fno_environments: str = Field(default="main", validation_alias=_alias("FNO_ENVIRONMENTS"))
+    fno_ca_bundle: str | None = Field(default=None, validation_alias=_alias("FNO_CA_BUNDLE"))
+    fno_http_timeout_seconds: float = Field(
+        default=60.0, gt=0, validation_alias=_alias("FNO_HTTP_TIMEOUT_SECONDS")
+    )
+    fno_transfer_timeout_seconds: float = Field(
+        default=3600.0, gt=0, validation_alias=_alias("FNO_TRANSFER_TIMEOUT_SECONDS")
+    )
+    fno_max_retries: int = Field(default=5, ge=0, le=20, validation_alias=_alias("FNO_MAX_RETRIES"))
+
+    poll_initial_seconds: float = Field(default=15.0, gt=0, validation_alias=_alias("POLL_INITIAL_SECONDS"))
+    poll_backoff_factor: float = Field(default=2.0, ge=1.0, validation_alias=_alias("POLL_BACKOFF_FACTOR"))
+    poll_max_interval_seconds: float = Field(
+        default=900.0, gt=0, validation_alias=_alias("POLL_MAX_INTERVAL_SECONDS")
+    )
+    poll_deadline_minutes: float = Field(default=1440.0, gt=0, validation_alias=_alias("POLL_DEADLINE_MINUTES"))
+    poll_not_found_grace_seconds: float = Field(
+        default=600.0, ge=0, validation_alias=_alias("POLL_NOT_FOUND_GRACE_SECONDS")
+    )
+
+    gate_lease_seconds: float = Field(default=900.0, ge=30, validation_alias=_alias("GATE_LEASE_SECONDS"))
+    gate_recheck_seconds: float = Field(default=60.0, gt=0, validation_alias=_alias("GATE_RECHECK_SECONDS"))
+
+    routes_file: str = Field(default="routes.json", validation_alias=_alias("ROUTES_FILE"))
+    routes_json: str | None = Field(default=None, validation_alias=_alias("ROUTES_JSON"))
+
+    package_max_rows: int = Field(default=100_000, ge=1, validation_alias=_alias("PACKAGE_MAX_ROWS"))
+    package_max_bytes: int = Field(default=256 * 2**20, ge=1024, validation_alias=_alias("PACKAGE_MAX_BYTES"))
+    zip_max_uncompressed_bytes: int = Field(
+        default=8 * 2**30, ge=1024, validation_alias=_alias("ZIP_MAX_UNCOMPRESSED_BYTES")
+    )
+    zip_max_ratio: float = Field(default=200.0, gt=1, validation_alias=_alias("ZIP_MAX_RATIO"))
+
+    recurring_exports_json: str = Field(default="[]", validation_alias=_alias("RECURRING_EXPORTS"))
+    drain_max_messages: int = Field(default=200, ge=1, validation_alias=_alias("DRAIN_MAX_MESSAGES"))
+    drain_max_seconds: float = Field(default=240.0, gt=0, validation_alias=_alias("DRAIN_MAX_SECONDS"))
+    export_jobs_json: str = Field(default="[]", validation_alias=_alias("EXPORT_JOBS"))
+    history_retention_days: float = Field(default=30.0, gt=0, validation_alias=_alias("HISTORY_RETENTION_DAYS"))
+    archive_retention_days: float = Field(default=0.0, ge=0, validation_alias=_alias("ARCHIVE_RETENTION_DAYS"))
+
+    applicationinsights_connection_string: SecretStr | None = Field(
+        default=None, validation_alias=_alias("APPLICATIONINSIGHTS_CONNECTION_STRING")
+    )
+    log_level: str = Field(default="INFO", validation_alias=_alias("LOG_LEVEL"))
+
+    # Filled by load_settings(): not app settings themselves.
+    environments: dict[str, FnoEnvironment] = Field(default_factory=dict, exclude=True)
+
+    @property
+    def recurring_exports(self) -> list[RecurringExport]:
+        return [RecurringExport.model_validate(x) for x in json.loads(self.recurring_exports_json)]
+
+    @property
+    def export_jobs(self) -> list[ExportJob]:
+        return [ExportJob.model_validate(x) for x in json.loads(self.export_jobs_json)]
+
+    def environment(self, name: str | None = None) -> FnoEnvironment:
+        """The named F&O environment, or the first configured one."""
+        if name is None:
+            return next(iter(self.environments.values()))
+        try:
+            return self.environments[name.lower()]
+        except KeyError:
+            raise SettingsError(
+                f"unknown F&O environment {name!r}; FNO_ENVIRONMENTS lists {sorted(self.environments)}"
+            ) from None
+
+    @property
+    def uses_connection_string(self) -> bool:
+        return self.data_storage is not None
+
+
+def _fmt_pydantic(err: ValidationError, prefix: str = "") -> list[str]:
+    out = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        out.append(f"{prefix}{loc}: {e['msg']}")
+    return out
+
+
+def _env_name_for(settings_field: str) -> str:
+    f = Settings.model_fields[settings_field]
+    alias = f.validation_alias
+    return alias.choices[0] if isinstance(alias, AliasChoices) else settings_field.upper()
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting; raise SettingsError naming all problems at once."""
+    env = dict(os.environ if environ is None else environ)
+    problems: list[str] = []
+    lowered = {k.lower(): v for k, v in env.items() if v != ""}
+    init: dict[str, Any] = {}
+    for name in Settings.model_fields:
+        if name == "environments":
+            continue
+        key = _env_name_for(name)
+        if key.lower() in lowered:
+            init[key] = lowered[key.lower()]
+    try:
+        settings = Settings.model_validate(init)
+    except ValidationError as exc:
+        # Report every bad value, then carry on with defaults for them so the remaining checks still run.
+        for e in exc.errors():
+            field = str(e["loc"][0]) if e["loc"] else "?"
+            problems.append(f"{field}: {e['msg']}")
+            init.pop(field, None)
+        settings = Settings.model_validate(init)
+
+    if not settings.data_storage and not (settings.blob_service_uri and settings.table_service_uri):
+        problems.append(
+            "DATA_STORAGE (a connection string) or DATA_STORAGE__blobServiceUri and "
+            "DATA_STORAGE__tableServiceUri (managed identity) must be set"
+        )
+    for field_name in ("recurring_exports_json", "export_jobs_json"):
+        try:
+            getattr(settings, field_name.removesuffix("_json"))
+        except (ValueError, ValidationError) as exc:
+            problems.append(f"{_env_name_for(field_name)}: not a valid JSON list of objects ({exc})")
+
+    names = [n.strip().lower() for n in settings.fno_environments.split(",") if n.strip()]
+    if not names:
+        problems.append("FNO_ENVIRONMENTS: names no environment")
+    for name in names:
+        prefix = f"FNO_{name.upper()}_"
+        raw = {field: lowered[(prefix + key).lower()] for key, field in ENV_FIELDS.items()
+               if (prefix + key).lower() in lowered}  # fmt: skip
+        if "base_url" not in raw:
+            problems.append(f"{prefix}BASE_URL is required (environment {name!r} is listed in FNO_ENVIRONMENTS)")
+            continue
+        try:
+            fe = FnoEnvironment(name=name, **raw)
+        except ValidationError as exc:
+            rev = {v: k for k, v in ENV_FIELDS.items()}
+            for e in exc.errors():
+                field = str(e["loc"][0]) if e["loc"] else "?"
+                problems.append(f"{prefix}{rev.get(field, field.upper())}: {e['msg']}")
+            continue
+        problems.extend(fe.problems())
+        settings.environments[name] = fe
+    if problems:
+        raise SettingsError("invalid settings:\n  - " + "\n  - ".join(problems))
+    return settings
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """Process-wide settings, validated on first use."""
+    return load_settings()

@@ -1,0 +1,1 @@
+"""Orchestrator functions (deterministic generators: they only yield context tasks)."""

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Idempotent local setup: a .venv with the dev requirements and Azurite from npm in local/node_modules.
+# Re-runs are cheap: each step is skipped while its inputs are unchanged.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+pick_python() {
+  for py in "${PYTHON:-}" python3.11 python3.12 python3.13 python3; do
+    [ -n "$py" ] || continue
+    if command -v "$py" >/dev/null 2>&1 && "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
+      echo "$py"; return 0
+    fi
+  done
+  echo "Python 3.11 or newer is required" >&2; return 1
+}
+
+if [ ! -x .venv/bin/python ]; then
+  "$(pick_python)" -m venv .venv
+fi
+stamp=.venv/.requirements.sha
+want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  echo "$want" > "$stamp"
+fi
+
+command -v node >/dev/null 2>&1 || { echo "Node.js 20+ is required (for Azurite)" >&2; exit 1; }
+nstamp=local/node_modules/.package.sha
+nwant=$(sha256sum local/package.json | cut -d' ' -f1)
+if [ ! -x local/node_modules/.bin/azurite ] || [ "$(cat "$nstamp" 2>/dev/null)" != "$nwant" ]; then
+  (cd local && npm install --no-audit --no-fund --silent)
+  echo "$nwant" > "$nstamp"
+fi

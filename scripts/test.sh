@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole test suite: lint, format check, then pytest (which starts its own Azurite and emulator).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/python -m ruff check .
+.venv/bin/python -m ruff format --check .
+set +e
+.venv/bin/python -m pytest "$@"
+rc=$?
+set -e
+# pytest's 5 means "no tests collected": that is a failure for us, never a pass.
+exit $rc

@@ -1,0 +1,1 @@
+"""Client functions: blob, timer and HTTP triggers that start or manage orchestrations."""
