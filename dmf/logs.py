@@ -85,9 +85,7 @@ def configure_logging(level: str | None = None) -> None:
     for handler in root.handlers:
         handler.addFilter(ctx_filter)
         handler.addFilter(red_filter)
-        handler.setFormatter(
-            RedactingFormatter("%(asctime)s %(levelname)s %(name)s [%(ctx)s] %(message)s")
-        )
+        handler.setFormatter(RedactingFormatter("%(asctime)s %(levelname)s %(name)s [%(ctx)s] %(message)s"))
     # Filters on loggers only run for records logged there, so guard our own namespace too.
     for name in ("dmf", "activities", "orchestrators", "triggers", "azure"):
         lg = logging.getLogger(name)

@@ -14,7 +14,8 @@ _PATTERNS: list[tuple[re.Pattern[str], str]] = [
     # Secrets in form bodies or connection strings.
     (re.compile(r"(?i)(client_secret=|client_assertion=|AccountKey=|SharedAccessSignature=)[^&;\s\"']+"),
      r"\1REDACTED"),
-    (re.compile(r'(?i)("(?:access_token|client_secret|refresh_token|id_token)"\s*:\s*")[^"]+'), r"\1REDACTED"),
+    (re.compile(r'(?i)("(?:access_token|client_secret|refresh_token|id_token)"\s*:\s*")[^"]+'),
+     r"\1REDACTED"),
 ]  # fmt: skip
 
 

@@ -181,7 +181,9 @@ class Settings(BaseSettings):
     poll_max_interval_seconds: float = Field(
         default=900.0, gt=0, validation_alias=_alias("POLL_MAX_INTERVAL_SECONDS")
     )
-    poll_deadline_minutes: float = Field(default=1440.0, gt=0, validation_alias=_alias("POLL_DEADLINE_MINUTES"))
+    poll_deadline_minutes: float = Field(
+        default=1440.0, gt=0, validation_alias=_alias("POLL_DEADLINE_MINUTES")
+    )
     poll_not_found_grace_seconds: float = Field(
         default=600.0, ge=0, validation_alias=_alias("POLL_NOT_FOUND_GRACE_SECONDS")
     )
@@ -203,8 +205,27 @@ class Settings(BaseSettings):
     drain_max_messages: int = Field(default=200, ge=1, validation_alias=_alias("DRAIN_MAX_MESSAGES"))
     drain_max_seconds: float = Field(default=240.0, gt=0, validation_alias=_alias("DRAIN_MAX_SECONDS"))
     export_jobs_json: str = Field(default="[]", validation_alias=_alias("EXPORT_JOBS"))
-    history_retention_days: float = Field(default=30.0, gt=0, validation_alias=_alias("HISTORY_RETENTION_DAYS"))
-    archive_retention_days: float = Field(default=0.0, ge=0, validation_alias=_alias("ARCHIVE_RETENTION_DAYS"))
+    history_retention_days: float = Field(
+        default=30.0, gt=0, validation_alias=_alias("HISTORY_RETENTION_DAYS")
+    )
+    archive_retention_days: float = Field(
+        default=0.0, ge=0, validation_alias=_alias("ARCHIVE_RETENTION_DAYS")
+    )
+
+    # Read by decorators / host.json as %NAME%; kept here so they are validated and documented in one place.
+    task_hub_name: str = Field(
+        default="fnodmf", pattern=r"^[A-Za-z][A-Za-z0-9]{2,44}$", validation_alias=_alias("TASKHUB_NAME")
+    )
+    inbound_blob_source: str = Field(
+        default="EventGrid",
+        pattern=r"^(EventGrid|LogsAndContainerScan)$",
+        validation_alias=_alias("INBOUND_BLOB_SOURCE"),
+    )
+    drain_schedule: str = Field(default="0 */5 * * * *", validation_alias=_alias("DRAIN_SCHEDULE"))
+    export_schedule: str = Field(default="0 * * * * *", validation_alias=_alias("EXPORT_SCHEDULE"))
+    housekeeping_schedule: str = Field(
+        default="0 30 2 * * *", validation_alias=_alias("HOUSEKEEPING_SCHEDULE")
+    )
 
     applicationinsights_connection_string: SecretStr | None = Field(
         default=None, validation_alias=_alias("APPLICATIONINSIGHTS_CONNECTION_STRING")
@@ -293,7 +314,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         raw = {field: lowered[(prefix + key).lower()] for key, field in ENV_FIELDS.items()
                if (prefix + key).lower() in lowered}  # fmt: skip
         if "base_url" not in raw:
-            problems.append(f"{prefix}BASE_URL is required (environment {name!r} is listed in FNO_ENVIRONMENTS)")
+            problems.append(
+                f"{prefix}BASE_URL is required (environment {name!r} is listed in FNO_ENVIRONMENTS)"
+            )
             continue
         try:
             fe = FnoEnvironment(name=name, **raw)

@@ -93,10 +93,10 @@ class Azurite:
                 try:
                     with socket.create_connection(("127.0.0.1", port), timeout=0.5):
                         break
-                except OSError:
+                except OSError as exc:
                     if time.monotonic() > deadline:
                         self.stop()
-                        raise TimeoutError(f"Azurite did not open port {port} in {timeout}s")
+                        raise TimeoutError(f"Azurite did not open port {port} in {timeout}s") from exc
                     time.sleep(0.1)
         return self
 
