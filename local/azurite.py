@@ -33,9 +33,7 @@ def free_port() -> int:
 
 def ensure_installed() -> Path:
     if not AZURITE_BIN.exists():
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=LOCAL_DIR, check=True
-        )
+        subprocess.run(["npm", "install", "--no-audit", "--no-fund", "--silent"], cwd=LOCAL_DIR, check=True)
     return AZURITE_BIN
 
 
@@ -80,9 +78,7 @@ class Azurite:
             "--tableHost", "127.0.0.1", "--tablePort", str(self.table_port),
         ]  # fmt: skip
         log = open(self.location / "azurite.log", "ab")  # noqa: SIM115 - lives as long as the process
-        self.proc = subprocess.Popen(
-            args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + timeout
         for port in (self.blob_port, self.queue_port, self.table_port):
             while True:
