@@ -1,0 +1,262 @@
+"""One HTTP session per F&O environment: timeouts, bearer auth, typed errors and safe retries.
+
+Retry rules (why: a repeated ImportFromPackage/ExportToPackage/enqueue can start a second job, so only
+callers that know the execution id or message id can make those safe):
+- 429 (and 503 with Retry-After on safe calls) waits for ``Retry-After`` then repeats. F&O rejects a
+  throttled request before running it, so 429 is repeated even for unsafe calls when the body can be
+  re-sent. A hint longer than ``max_retry_after`` is not slept through: the error carries ``retry_after``
+  so a durable caller can wait with a timer instead of holding a worker.
+- Connection errors, timeouts and 5xx are repeated with jittered exponential backoff for safe calls only.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import io
+import logging
+import random
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from dmf.fno.errors import FnoError, TransientFnoError, error_for_status
+from dmf.logs import RedactingFilter
+from dmf.redact import redact, redact_url
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "fno-dmf-integration/0.1"
+# Loggers that see URLs (with SAS query strings) or token traffic at DEBUG.
+_THIRD_PARTY_LOG_PREFIXES = ("urllib3", "requests", "azure", "msal")
+_ERROR_BODY_LIMIT = 64 * 1024
+
+
+def install_log_redaction() -> None:
+    """Scrub SAS signatures and tokens in records of the HTTP libraries' own loggers.
+
+    A logging filter only runs for records created on the logger it is attached to, so it goes on every
+    existing logger under those prefixes (they are created at import time; call again after new imports).
+    """
+    flt = _REDACTOR
+    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in _THIRD_PARTY_LOG_PREFIXES]
+    for name in [*_THIRD_PARTY_LOG_PREFIXES, *names, "dmf"]:
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, RedactingFilter) for f in lg.filters):
+            lg.addFilter(flt)
+
+
+_REDACTOR = RedactingFilter()
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    max_retries: int = 5
+    backoff_base: float = 1.0
+    backoff_max: float = 30.0
+    max_retry_after: float = 120.0
+
+    def backoff(self, attempt: int) -> float:
+        """Equal jitter: half fixed, half random, so synchronized workers spread out."""
+        d = min(self.backoff_max, self.backoff_base * (2**attempt))
+        return d / 2 + random.uniform(0, d / 2)
+
+
+def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds from a Retry-After header (delta-seconds or HTTP-date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+TokenProvider = Callable[[], str]
+Body = bytes | str | io.IOBase | Iterable[bytes] | None
+
+
+class _Rewind:
+    """Remembers where a body started so a repeat sends it again; None when it cannot be re-sent."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+        self.pos: int | None = None
+        self.replayable = body is None or isinstance(body, bytes | str | bytearray)
+        if not self.replayable and hasattr(body, "seek") and hasattr(body, "tell"):
+            try:
+                if body.seekable():
+                    self.pos = body.tell()
+                    self.replayable = True
+            except (OSError, AttributeError, ValueError):
+                self.replayable = False
+
+    def rewind(self) -> None:
+        if self.pos is not None:
+            self.body.seek(self.pos)
+
+
+class FnoHttp:
+    """The F&O HTTP session. Thread-safe for concurrent calls (requests.Session with a pooled adapter)."""
+
+    def __init__(
+        self,
+        *,
+        token_provider: TokenProvider | None,
+        timeout: float,
+        transfer_timeout: float,
+        verify: str | bool = True,
+        retry: RetryPolicy | None = None,
+        pool_size: int = 16,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        install_log_redaction()
+        self.token_provider = token_provider
+        self.timeout = timeout
+        self.transfer_timeout = transfer_timeout
+        self.verify = verify
+        self.retry = retry or RetryPolicy()
+        self._sleep = sleep
+        self.session = requests.Session()
+        self.session.verify = verify
+        self.session.trust_env = False  # proxies/CA from env would silently change what we talk to
+        self.session.headers["User-Agent"] = USER_AGENT
+        # No urllib3-level retries: every repeat is decided below, per call.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=pool_size, max_retries=0)
+        self.session.mount("https://", adapter)
+        self.session.mount("http://", adapter)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        action: str,
+        idempotent: bool,
+        json: Any = None,
+        data: Body = None,
+        params: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        authorize: bool = True,
+        stream: bool = False,
+        transfer: bool = False,
+        allow_redirects: bool = False,
+    ) -> requests.Response:
+        """Send one logical call; returns a 2xx response or raises a typed ``FnoError``.
+
+        ``idempotent`` says whether the call may be repeated after an ambiguous failure (5xx, timeout,
+        dropped connection). ``transfer`` selects the long read timeout for uploads and downloads.
+        """
+        timeout = (self.timeout, self.transfer_timeout if transfer else self.timeout)
+        body = _Rewind(data)
+        safe_url = redact_url(url)
+        attempt = 0
+        while True:
+            hdrs = dict(headers or {})
+            if authorize:
+                hdrs["Authorization"] = "Bearer " + self._token()
+            started = time.monotonic()
+            try:
+                resp = self.session.request(
+                    method,
+                    url,
+                    json=json,
+                    data=data,
+                    params=params,
+                    headers=hdrs,
+                    timeout=timeout,
+                    stream=stream,
+                    allow_redirects=allow_redirects,
+                )
+            except requests.RequestException as exc:
+                err: FnoError = TransientFnoError(
+                    f"F&O {action}: {type(exc).__name__}: {redact(exc)}", action=action
+                )
+                wait = self._next_wait(err, attempt, idempotent, body)
+                log.warning(
+                    "F&O %s %s failed (%s) on attempt %d%s",
+                    action, safe_url, type(exc).__name__, attempt + 1, _retry_note(wait),
+                )  # fmt: skip
+                if wait is None:
+                    raise err from None  # the cause's text may hold a full URL
+                self._pause(wait, body)
+                attempt += 1
+                continue
+            elapsed_ms = (time.monotonic() - started) * 1000
+            if 200 <= resp.status_code < 300:
+                log.debug(
+                    "F&O %s %s -> %d in %.0f ms (attempt %d)",
+                    action, safe_url, resp.status_code, elapsed_ms, attempt + 1,
+                )  # fmt: skip
+                return resp
+            err = self._error(resp, action, stream)
+            wait = self._next_wait(err, attempt, idempotent, body)
+            log.warning(
+                "F&O %s %s -> HTTP %d in %.0f ms on attempt %d: %s%s",
+                action, safe_url, resp.status_code, elapsed_ms, attempt + 1,
+                err.fno_message or "", _retry_note(wait),
+            )  # fmt: skip
+            if wait is None:
+                raise err
+            self._pause(wait, body)
+            attempt += 1
+
+    def _token(self) -> str:
+        if self.token_provider is None:
+            raise FnoError("no credential configured for this F&O session")
+        return self.token_provider()
+
+    def _error(self, resp: requests.Response, action: str, stream: bool) -> FnoError:
+        try:
+            # A streamed response is read only as far as needed for F&O's message.
+            if stream and resp.raw is not None:
+                body = resp.raw.read(_ERROR_BODY_LIMIT, decode_content=True)
+            else:
+                body = resp.content[:_ERROR_BODY_LIMIT]
+        except Exception:  # a broken error body must not hide the status
+            body = b""
+        finally:
+            resp.close()
+        return error_for_status(
+            resp.status_code,
+            body,
+            action=action,
+            retry_after=parse_retry_after(resp.headers.get("Retry-After")),
+        )
+
+    def _next_wait(self, err: FnoError, attempt: int, idempotent: bool, body: _Rewind) -> float | None:
+        """Seconds to wait before repeating, or None to give up and raise."""
+        if attempt >= self.retry.max_retries or not body.replayable or not err.transient:
+            return None
+        if err.status == 429 or (err.status == 503 and idempotent and err.retry_after is not None):
+            if err.retry_after is None:
+                return self.retry.backoff(attempt)
+            if err.retry_after > self.retry.max_retry_after:
+                return None  # hand the long wait to the caller (err.retry_after)
+            return err.retry_after
+        if not idempotent or err.status == 400:  # 400 here is ExecutionNotFound: the caller polls
+            return None
+        return self.retry.backoff(attempt)
+
+    def _pause(self, seconds: float, body: _Rewind) -> None:
+        self._sleep(seconds)
+        body.rewind()
+
+
+def _retry_note(wait: float | None) -> str:
+    return "; giving up" if wait is None else f"; retrying in {wait:.2f}s"

@@ -1,0 +1,57 @@
+"""A streamed HTTP download that reads like a file and iterates like chunks."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterator
+
+import requests
+
+from dmf.fno.errors import TransientFnoError
+
+CHUNK = 1024 * 1024
+
+
+class DownloadStream(io.RawIOBase):
+    """Wraps a streamed ``requests`` response: ``iter_bytes()`` for chunks, ``read()``/``readinto()`` for
+    consumers that want a file object (``BlobClient.upload_blob`` accepts either).
+
+    A connection dropped mid-body raises ``TransientFnoError``: the caller repeats the whole download.
+    """
+
+    def __init__(self, response: requests.Response) -> None:
+        self._resp = response
+        length = response.headers.get("Content-Length")
+        self.content_length: int | None = int(length) if length and length.isdigit() else None
+        self.content_type: str | None = response.headers.get("Content-Type")
+        self.bytes_read = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
+        try:
+            data = self._resp.raw.read(len(buffer), decode_content=True)
+        except Exception as exc:  # urllib3 ProtocolError, socket timeouts, resets
+            raise TransientFnoError(f"download interrupted: {type(exc).__name__}") from None
+        n = len(data)
+        buffer[:n] = data
+        self.bytes_read += n
+        self._check_complete(n)
+        return n
+
+    def iter_bytes(self, chunk_size: int = CHUNK) -> Iterator[bytes]:
+        while True:
+            chunk = self.read(chunk_size)
+            if not chunk:
+                return
+            yield chunk
+
+    def _check_complete(self, n: int) -> None:
+        # EOF before Content-Length bytes means a truncated body, not a short file.
+        if n == 0 and self.content_length is not None and self.bytes_read < self.content_length:
+            raise TransientFnoError(f"download truncated at {self.bytes_read} of {self.content_length} bytes")
+
+    def close(self) -> None:
+        self._resp.close()
+        super().close()
