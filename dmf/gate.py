@@ -1,0 +1,293 @@
+"""The import gate: at most ``permits`` ImportFromPackage executions in flight per F&O environment.
+
+F&O's ``ImportFromPackage`` must not run in parallel ("Otherwise, it fails"), across every orchestration
+of this app. Durable Functions for Python 1.x has no entity locks, so the gate is a small Table-backed
+semaphore with a FIFO queue, driven by activities:
+
+- One partition per environment. Row ``state`` holds the holders (ticket, instance, lease expiry) and
+  ``Permits``; it is only ever replaced with an ETag match, so two acquirers can never both win.
+- Each waiter has a row ``w~<enqueued-at>~<ticket>``: row keys sort in arrival order, which is the FIFO.
+- A holder's lease is renewed on every status poll. A crashed holder's lease expires; a terminated one is
+  evicted as soon as a sweeper sees its orchestration in a terminal state (``evict``). Waiters refresh
+  ``SeenAt`` whenever they try; a waiter not seen for ``stale_after`` seconds is skipped and removed, so a
+  dead waiter cannot block the queue.
+- ``release`` returns the instance ids of the next waiters so the caller can raise an event to them at
+  once (no waiter sits out a polling interval after a release).
+
+Times come from the caller: orchestrations pass ``context.current_utc_datetime``, which keeps the gate
+deterministic under replay and lets a virtual clock drive it in tests.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+
+from dmf.storage.outcomes import safe_key
+
+log = logging.getLogger(__name__)
+
+STATE = "state"
+WAITER_PREFIX = "w~"
+MAX_ATTEMPTS = 20
+
+
+@dataclass
+class Holder:
+    ticket: str
+    instance_id: str
+    lease_until: datetime
+    since: datetime
+
+    def to_json(self) -> dict[str, str]:
+        return {
+            "ticket": self.ticket,
+            "instance_id": self.instance_id,
+            "lease_until": self.lease_until.isoformat(),
+            "since": self.since.isoformat(),
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, str]) -> Holder:
+        return cls(
+            d["ticket"],
+            d["instance_id"],
+            datetime.fromisoformat(d["lease_until"]),
+            datetime.fromisoformat(d["since"]),
+        )
+
+
+@dataclass
+class Acquire:
+    granted: bool
+    position: int  # waiters ahead in the queue (0 when granted)
+    holders: list[str] = field(default_factory=list)  # instance ids currently holding
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+class ImportGate:
+    def __init__(self, table: TableClient, environment: str, permits: int = 1) -> None:
+        self.table = table
+        self.pk = safe_key(environment.lower())
+        self.permits = permits
+
+    # -- state row -------------------------------------------------------------------------------------
+    def _load(self) -> tuple[list[Holder], str]:
+        try:
+            e = self.table.get_entity(self.pk, STATE)
+        except ResourceNotFoundError:
+            try:
+                self.table.create_entity({"PartitionKey": self.pk, "RowKey": STATE, "Holders": "[]"})
+            except ResourceExistsError:
+                pass
+            e = self.table.get_entity(self.pk, STATE)
+        holders = [Holder.from_json(h) for h in json.loads(e.get("Holders") or "[]")]
+        return holders, e.metadata["etag"]
+
+    def _state_entity(self, holders: list[Holder]) -> dict[str, Any]:
+        return {
+            "PartitionKey": self.pk,
+            "RowKey": STATE,
+            "Holders": json.dumps([h.to_json() for h in holders]),
+            "HolderCount": len(holders),
+            "Permits": self.permits,
+        }
+
+    def _waiters(self) -> list[dict[str, Any]]:
+        q = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+        rows = self.table.query_entities(q, parameters={"pk": self.pk, "lo": WAITER_PREFIX, "hi": "w\x7f"})
+        return sorted((dict(r) for r in rows), key=lambda r: r["RowKey"])
+
+    @staticmethod
+    def _waiter_key(ticket: str, enqueued_at: datetime) -> str:
+        return f"{WAITER_PREFIX}{_aware(enqueued_at).astimezone(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}~{safe_key(ticket)}"
+
+    # -- operations ------------------------------------------------------------------------------------
+    def enqueue(self, ticket: str, instance_id: str, now: datetime) -> None:
+        """Join the queue (idempotent: a re-run finds its row, or finds itself already holding)."""
+        holders, _ = self._load()
+        if any(h.ticket == ticket for h in holders):
+            return
+        if any(w["Ticket"] == ticket for w in self._waiters()):
+            return
+        row = {
+            "PartitionKey": self.pk,
+            "RowKey": self._waiter_key(ticket, now),
+            "Ticket": ticket,
+            "InstanceId": instance_id,
+            "EnqueuedAt": _aware(now),
+            "SeenAt": _aware(now),
+        }
+        try:
+            self.table.create_entity(row)
+        except ResourceExistsError:
+            pass
+
+    def try_acquire(
+        self,
+        ticket: str,
+        instance_id: str,
+        now: datetime,
+        *,
+        lease_seconds: float,
+        stale_after_seconds: float,
+    ) -> Acquire:
+        now = _aware(now)
+        for _ in range(MAX_ATTEMPTS):
+            holders, etag = self._load()
+            live = [h for h in holders if h.lease_until > now]
+            expired = [h for h in holders if h.lease_until <= now]
+            for h in expired:
+                log.warning(
+                    "gate %s: lease of %s (%s) expired; freeing its permit", self.pk, h.ticket, h.instance_id
+                )
+            if any(h.ticket == ticket for h in live):
+                return Acquire(True, 0, [h.instance_id for h in live])
+            waiters = self._waiters()
+            mine = next((w for w in waiters if w["Ticket"] == ticket), None)
+            if mine is None:
+                self.enqueue(ticket, instance_id, now)
+                continue
+            cutoff = now - timedelta(seconds=stale_after_seconds)
+            queue = [w for w in waiters if w is mine or _aware(w["SeenAt"]) >= cutoff]
+            for w in waiters:
+                if w not in queue:
+                    log.warning(
+                        "gate %s: dropping stale waiter %s (%s)", self.pk, w["Ticket"], w["InstanceId"]
+                    )
+                    self._delete_quietly(w["RowKey"])
+            position = queue.index(mine)
+            free = self.permits - len(live)
+            if position < free:
+                new = [*live, Holder(ticket, instance_id, now + timedelta(seconds=lease_seconds), now)]
+                ops = [
+                    (
+                        "update",
+                        self._state_entity(new),
+                        {
+                            "mode": UpdateMode.REPLACE,
+                            "etag": etag,
+                            "match_condition": MatchConditions.IfNotModified,
+                        },
+                    ),
+                    ("delete", {"PartitionKey": self.pk, "RowKey": mine["RowKey"]}),
+                ]
+                try:
+                    self.table.submit_transaction(ops)
+                except (TableTransactionError, HttpResponseError) as exc:
+                    log.info("gate %s: lost a race acquiring for %s (%s); retrying", self.pk, ticket, exc)
+                    continue
+                return Acquire(True, 0, [h.instance_id for h in new])
+            self.table.upsert_entity(
+                {"PartitionKey": self.pk, "RowKey": mine["RowKey"], "SeenAt": now}, mode=UpdateMode.MERGE
+            )
+            if expired:
+                self._replace_holders(live, etag)
+            return Acquire(False, position, [h.instance_id for h in live])
+        raise RuntimeError(f"gate {self.pk}: too much contention acquiring {ticket}")
+
+    def renew(self, ticket: str, now: datetime, *, lease_seconds: float) -> bool:
+        """Extend a holder's lease. False when the ticket no longer holds (its lease expired and was taken)."""
+        now = _aware(now)
+        for _ in range(MAX_ATTEMPTS):
+            holders, etag = self._load()
+            mine = next((h for h in holders if h.ticket == ticket), None)
+            if mine is None:
+                return False
+            mine.lease_until = now + timedelta(seconds=lease_seconds)
+            if self._replace_holders(holders, etag):
+                return True
+        raise RuntimeError(f"gate {self.pk}: too much contention renewing {ticket}")
+
+    def release(self, ticket: str, now: datetime, *, stale_after_seconds: float) -> list[str]:
+        """Give the permit back (idempotent) and return the instance ids of the waiters now first in line."""
+        now = _aware(now)
+        for _ in range(MAX_ATTEMPTS):
+            holders, etag = self._load()
+            remaining = [h for h in holders if h.ticket != ticket and h.lease_until > now]
+            if len(remaining) != len(holders) and not self._replace_holders(remaining, etag):
+                continue
+            self._delete_waiter(ticket)
+            return self._next_in_line(len(remaining), now, stale_after_seconds)
+        raise RuntimeError(f"gate {self.pk}: too much contention releasing {ticket}")
+
+    def evict(self, instance_ids: set[str], now: datetime, *, stale_after_seconds: float) -> list[str]:
+        """Remove holders and waiters belonging to orchestrations seen in a terminal state."""
+        for _ in range(MAX_ATTEMPTS):
+            holders, etag = self._load()
+            remaining = [h for h in holders if h.instance_id not in instance_ids]
+            if len(remaining) != len(holders):
+                for h in holders:
+                    if h.instance_id in instance_ids:
+                        log.warning(
+                            "gate %s: evicting holder %s of ended instance %s",
+                            self.pk,
+                            h.ticket,
+                            h.instance_id,
+                        )
+                if not self._replace_holders(remaining, etag):
+                    continue
+            for w in self._waiters():
+                if w["InstanceId"] in instance_ids:
+                    self._delete_quietly(w["RowKey"])
+            return self._next_in_line(len(remaining), _aware(now), stale_after_seconds)
+        raise RuntimeError(f"gate {self.pk}: too much contention evicting")
+
+    def snapshot(self) -> dict[str, Any]:
+        holders, _ = self._load()
+        return {
+            "environment": self.pk,
+            "permits": self.permits,
+            "holders": [h.to_json() for h in holders],
+            "waiters": [
+                {
+                    "ticket": w["Ticket"],
+                    "instance_id": w["InstanceId"],
+                    "enqueued_at": _aware(w["EnqueuedAt"]).isoformat(),
+                    "seen_at": _aware(w["SeenAt"]).isoformat(),
+                }
+                for w in self._waiters()
+            ],
+        }
+
+    # -- helpers ---------------------------------------------------------------------------------------
+    def _replace_holders(self, holders: list[Holder], etag: str) -> bool:
+        try:
+            self.table.update_entity(
+                self._state_entity(holders),
+                mode=UpdateMode.REPLACE,
+                etag=etag,
+                match_condition=MatchConditions.IfNotModified,
+            )
+            return True
+        except HttpResponseError as exc:
+            if getattr(exc, "status_code", None) == 412:
+                return False
+            raise
+
+    def _next_in_line(self, holding: int, now: datetime, stale_after_seconds: float) -> list[str]:
+        free = max(self.permits - holding, 0)
+        cutoff = now - timedelta(seconds=stale_after_seconds)
+        fresh = [w for w in self._waiters() if _aware(w["SeenAt"]) >= cutoff]
+        return [w["InstanceId"] for w in fresh[:free]]
+
+    def _delete_waiter(self, ticket: str) -> None:
+        for w in self._waiters():
+            if w["Ticket"] == ticket:
+                self._delete_quietly(w["RowKey"])
+
+    def _delete_quietly(self, row_key: str) -> None:
+        try:
+            self.table.delete_entity(self.pk, row_key)
+        except ResourceNotFoundError:
+            pass
