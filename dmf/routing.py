@@ -1,0 +1,217 @@
+"""Routing: which F&O environment, data project, legal entity and mode a dropped blob goes to.
+
+Routes come from a versioned JSON file (``ROUTES_FILE``, default ``routes.json`` at the app root) or, when
+set, the ``ROUTES_JSON`` app setting (which wins, so operators can change routing without a deployment).
+The first route whose ``pattern`` matches the blob path (inside the inbound container) applies.
+
+With no matching route, a convention applies: ``<legal entity>/<data project>/<file>``. A raw data file's
+entity label is its file name up to ``__`` or the extension: ``USMF/CustGroups-Import/Customer groups.csv``
+or ``USMF/CustGroups-Import/Customer groups__2026-11-25.csv``.
+
+Patterns are globs on the blob path: ``*`` matches within one path segment, ``**`` across segments,
+``?`` one character; matching is case-insensitive.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from functools import lru_cache
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from dmf.settings import Settings
+
+APP_ROOT = Path(__file__).resolve().parents[1]
+
+RAW_EXTENSIONS = {".csv": "CSV-Unicode", ".txt": "CSV-Unicode", ".xml": "XML-Element", ".xlsx": "EXCEL"}
+PACKAGE_EXTENSIONS = {".zip"}
+BATCH_SUFFIX = ".batch.json"
+IGNORED_SUFFIXES = (".reason.txt",)
+
+
+class RoutingError(ValueError):
+    """The blob matches no usable route; the message says what to change."""
+
+
+class Route(BaseModel):
+    name: str
+    pattern: str
+    environment: str | None = None
+    mode: Literal["package", "enqueue"] = "package"
+    data_project: str | None = None
+    data_project_segment: int | None = None
+    legal_entity: str | None = None
+    legal_entity_segment: int | None = None
+    legal_entity_token: str | None = Field(
+        default=None, description="regex applied to the file name; the group named 'le' is the legal entity"
+    )
+    entity: str | None = None
+    source_format: str | None = None
+    execute: bool = True
+    overwrite: bool = True
+    allow_duplicate_content: bool = False
+    template_package: str | None = None
+    activity_id: str | None = None
+    max_rows_per_package: int | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Route:
+        if self.mode == "enqueue" and not self.activity_id:
+            raise ValueError(f"route {self.name!r}: enqueue mode needs activity_id")
+        if self.mode == "package" and not (self.data_project or self.data_project_segment is not None):
+            raise ValueError(f"route {self.name!r}: package mode needs data_project or data_project_segment")
+        if self.legal_entity_token:
+            re.compile(self.legal_entity_token)
+        return self
+
+
+class RoutesFile(BaseModel):
+    version: int = 1
+    routes: list[Route] = Field(default_factory=list)
+
+
+class ResolvedRoute(BaseModel):
+    """Everything the pipeline needs to handle one blob; small and JSON-friendly for orchestration input."""
+
+    route: str
+    environment: str
+    mode: Literal["package", "enqueue"]
+    kind: Literal["package", "raw", "batch", "unknown"]
+    data_project: str | None
+    legal_entity: str
+    entity: str | None
+    source_format: str | None
+    execute: bool
+    overwrite: bool
+    allow_duplicate_content: bool
+    template_package: str | None = None
+    activity_id: str | None = None
+    max_rows_per_package: int | None = None
+
+
+def _glob_to_regex(pattern: str) -> re.Pattern[str]:
+    out = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if pattern.startswith("**", i):
+            out.append(".*")
+            i += 2
+            if i < len(pattern) and pattern[i] == "/":
+                out[-1] = "(?:.*/)?"
+                i += 1
+            continue
+        out.append({"*": "[^/]*", "?": "[^/]"}.get(c, re.escape(c)))
+        i += 1
+    return re.compile("^" + "".join(out) + "$", re.IGNORECASE)
+
+
+def kind_of(path: str) -> Literal["package", "raw", "batch", "unknown"]:
+    lower = path.lower()
+    if lower.endswith(BATCH_SUFFIX):
+        return "batch"
+    suffix = PurePosixPath(lower).suffix
+    if suffix in PACKAGE_EXTENSIONS:
+        return "package"
+    if suffix in RAW_EXTENSIONS:
+        return "raw"
+    return "unknown"
+
+
+def entity_from_file_name(name: str) -> str:
+    stem = PurePosixPath(name).name
+    stem = stem.split("__", 1)[0] if "__" in stem else PurePosixPath(stem).stem
+    return stem.strip()
+
+
+@lru_cache(maxsize=8)
+def _parse_routes(text: str) -> RoutesFile:
+    return RoutesFile.model_validate(json.loads(text))
+
+
+def load_routes(settings: Settings) -> RoutesFile:
+    """The routing table; an invalid table raises RoutingError naming the problem."""
+    try:
+        if settings.routes_json:
+            return _parse_routes(settings.routes_json)
+        path = Path(settings.routes_file)
+        if not path.is_absolute():
+            path = APP_ROOT / path
+        if not path.exists():
+            return RoutesFile()
+        return _parse_routes(path.read_text(encoding="utf-8"))
+    except (ValidationError, json.JSONDecodeError) as exc:
+        raise RoutingError(f"routing table is invalid: {exc}") from exc
+
+
+def resolve(path: str, settings: Settings, routes: RoutesFile | None = None) -> ResolvedRoute:
+    """Route for a blob path inside the inbound container."""
+    routes = routes or load_routes(settings)
+    parts = [p for p in path.split("/") if p]
+    name = parts[-1] if parts else path
+    kind = kind_of(path)
+    for r in routes.routes:
+        if not _glob_to_regex(r.pattern).match(path):
+            continue
+        le = r.legal_entity
+        if r.legal_entity_segment is not None:
+            le = _segment(parts, r.legal_entity_segment, r.name, "legal_entity_segment")
+        if r.legal_entity_token:
+            m = re.search(r.legal_entity_token, name)
+            if not m or "le" not in m.groupdict():
+                raise RoutingError(
+                    f"route {r.name!r}: file name {name!r} has no legal entity token matching {r.legal_entity_token!r}"
+                )
+            le = m.group("le")
+        project = r.data_project
+        if r.data_project_segment is not None:
+            project = _segment(parts, r.data_project_segment, r.name, "data_project_segment")
+        env = settings.environment(r.environment)
+        entity = r.entity or (entity_from_file_name(name) if kind == "raw" else None)
+        return ResolvedRoute(
+            route=r.name,
+            environment=env.name,
+            mode=r.mode,
+            kind=kind,
+            data_project=project,
+            legal_entity=(le or env.legal_entity).upper(),
+            entity=entity,
+            source_format=r.source_format or RAW_EXTENSIONS.get(PurePosixPath(name.lower()).suffix),
+            execute=r.execute,
+            overwrite=r.overwrite,
+            allow_duplicate_content=r.allow_duplicate_content,
+            template_package=r.template_package,
+            activity_id=r.activity_id,
+            max_rows_per_package=r.max_rows_per_package,
+        )
+    if len(parts) < 3:
+        raise RoutingError(
+            f"{path!r} matches no route and does not follow the convention "
+            "<legal entity>/<data project>/<file> (e.g. USMF/CustomerGroups-Import/Customer groups.csv)"
+        )
+    env = settings.environment(None)
+    return ResolvedRoute(
+        route="convention",
+        environment=env.name,
+        mode="package",
+        kind=kind,
+        data_project=parts[-2],
+        legal_entity=parts[0].upper(),
+        entity=entity_from_file_name(name) if kind == "raw" else None,
+        source_format=RAW_EXTENSIONS.get(PurePosixPath(name.lower()).suffix),
+        execute=True,
+        overwrite=True,
+        allow_duplicate_content=False,
+    )
+
+
+def _segment(parts: list[str], index: int, route: str, what: str) -> str:
+    try:
+        return parts[index]
+    except IndexError:
+        raise RoutingError(
+            f"route {route!r}: {what}={index} but the path has {len(parts)} segments"
+        ) from None
