@@ -1,0 +1,68 @@
+// Key Vault for the F&O credential: RBAC authorization (no access policies), purge protection, audit logs.
+param name string
+param location string
+param tags object = {}
+@description('With a VNet: deny the public endpoint except for trusted Azure services; the app uses a private endpoint.')
+param restrictNetwork bool = false
+param workspaceId string
+param secretName string
+@secure()
+@description('Initial secret value; empty leaves the secret to be set out of band (az keyvault secret set).')
+param secretValue string = ''
+
+resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: name
+  location: location
+  tags: tags
+  properties: {
+    tenantId: tenant().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enablePurgeProtection: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 90
+    enabledForDeployment: false
+    enabledForDiskEncryption: false
+    enabledForTemplateDeployment: false
+    publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      bypass: 'AzureServices'
+      defaultAction: restrictNetwork ? 'Deny' : 'Allow'
+    }
+  }
+
+  resource secret 'secrets' = if (!empty(secretValue)) {
+    name: secretName
+    properties: {
+      value: secretValue
+      contentType: 'F&O client secret'
+    }
+  }
+}
+
+resource vaultDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
+  name: 'to-log-analytics'
+  scope: vault
+  properties: {
+    workspaceId: workspaceId
+    logs: [
+      {
+        categoryGroup: 'audit'
+        enabled: true
+      }
+    ]
+    metrics: [
+      {
+        category: 'AllMetrics'
+        enabled: true
+      }
+    ]
+  }
+}
+
+output id string = vault.id
+output name string = vault.name
+output vaultUri string = vault.properties.vaultUri
