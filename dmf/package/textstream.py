@@ -1,0 +1,161 @@
+"""Streaming text helpers for delimited files: encoding detection, decoding with line-ending
+normalisation, and grouping lines into CSV records (a quoted field may span lines)."""
+
+from __future__ import annotations
+
+import codecs
+import csv
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+READ_CHUNK = 1024 * 1024
+
+
+class DecodeError(ValueError):
+    def __init__(self, message: str, offset: int) -> None:
+        super().__init__(message)
+        self.offset = offset
+
+
+@dataclass(frozen=True, slots=True)
+class DetectedEncoding:
+    codec: str  # Python codec name used to decode the rest of the stream
+    bom_len: int  # bytes of BOM to skip
+    assumed: bool = False  # no BOM and not valid UTF-8: a guess the user should hear about
+
+
+def detect_encoding(head: bytes) -> DetectedEncoding:
+    """Encoding of a file from its first bytes: BOM first, then UTF-16 without BOM, UTF-8, Windows-1252."""
+    if head.startswith(codecs.BOM_UTF8):
+        return DetectedEncoding("utf-8", 3)
+    if head.startswith(codecs.BOM_UTF32_LE):
+        return DetectedEncoding("utf-32-le", 4)
+    if head.startswith(codecs.BOM_UTF16_LE):
+        return DetectedEncoding("utf-16-le", 2)
+    if head.startswith(codecs.BOM_UTF16_BE):
+        return DetectedEncoding("utf-16-be", 2)
+    sample = head[:4096]
+    if len(sample) >= 4:
+        # ASCII text in UTF-16 has a zero in every other byte.
+        even_zero = sample[0::2].count(0) / (len(sample) // 2)
+        odd_zero = sample[1::2].count(0) / (len(sample) // 2)
+        if odd_zero > 0.3 and even_zero < 0.05:
+            return DetectedEncoding("utf-16-le", 0, assumed=True)
+        if even_zero > 0.3 and odd_zero < 0.05:
+            return DetectedEncoding("utf-16-be", 0, assumed=True)
+    try:
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        return DetectedEncoding("utf-8", 0)
+    except UnicodeDecodeError:
+        return DetectedEncoding("cp1252", 0, assumed=True)
+
+
+def read_head(src: BinaryIO, n: int = 64 * 1024) -> bytes:
+    """Read up to ``n`` bytes, looping over short reads (network streams return less than asked)."""
+    parts: list[bytes] = []
+    got = 0
+    while got < n:
+        b = src.read(n - got)
+        if not b:
+            break
+        parts.append(b)
+        got += len(b)
+    return b"".join(parts)
+
+
+def iter_normalised_text(
+    src: BinaryIO, head: bytes, enc: DetectedEncoding, chunk_size: int = READ_CHUNK
+) -> Iterator[str]:
+    """Decode ``head`` + the rest of ``src`` incrementally, turning CRLF and lone CR into LF.
+
+    Raises ``DecodeError`` (with the byte offset) on bytes that are not valid in the encoding.
+    """
+    dec = codecs.getincrementaldecoder(enc.codec)(errors="strict")
+    offset = 0
+    pending_cr = False
+    data = head[enc.bom_len :]
+    offset = enc.bom_len
+    while True:
+        final = not data
+        try:
+            text = dec.decode(data, final=final)
+        except UnicodeDecodeError as e:
+            raise DecodeError(
+                f"bytes at offset {offset + e.start} are not valid {enc.codec}", offset + e.start
+            ) from None
+        offset += len(data)
+        if pending_cr:
+            text = "\r" + text
+            pending_cr = False
+        if text.endswith("\r") and not final:
+            # The LF of a CRLF may be in the next chunk.
+            text = text[:-1]
+            pending_cr = True
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        if text:
+            yield text
+        if final:
+            return
+        data = src.read(chunk_size)
+
+
+class RecordTooLongError(ValueError):
+    """A quoted field never closes (or a record is absurdly long)."""
+
+
+class RecordSplitter:
+    """Turns normalised text chunks into complete CSV records (lists of lines joined by LF).
+
+    A record ends at a line end where the count of quote characters so far is even ("" escapes count
+    two, so parity is exact). Blank lines between records are dropped.
+    """
+
+    def __init__(self, quote: str = '"', max_record_chars: int = 32 * 1024 * 1024) -> None:
+        self.quote = quote
+        self.carry = ""
+        self.max_record_chars = max_record_chars
+
+    def feed(self, text: str) -> list[str]:
+        text = self.carry + text
+        lines = text.split("\n")
+        self.carry = lines.pop()
+        if self.quote not in text:
+            return [ln for ln in lines if ln] if "" in lines else lines
+        out: list[str] = []
+        q = self.quote
+        open_rec: list[str] | None = None
+        for ln in lines:
+            odd = ln.count(q) & 1
+            if open_rec is None:
+                if odd:
+                    open_rec = [ln]
+                elif ln:
+                    out.append(ln)
+            else:
+                open_rec.append(ln)
+                if odd:
+                    out.append("\n".join(open_rec))
+                    open_rec = None
+        if open_rec is not None:
+            # An open quoted field continues into the next chunk: keep it with the carry.
+            self.carry = "\n".join([*open_rec, self.carry])
+        if len(self.carry) > self.max_record_chars:
+            # A quote that never closes would otherwise make the whole file one record in memory.
+            raise RecordTooLongError(f"a record is longer than {self.max_record_chars} characters")
+        return out
+
+    def finish(self) -> tuple[list[str], bool]:
+        """Remaining records, and whether the file ended inside a quoted field."""
+        rest, self.carry = self.carry, ""
+        if not rest:
+            return [], False
+        if rest.count(self.quote) & 1:
+            return [rest], True
+        return [rest], False
+
+
+def parse_fields(record: str, delimiter: str) -> list[str]:
+    """Split one record into fields (csv module rules: "" escapes, quotes may hold the delimiter)."""
+    return next(csv.reader([record], delimiter=delimiter, strict=False), [])
