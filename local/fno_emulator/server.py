@@ -1,0 +1,273 @@
+"""HTTPS server: routing of token, Package API, Recurring Integration and admin requests.
+
+A threaded stdlib server (one thread per keep-alive connection; the TLS handshake runs in that thread,
+not in the accept loop). Every response carries Content-Length so connections stay alive.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import struct
+import time
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import TYPE_CHECKING
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from dmf.redact import redact
+
+from .engine import ODataError
+from .recurring import ConnectorError
+from .tokens import TokenError
+
+if TYPE_CHECKING:
+    from .app import EmulatorApp
+
+ACTION_PREFIX = "/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."
+ONPREM_PREFIX = "/namespaces/AXSF"
+
+
+class _Drop(Exception):
+    """Close the connection without a response (fault injection)."""
+
+
+class _Reply(Exception):
+    def __init__(
+        self, status: int, body: bytes, content_type: str = "application/json", headers=None
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers or {}
+
+
+def odata_error_body(
+    message: str, action: str = "", exc_type: str = "System.InvalidOperationException"
+) -> bytes:
+    inner = (
+        f"Exception occurred while executing action {action} on Entity DataManagementDefinitionGroup: {message}"
+        if action
+        else message
+    )
+    return json.dumps(
+        {
+            "error": {
+                "code": "",
+                "message": "An error has occurred.",
+                "innererror": {"message": inner, "type": exc_type, "stacktrace": ""},
+            }
+        }
+    ).encode()
+
+
+class EmulatorServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def __init__(self, port: int, ssl_context: ssl.SSLContext, app: EmulatorApp) -> None:
+        self.ssl_context = ssl_context
+        self.app = app
+        super().__init__(("127.0.0.1", port), Handler)
+
+    def get_request(self):  # type: ignore[override]
+        sock, addr = self.socket.accept()
+        # Handshake later, in the connection's own thread, so a slow client cannot stall accept().
+        return self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False), addr
+
+    def handle_error(self, request, client_address) -> None:
+        pass  # client resets and TLS errors are routine (drop faults, clients going away)
+
+
+class Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+    server: EmulatorServer
+    server_version = "Microsoft-IIS/10.0"
+    sys_version = ""
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # the call log is the emulator's log
+
+    def do_GET(self) -> None:
+        self._handle("GET")
+
+    def do_POST(self) -> None:
+        self._handle("POST")
+
+    def do_PUT(self) -> None:
+        self._handle("PUT")
+
+    def do_DELETE(self) -> None:
+        self._handle("DELETE")
+
+    # -- body -------------------------------------------------------------------------------------
+    def body_chunks(self) -> Iterator[bytes]:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return
+                yield self.rfile.read(size)
+                self.rfile.readline()
+        remaining = int(self.headers.get("Content-Length") or 0)
+        while remaining > 0:
+            chunk = self.rfile.read(min(remaining, 1 << 20))
+            if not chunk:
+                return
+            remaining -= len(chunk)
+            yield chunk
+
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = b"".join(self.body_chunks())
+        return self._body
+
+    def json_body(self) -> dict:
+        raw = self.body()
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw.decode("utf-8-sig"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise _Reply(400, odata_error_body(f"The request body is not valid JSON: {exc}")) from exc
+        if not isinstance(data, dict):
+            raise _Reply(400, odata_error_body("The request body must be a JSON object."))
+        return data
+
+    # -- responses --------------------------------------------------------------------------------
+    def send(self, status: int, body: bytes, content_type: str = "application/json", headers=None) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def send_stream(self, size: int, chunks: Iterator[bytes], content_type: str) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(size))
+        self.end_headers()
+        for chunk in chunks:
+            self.wfile.write(chunk)
+
+    def drop(self) -> None:
+        # RST instead of FIN, and no TLS close_notify: the client sees the connection die mid-request.
+        try:
+            raw = self.connection
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock = socket.socket(fileno=raw.detach()) if isinstance(raw, ssl.SSLSocket) else raw
+            sock.close()
+        except OSError:
+            pass
+        self.close_connection = True
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        except (OSError, ValueError):
+            pass  # the socket was dropped on purpose
+
+    # -- dispatch ---------------------------------------------------------------------------------
+    def _handle(self, method: str) -> None:
+        app = self.server.app
+        started = time.perf_counter()
+        self._body: bytes | None = None  # handler objects live as long as the keep-alive connection
+        parts = urlsplit(self.path)
+        path = unquote(parts.path)
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        endpoint, handler = app.route(method, path)
+        status = 500
+        fault_kind = None
+        try:
+            if not endpoint.startswith("admin"):
+                fault = app.faults.pick(endpoint)
+                if fault is not None:
+                    fault_kind = fault.kind
+                    if fault.kind == "slow":
+                        time.sleep(fault.delay_seconds)
+                    elif fault.kind == "drop":
+                        self.body()
+                        raise _Drop
+                    elif fault.kind == "429":
+                        raise _Reply(
+                            429,
+                            odata_error_body(
+                                "Too many requests. Retry after the time in the Retry-After header."
+                            ),
+                            headers={"Retry-After": str(fault.retry_after)},
+                        )
+                    else:
+                        code = int(fault.kind)
+                        msg = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}[
+                            code
+                        ]
+                        raise _Reply(code, odata_error_body(msg))
+            result = handler(self, path, query)
+            if result is None:  # the handler wrote the response itself
+                status = 200
+            else:
+                status, body, ctype, headers = result
+                self.send(status, body, ctype, headers)
+        except _Drop:
+            status = 0
+            self.drop()
+        except _Reply as r:
+            status = r.status
+            self.send(r.status, r.body, r.content_type, r.headers)
+        except ODataError as e:
+            status = e.status
+            self.send(e.status, odata_error_body(e.message, e.action, e.exc_type), headers=_odata_headers())
+        except ConnectorError as e:
+            status = e.status
+            self.send(e.status, json.dumps({"Message": e.message}).encode())
+        except TokenError as e:
+            status = e.status
+            self.send(e.status, json.dumps(e.body).encode())
+        except ResourceNotFoundError:
+            status = 404
+            self.send(404, json.dumps({"Message": "The file was not found."}).encode())
+        except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
+            status = 0
+            self.close_connection = True
+        except Exception as exc:  # any bug must still answer like a server, and be visible in the log
+            status = 500
+            app.errors.append(redact(traceback.format_exc()))
+            self.send(500, odata_error_body(redact(f"{type(exc).__name__}: {exc}")))
+        finally:
+            app.log_call(method, path, endpoint, status, (time.perf_counter() - started) * 1000, fault_kind)
+
+
+def _odata_headers() -> dict[str, str]:
+    return {"OData-Version": "4.0"}
+
+
+class CallLog:
+    def __init__(self, clock_now: Callable, maxlen: int = 200_000) -> None:
+        self._now = clock_now
+        self.entries: deque[dict] = deque(maxlen=maxlen)
+
+    def add(self, method: str, path: str, endpoint: str, status: int, ms: float, fault: str | None) -> None:
+        self.entries.append(
+            {
+                "at": self._now().isoformat(),
+                "wall": time.time(),
+                "method": method,
+                "path": path,
+                "endpoint": endpoint,
+                "status": status,
+                "ms": round(ms, 2),
+                "fault": fault,
+            }
+        )
