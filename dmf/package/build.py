@@ -108,8 +108,9 @@ class _Ctx:
     problems: list[Problem] = field(default_factory=list)
 
     def problem(self, code: Code, message: str, severity: Severity = Severity.ERROR, row: int | None = None):
-        self.problems.append(Problem(code, message, severity, file=self.file_name, entity=self.entity.label,
-                                     row=row))  # fmt: skip
+        self.problems.append(
+            Problem(code, message, severity, file=self.file_name, entity=self.entity.label, row=row)
+        )
 
     def fail(self, code: Code, message: str, row: int | None = None) -> _Abort:
         self.problem(code, message, row=row)
@@ -271,8 +272,14 @@ def build_packages_from_raw(
         try:
             t_manifest, t_header, t_entity = _load_template(Path(template), entity)
         except (ManifestError, zipfile.BadZipFile, KeyError, OSError) as e:
-            result.problems.append(Problem(Code.TEMPLATE_INVALID, f"template {Path(template).name}: {e}",
-                                           file=file_name, entity=entity.label))  # fmt: skip
+            result.problems.append(
+                Problem(
+                    Code.TEMPLATE_INVALID,
+                    f"template {Path(template).name}: {e}",
+                    file=file_name,
+                    entity=entity.label,
+                )
+            )
             return result
         if t_entity.source_format.casefold() != rules.name.casefold():
             try:
@@ -282,24 +289,51 @@ def build_packages_from_raw(
                     Problem(Code.TEMPLATE_INVALID, str(e), file=file_name, entity=entity.label)
                 )
                 return result
-            result.problems.append(Problem(
-                Code.TEMPLATE_INVALID,
-                f"template uses source format {t_entity.source_format}, not {rules.name}; following the template",
-                Severity.WARNING, file=file_name, entity=entity.label))  # fmt: skip
+            result.problems.append(
+                Problem(
+                    Code.TEMPLATE_INVALID,
+                    f"template uses source format {t_entity.source_format}, not {rules.name}; following the template",
+                    Severity.WARNING,
+                    file=file_name,
+                    entity=entity.label,
+                )
+            )
             rules = template_rules
     data_name = safe_data_name(file_name, rules)
     if data_name is None:
-        result.problems.append(Problem(Code.BAD_FILE_NAME, f"{file_name!r} cannot be used as a package file name",
-                                       file=file_name, entity=entity.label))  # fmt: skip
+        result.problems.append(
+            Problem(
+                Code.BAD_FILE_NAME,
+                f"{file_name!r} cannot be used as a package file name",
+                file=file_name,
+                entity=entity.label,
+            )
+        )
         return result
     if "'" in data_project:
-        result.problems.append(Problem(Code.APOSTROPHE_IN_PROJECT,
-                                       f"data project name {data_project!r} contains an apostrophe, which DMF rejects",
-                                       entity=entity.label))  # fmt: skip
+        result.problems.append(
+            Problem(
+                Code.APOSTROPHE_IN_PROJECT,
+                f"data project name {data_project!r} contains an apostrophe, which DMF rejects",
+                entity=entity.label,
+            )
+        )
         return result
     stem = data_name.rsplit(".", 1)[0] or "package"
-    ctx = _Ctx(file_name, data_name, entity, rules, data_project, limits, out_dir, stem, t_entity, t_manifest,
-               t_header, result.problems)  # fmt: skip
+    ctx = _Ctx(
+        file_name,
+        data_name,
+        entity,
+        rules,
+        data_project,
+        limits,
+        out_dir,
+        stem,
+        t_entity,
+        t_manifest,
+        t_header,
+        result.problems,
+    )
     parts = _Parts(ctx)
     try:
         if rules.kind is FileKind.DELIMITED:
@@ -327,8 +361,11 @@ def _load_template(path: Path, entity: EntityInfo) -> tuple[Manifest, PackageHea
         man = parse_manifest(zf.read(names["manifest.xml"]))
         hdr = parse_package_header(zf.read(names["packageheader.xml"]))
     wanted = {entity.label.casefold(), entity.target_entity.casefold()}
-    match = [e for e in man.entities if e.entity_name.casefold() in wanted
-             or (e.target_entity or "").casefold() in wanted]  # fmt: skip
+    match = [
+        e
+        for e in man.entities
+        if e.entity_name.casefold() in wanted or (e.target_entity or "").casefold() in wanted
+    ]
     if len(match) != 1:
         if len(man.entities) == 1:
             match = man.entities
@@ -351,8 +388,11 @@ def _check_columns(ctx: _Ctx, columns: list[str]) -> list[int]:
         raise ctx.fail(Code.NO_HEADER, f"{ctx.file_name}: column {upper.index('') + 1} has no name", row=1)
     dups = sorted({c for c in upper if upper.count(c) > 1})
     if dups:
-        raise ctx.fail(Code.DUPLICATE_COLUMN, f"{ctx.file_name}: columns repeated in the header: {', '.join(dups)}",
-                       row=1)  # fmt: skip
+        raise ctx.fail(
+            Code.DUPLICATE_COLUMN,
+            f"{ctx.file_name}: columns repeated in the header: {', '.join(dups)}",
+            row=1,
+        )
     if ctx.template_entity is not None:
         missing = [
             m.xml_field
@@ -368,15 +408,24 @@ def _check_columns(ctx: _Ctx, columns: list[str]) -> list[int]:
     elif ctx.entity.fields:
         unknown = [c for c in upper if c not in ctx.entity.fields]
         if unknown:
-            ctx.problem(Code.UNKNOWN_FIELD, f"{ctx.file_name}: columns not known for entity {ctx.entity.label}: "
-                        f"{', '.join(unknown)}", Severity.WARNING, row=1)  # fmt: skip
+            ctx.problem(
+                Code.UNKNOWN_FIELD,
+                f"{ctx.file_name}: columns not known for entity {ctx.entity.label}: {', '.join(unknown)}",
+                Severity.WARNING,
+                row=1,
+            )
     keys = ctx.entity.key_fields
     if not keys:
         return []
     absent = [k for k in keys if k not in upper]
     if absent:
-        ctx.problem(Code.KEY_FIELD_MISSING, f"{ctx.file_name}: key column(s) {', '.join(absent)} of entity "
-                    f"{ctx.entity.label} are not in the header", Severity.WARNING, row=1)  # fmt: skip
+        ctx.problem(
+            Code.KEY_FIELD_MISSING,
+            f"{ctx.file_name}: key column(s) {', '.join(absent)} of entity "
+            f"{ctx.entity.label} are not in the header",
+            Severity.WARNING,
+            row=1,
+        )
         return []
     return [upper.index(k) for k in keys]
 
@@ -386,15 +435,24 @@ def _dup_problems(ctx: _Ctx, finder: DuplicateKeyFinder) -> None:
     keys = ", ".join(ctx.entity.key_fields)
     for d in dups:
         shown = f" ({keys} = {', '.join(d.key)})" if d.key is not None else ""
-        ctx.problem(Code.DUPLICATE_KEY, f"{ctx.file_name}: row {d.row} repeats the key of row {d.first_row}{shown}",
-                    row=d.row)  # fmt: skip
+        ctx.problem(
+            Code.DUPLICATE_KEY,
+            f"{ctx.file_name}: row {d.row} repeats the key of row {d.first_row}{shown}",
+            row=d.row,
+        )
     extra = finder.duplicate_count - len(dups)
     if extra > 0:
         ctx.problem(Code.DUPLICATE_KEY, f"{ctx.file_name}: {extra} more rows repeat an earlier key")
 
 
-def _build_delimited(src: BinaryIO, ctx: _Ctx, parts: _Parts, result: BuildResult, input_delimiter: str | None,
-                     check_keys: bool) -> None:  # fmt: skip
+def _build_delimited(
+    src: BinaryIO,
+    ctx: _Ctx,
+    parts: _Parts,
+    result: BuildResult,
+    input_delimiter: str | None,
+    check_keys: bool,
+) -> None:
     limits, rules = ctx.limits, ctx.rules
     assert rules.encoding is not None and rules.delimiter is not None
     head = read_head(src)
@@ -403,8 +461,11 @@ def _build_delimited(src: BinaryIO, ctx: _Ctx, parts: _Parts, result: BuildResul
     enc = detect_encoding(head)
     result.source_encoding = enc.codec
     if enc.assumed:
-        ctx.problem(Code.BAD_ENCODING, f"{ctx.file_name}: no byte order mark and not UTF-8; read as {enc.codec}",
-                    Severity.WARNING)  # fmt: skip
+        ctx.problem(
+            Code.BAD_ENCODING,
+            f"{ctx.file_name}: no byte order mark and not UTF-8; read as {enc.codec}",
+            Severity.WARNING,
+        )
     out_codec = rules.encoding
     redelimit = input_delimiter is not None and input_delimiter != rules.delimiter
     in_delim = input_delimiter or rules.delimiter
@@ -444,8 +505,12 @@ def _build_delimited(src: BinaryIO, ctx: _Ctx, parts: _Parts, result: BuildResul
             recs = _redelimit(recs, in_delim, rules.delimiter)
         if not warned_ascii and not all(r.isascii() for r in recs):
             warned_ascii = True
-            ctx.problem(Code.BAD_ENCODING, f"{ctx.file_name}: non-ASCII text in plain CSV is read with the format's "
-                        "code page; use CSV-Unicode or CSV-UTF8 if it is not UTF-8", Severity.WARNING)  # fmt: skip
+            ctx.problem(
+                Code.BAD_ENCODING,
+                f"{ctx.file_name}: non-ASCII text in plain CSV is read with the format's "
+                "code page; use CSV-Unicode or CSV-UTF8 if it is not UTF-8",
+                Severity.WARNING,
+            )
         _write_records(ctx, parts, recs, header_bytes, out_codec, row)
         row += len(recs)
 
@@ -455,12 +520,18 @@ def _build_delimited(src: BinaryIO, ctx: _Ctx, parts: _Parts, result: BuildResul
     except DecodeError as e:
         raise ctx.fail(Code.BAD_ENCODING, f"{ctx.file_name}: {e}") from None
     except RecordTooLongError as e:
-        raise ctx.fail(Code.UNTERMINATED_QUOTE, f"{ctx.file_name}: {e} after row {row}; a quote is not closed",
-                       row=row + 1) from None  # fmt: skip
+        raise ctx.fail(
+            Code.UNTERMINATED_QUOTE,
+            f"{ctx.file_name}: {e} after row {row}; a quote is not closed",
+            row=row + 1,
+        ) from None
     rest, unterminated = splitter.finish()
     if unterminated:
-        raise ctx.fail(Code.UNTERMINATED_QUOTE, f"{ctx.file_name}: row {row + 1} opens a quote that never closes",
-                       row=row + 1)  # fmt: skip
+        raise ctx.fail(
+            Code.UNTERMINATED_QUOTE,
+            f"{ctx.file_name}: row {row + 1} opens a quote that never closes",
+            row=row + 1,
+        )
     handle(rest)
     if not header_bytes:
         raise ctx.fail(Code.EMPTY_FILE, f"{ctx.file_name} holds no text")
@@ -497,8 +568,11 @@ def _write_records(ctx: _Ctx, parts: _Parts, recs: list[str], header: bytes, cod
             n, data = _fit(take, codec, max_bytes - parts.bytes)
             if n == 0:
                 if parts.rows == 0:
-                    raise ctx.fail(Code.TOO_LARGE, f"{ctx.file_name}: row {row0 + i + 1} alone is larger than "
-                                   f"{max_bytes} bytes", row=row0 + i + 1)  # fmt: skip
+                    raise ctx.fail(
+                        Code.TOO_LARGE,
+                        f"{ctx.file_name}: row {row0 + i + 1} alone is larger than {max_bytes} bytes",
+                        row=row0 + i + 1,
+                    )
                 parts.finish_part()
                 continue
             take = take[:n]
@@ -535,8 +609,11 @@ def _fit(recs: list[str], codec: str, room: int) -> tuple[int, bytes]:
 def _build_xml(src: BinaryIO, ctx: _Ctx, parts: _Parts, result: BuildResult, check_keys: bool) -> None:
     limits = ctx.limits
     attrs_mode = ctx.rules.xml_attributes
-    finder = DuplicateKeyFinder(limits.key_spill_threshold, limits.max_row_problems) \
-        if check_keys and ctx.entity.key_fields else None  # fmt: skip
+    finder = (
+        DuplicateKeyFinder(limits.key_spill_threshold, limits.max_row_problems)
+        if check_keys and ctx.entity.key_fields
+        else None
+    )
     depth = 0
     root: Element | None = None
     prefix = b""
@@ -588,8 +665,9 @@ def _build_xml(src: BinaryIO, ctx: _Ctx, parts: _Parts, result: BuildResult, che
         parts.finish_part(suffix, list(fields))
 
 
-def _write_xml_record(ctx: _Ctx, parts: _Parts, data: bytes, prefix: bytes, suffix: bytes,
-                      fields: dict[str, None], row: int) -> None:  # fmt: skip
+def _write_xml_record(
+    ctx: _Ctx, parts: _Parts, data: bytes, prefix: bytes, suffix: bytes, fields: dict[str, None], row: int
+) -> None:
     max_rows, max_bytes = ctx.limits.max_rows_per_package, ctx.limits.max_bytes_per_package
     if parts.open and (
         (max_rows is not None and parts.rows >= max_rows)
@@ -600,8 +678,11 @@ def _write_xml_record(ctx: _Ctx, parts: _Parts, data: bytes, prefix: bytes, suff
     if not parts.open:
         parts.start(prefix)
         if max_bytes is not None and len(prefix) + len(data) + len(suffix) > max_bytes:
-            raise ctx.fail(Code.TOO_LARGE, f"{ctx.file_name}: record {row} alone is larger than {max_bytes} bytes",
-                           row=row)  # fmt: skip
+            raise ctx.fail(
+                Code.TOO_LARGE,
+                f"{ctx.file_name}: record {row} alone is larger than {max_bytes} bytes",
+                row=row,
+            )
     parts.write(data, 1)
 
 
@@ -650,8 +731,11 @@ def _build_excel(src: BinaryIO, ctx: _Ctx, parts: _Parts, result: BuildResult, c
             key_idx = _check_columns(ctx, columns)
             result.columns = columns
             parts.columns = columns
-            finder = DuplicateKeyFinder(limits.key_spill_threshold, limits.max_row_problems) \
-                if key_idx and check_keys else None  # fmt: skip
+            finder = (
+                DuplicateKeyFinder(limits.key_spill_threshold, limits.max_row_problems)
+                if key_idx and check_keys
+                else None
+            )
             n = 0
             max_rows = limits.max_rows_per_package
             split = False

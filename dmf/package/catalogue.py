@@ -79,9 +79,15 @@ _DEFAULTS = (
         "CustCustomerGroupEntity",
         key_fields=("CUSTOMERGROUPID",),
         fields=(
-            "CUSTOMERGROUPID", "DESCRIPTION", "PAYMENTTERMID", "DEFAULTDIMENSIONDISPLAYVALUE",
-            "CLEARINGPERIODPAYMENTTERMNAME", "ISSALESTAXINCLUDEDINPRICE", "TAXGROUPID",
-            "CUSTOMERACCOUNTNUMBERSEQUENCE", "WRITEOFFREASON",
+            "CUSTOMERGROUPID",
+            "DESCRIPTION",
+            "PAYMENTTERMID",
+            "DEFAULTDIMENSIONDISPLAYVALUE",
+            "CLEARINGPERIODPAYMENTTERMNAME",
+            "ISSALESTAXINCLUDEDINPRICE",
+            "TAXGROUPID",
+            "CUSTOMERACCOUNTNUMBERSEQUENCE",
+            "WRITEOFFREASON",
         ),
     ),
     EntityInfo("Customers V3", "CustCustomerV3Entity", key_fields=("CUSTOMERACCOUNT",)),
@@ -93,7 +99,7 @@ _DEFAULTS = (
     ),
     EntityInfo("Customer definitions", "CustCustomerBaseEntity", key_fields=("CUSTOMERACCOUNT",)),
     EntityInfo("Sales orders composite V3", "SalesOrderV3CompositeEntity", composite=True),
-)  # fmt: skip
+)
 
 
 def default_catalogue() -> Catalogue:

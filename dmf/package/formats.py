@@ -80,9 +80,16 @@ def format_rules(name: str, *, like: str | None = None) -> FormatRules:
     if like is not None:
         base = format_rules(like)
         return FormatRules(
-            name, base.kind, base.encoding, base.bom, base.delimiter, base.crlf_required, base.extension,
-            base.xml_attributes, f"custom format following {base.name}",
-        )  # fmt: skip
+            name,
+            base.kind,
+            base.encoding,
+            base.bom,
+            base.delimiter,
+            base.crlf_required,
+            base.extension,
+            base.xml_attributes,
+            f"custom format following {base.name}",
+        )
     raise UnknownFormatError(f"unknown DMF source format {name!r}; known: {', '.join(known_formats())}")
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import re
 import zipfile
 from collections.abc import Iterator
@@ -26,8 +27,11 @@ def name_problem(name: str) -> Problem | None:
         or "\x00" in name
         or any(seg == ".." for seg in name.split("/"))
     ):
-        return Problem(Code.PATH_TRAVERSAL, f"zip entry {name!r} has an unsafe path (.., absolute, drive or \\)",
-                       file=name)  # fmt: skip
+        return Problem(
+            Code.PATH_TRAVERSAL,
+            f"zip entry {name!r} has an unsafe path (.., absolute, drive or \\)",
+            file=name,
+        )
     if "/" in name:
         return Problem(
             Code.ZIP_NESTED_FOLDER,
@@ -108,3 +112,25 @@ def copy_entry(zf: zipfile.ZipFile, info: zipfile.ZipInfo, dest: BinaryIO, budge
         dest.write(chunk)
         n += len(chunk)
     return n
+
+
+class ChunkReader(io.RawIOBase):
+    """A readable file over an iterator of byte chunks (e.g. ``iter_entry``), for parsers that want files."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[override]
+        while not self._buf:
+            nxt = next(self._chunks, None)
+            if nxt is None:
+                return 0
+            self._buf = nxt
+        n = min(len(b), len(self._buf))
+        b[:n] = self._buf[:n]
+        self._buf = self._buf[n:]
+        return n

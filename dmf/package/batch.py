@@ -1,0 +1,253 @@
+"""Batches: a zip of packages, or a small JSON batch manifest naming sibling files and their order.
+
+Batch manifest (``*.batch.json``)::
+
+    {"items": [{"file": "a.zip"}, {"file": "b.csv", "entity": "Customer groups", "source_format": "CSV-Unicode"}],
+     "description": "optional"}
+
+``file`` is a plain name (no folders); an item without ``entity`` must be a package (.zip); a raw file
+needs ``entity`` (and may set ``source_format``). A batch zip holds packages at its root, imported in
+natural name order (``part2`` before ``part10``) unless it also holds a ``*.batch.json``, which then sets
+the order and may name raw files too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from dmf.package.fingerprint import sha256_file
+from dmf.package.limits import Limits
+from dmf.package.problems import Code, Problem, Severity, has_errors
+from dmf.package.zipsafe import Budget, ZipBombError, copy_entry, header_problems, name_problem
+
+BATCH_SUFFIX = ".batch.json"
+MAX_BATCH_MANIFEST_BYTES = 1024 * 1024
+_IGNORED = re.compile(r"(^__MACOSX/|(^|/)\.DS_Store$|(^|/)Thumbs\.db$)", re.IGNORECASE)
+
+
+class BatchItem(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    file: str = Field(min_length=1, max_length=1024)
+    entity: str | None = None
+    source_format: str | None = None
+
+    @field_validator("file")
+    @classmethod
+    def _plain_name(cls, v: str) -> str:
+        problem = name_problem(v)
+        if problem is not None or v in (".", ".."):
+            raise ValueError(f"{v!r} must be a plain file name next to the batch manifest (no folders or ..)")
+        return v
+
+    @property
+    def is_package(self) -> bool:
+        return self.entity is None
+
+
+class BatchManifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    items: list[BatchItem] = Field(min_length=1, max_length=1000)
+    description: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> BatchManifest:
+        seen: set[str] = set()
+        for i, item in enumerate(self.items, start=1):
+            key = item.file.casefold()
+            if key in seen:
+                raise ValueError(f"item {i}: {item.file!r} is listed twice")
+            seen.add(key)
+            if item.entity is None and not key.endswith(".zip"):
+                raise ValueError(f"item {i}: {item.file!r} is not a .zip package, so it needs an entity")
+        return self
+
+
+class BatchManifestError(ValueError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.problem = Problem(Code.BAD_BATCH_MANIFEST, message)
+
+
+def parse_batch_manifest(data: bytes) -> BatchManifest:
+    """Parse and validate a batch manifest. Raises ``BatchManifestError`` with a message naming the item."""
+    if len(data) > MAX_BATCH_MANIFEST_BYTES:
+        raise BatchManifestError(
+            f"the batch manifest is {len(data)} bytes (limit {MAX_BATCH_MANIFEST_BYTES})"
+        )
+    try:
+        doc = json.loads(data.decode("utf-8-sig"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise BatchManifestError(f"the batch manifest is not UTF-8 JSON ({e})") from None
+    try:
+        return BatchManifest.model_validate(doc)
+    except ValidationError as e:
+        msgs = "; ".join(
+            f"{'.'.join(str(x) for x in err['loc']) or 'manifest'}: {err['msg']}" for err in e.errors()
+        )
+        raise BatchManifestError(f"invalid batch manifest: {msgs}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchEntry:
+    """One thing to import, in order: a package zip, or a raw file to wrap with ``build``."""
+
+    name: str
+    path: Path
+    kind: Literal["package", "raw"]
+    bytes: int
+    sha256: str
+    entity: str | None = None
+    source_format: str | None = None
+
+
+@dataclass
+class BatchExtraction:
+    entries: list[BatchEntry] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    manifest: BatchManifest | None = None
+
+    @property
+    def ok(self) -> bool:
+        return not has_errors(self.problems) and bool(self.entries)
+
+
+def natural_key(name: str) -> list[object]:
+    return [int(t) if t.isdigit() else t.casefold() for t in re.split(r"(\d+)", name)]
+
+
+def extract_batch_zip(path: str | Path, out_dir: str | Path, limits: Limits | None = None) -> BatchExtraction:
+    """Extract the packages of a batch zip to ``out_dir`` (streamed, zip bomb checked). Never raises for
+    bad input: on any error no file is left in ``out_dir`` by this call."""
+    limits = limits or Limits()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    res = BatchExtraction()
+    p = res.problems
+    path = Path(path)
+    if path.stat().st_size > limits.max_package_file_bytes:
+        p.append(
+            Problem(
+                Code.TOO_LARGE,
+                f"the batch zip is {path.stat().st_size} bytes (limit {limits.max_package_file_bytes})",
+            )
+        )
+        return res
+    try:
+        zf = zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        p.append(Problem(Code.NOT_A_ZIP, f"{path.name} is not a zip archive"))
+        return res
+    written: list[Path] = []
+    with zf:
+        p.extend(header_problems(zf, limits))
+        if has_errors(p):
+            return res
+        root: dict[str, zipfile.ZipInfo] = {}
+        for info in zf.infolist():
+            if _IGNORED.search(info.filename) or (
+                info.is_dir() and not name_problem(info.filename.rstrip("/"))
+            ):
+                continue
+            bad = name_problem(info.filename)
+            if bad is not None:
+                p.append(bad)
+                continue
+            if info.file_size == 0:
+                p.append(Problem(Code.EMPTY_FILE, f"{info.filename!r} is empty", file=info.filename))
+                continue
+            root[info.filename.casefold()] = info
+        manifests = [i for k, i in root.items() if k.endswith(BATCH_SUFFIX)]
+        plan: list[tuple[zipfile.ZipInfo, BatchItem]] = []
+        if len(manifests) > 1:
+            p.append(Problem(Code.BAD_BATCH_MANIFEST, "the batch zip holds more than one *.batch.json"))
+        elif manifests:
+            try:
+                with zf.open(manifests[0]) as f:
+                    res.manifest = parse_batch_manifest(f.read(MAX_BATCH_MANIFEST_BYTES + 1))
+            except BatchManifestError as e:
+                p.append(
+                    Problem(
+                        Code.BAD_BATCH_MANIFEST, f"{manifests[0].filename}: {e}", file=manifests[0].filename
+                    )
+                )
+            if res.manifest is not None:
+                listed = set()
+                for item in res.manifest.items:
+                    info = root.get(item.file.casefold())
+                    if info is None:
+                        p.append(
+                            Problem(
+                                Code.INPUT_FILE_MISSING,
+                                f"the batch manifest lists {item.file!r}, which is not in the zip",
+                                file=item.file,
+                            )
+                        )
+                        continue
+                    listed.add(item.file.casefold())
+                    plan.append((info, item))
+                for k, info in root.items():
+                    if k not in listed and info is not manifests[0]:
+                        p.append(
+                            Problem(
+                                Code.UNREFERENCED_FILE,
+                                f"{info.filename!r} is not listed in the batch manifest and is skipped",
+                                Severity.WARNING,
+                                file=info.filename,
+                            )
+                        )
+        else:
+            for k in sorted(root, key=natural_key):
+                info = root[k]
+                if k.endswith(".zip"):
+                    plan.append((info, BatchItem(file=info.filename)))
+                else:
+                    p.append(
+                        Problem(
+                            Code.UNREFERENCED_FILE,
+                            f"{info.filename!r} is not a package (.zip) and is skipped",
+                            Severity.WARNING,
+                            file=info.filename,
+                        )
+                    )
+        if has_errors(p):
+            return res
+        if not plan:
+            p.append(Problem(Code.EMPTY_PACKAGE, f"{path.name} holds no packages"))
+            return res
+        budget = Budget(limits.max_uncompressed_bytes)
+        try:
+            for n, (info, item) in enumerate(plan, start=1):
+                # Prefix with the position so names stay unique and sort in import order on disk.
+                dest = out / f"{n:04d}-{info.filename}"
+                written.append(dest)
+                with open(dest, "wb") as f:
+                    size = copy_entry(zf, info, f, budget)
+                res.entries.append(
+                    BatchEntry(
+                        info.filename,
+                        dest,
+                        "package" if item.is_package else "raw",
+                        size,
+                        sha256_file(dest),
+                        item.entity,
+                        item.source_format,
+                    )
+                )
+        except ZipBombError as e:
+            p.append(Problem(Code.ZIP_BOMB, str(e)))
+        except (zipfile.BadZipFile, EOFError) as e:
+            p.append(Problem(Code.ZIP_CORRUPT, f"{path.name}: {e}"))
+    if has_errors(p):
+        for w in written:
+            w.unlink(missing_ok=True)
+        res.entries = []
+    return res
