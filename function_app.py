@@ -3,11 +3,23 @@
 import azure.durable_functions as df
 import azure.functions as func
 
+from activities import gate as gate_activities
+from activities import inbound as inbound_activities
 from dmf.logs import configure_logging
-from triggers import admin_http
+from orchestrators import import_package, inbound_drop
+from triggers import admin_http, gate_watch, inbound_blob
 
 configure_logging()
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 
+# Inbound: blob trigger → drop orchestration → per-package import orchestrations.
+app.register_functions(inbound_blob.bp)
+app.register_functions(inbound_drop.bp)
+app.register_functions(import_package.bp)
+app.register_functions(inbound_activities.bp)
+app.register_functions(gate_activities.bp)
+app.register_functions(gate_watch.bp)
+
+# Operators.
 app.register_functions(admin_http.bp)

@@ -71,6 +71,9 @@ class Route(BaseModel):
 class RoutesFile(BaseModel):
     version: int = 1
     routes: list[Route] = Field(default_factory=list)
+    # Extra entities for the catalogue (label, target_entity, key_fields, composite, fields): lets
+    # validation check keys and composite rules for entities the built-in catalogue does not know.
+    entities: list[dict] = Field(default_factory=list)
 
 
 class ResolvedRoute(BaseModel):

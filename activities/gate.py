@@ -1,0 +1,75 @@
+"""Activities that take, wait for and give back an environment's import gate (see ``dmf/gate.py``)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+import azure.durable_functions as df
+
+from dmf.logs import log_context
+from dmf.pipeline.services import services
+
+bp = df.Blueprint()
+log = logging.getLogger(__name__)
+
+GATE_EVENT = "gate_open"
+
+
+def stale_after(recheck_seconds: float) -> float:
+    """A waiter refreshes itself every recheck; missing several in a row means it is gone."""
+    return max(5 * recheck_seconds, 300.0)
+
+
+@bp.activity_trigger(input_name="req")
+def gate_enqueue(req: dict[str, Any]) -> None:
+    with log_context(instance_id=req["instance_id"]):
+        services().gate(req["environment"]).enqueue(
+            req["ticket"], req["instance_id"], datetime.fromisoformat(req["now"])
+        )
+
+
+@bp.activity_trigger(input_name="req")
+def gate_try_acquire(req: dict[str, Any]) -> dict[str, Any]:
+    s = services().settings
+    with log_context(instance_id=req["instance_id"]):
+        r = (
+            services()
+            .gate(req["environment"])
+            .try_acquire(
+                req["ticket"],
+                req["instance_id"],
+                datetime.fromisoformat(req["now"]),
+                lease_seconds=s.gate_lease_seconds,
+                stale_after_seconds=stale_after(s.gate_recheck_seconds),
+            )
+        )
+    return {"granted": r.granted, "position": r.position, "holders": r.holders}
+
+
+@bp.activity_trigger(input_name="req")
+@bp.durable_client_input(client_name="client")
+async def gate_release(req: dict[str, Any], client: df.DurableOrchestrationClient) -> list[str]:
+    """Release, then tell the next waiters at once so none sits out its recheck interval."""
+    s = services().settings
+    with log_context(instance_id=req["instance_id"]):
+        wake = (
+            services()
+            .gate(req["environment"])
+            .release(
+                req["ticket"],
+                datetime.fromisoformat(req["now"]),
+                stale_after_seconds=stale_after(s.gate_recheck_seconds),
+            )
+        )
+        await notify(client, wake)
+    return wake
+
+
+async def notify(client: df.DurableOrchestrationClient, instance_ids: list[str]) -> None:
+    for instance_id in instance_ids:
+        try:
+            await client.raise_event(instance_id, GATE_EVENT, {"reason": "permit free"})
+        except Exception as exc:  # the waiter may have ended; its recheck timer covers any other case
+            log.info("could not wake %s: %s", instance_id, exc)

@@ -1,0 +1,1 @@
+"""The inbound and outbound pipeline steps, as plain functions the activities call."""

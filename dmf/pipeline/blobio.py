@@ -1,0 +1,41 @@
+"""Blob ↔ local temp file helpers with bounded memory."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from azure.storage.blob import BlobClient
+
+from dmf.storage.transfer import iter_file, stream_blob, stream_to_blob
+
+
+def sha256_blob(blob: BlobClient) -> tuple[str, int]:
+    h = hashlib.sha256()
+    size = 0
+    for chunk in stream_blob(blob):
+        h.update(chunk)
+        size += len(chunk)
+    return h.hexdigest(), size
+
+
+@contextmanager
+def downloaded(blob: BlobClient, suffix: str = "") -> Iterator[Path]:
+    """The blob in a temporary file, removed afterwards."""
+    fd, name = tempfile.mkstemp(suffix=suffix, prefix="dmf-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            for chunk in stream_blob(blob):
+                f.write(chunk)
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def upload_file(path: Path, dest: BlobClient, metadata: dict[str, str] | None = None) -> int:
+    with path.open("rb") as f:
+        return stream_to_blob(iter_file(f), dest, metadata=metadata, content_type="application/zip").size

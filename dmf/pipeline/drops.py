@@ -1,0 +1,373 @@
+"""Inbound drop steps: plan a drop, prepare (build or validate, then stage) each item, finalise the drop.
+
+Each function takes and returns small JSON-friendly dicts (they are activity payloads) and returns a
+result object for every expected failure instead of raising, so one bad item never sinks the others.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from azure.core.exceptions import ResourceNotFoundError
+
+from dmf.package.batch import extract_batch_zip, parse_batch_manifest
+from dmf.package.build import build_packages_from_raw
+from dmf.package.catalogue import EntityInfo
+from dmf.package.inspect import inspect_package
+from dmf.pipeline.blobio import downloaded, sha256_blob, upload_file
+from dmf.pipeline.services import Services
+from dmf.routing import ResolvedRoute, RoutingError, resolve
+from dmf.settings import Deployment
+from dmf.storage.transfer import copy_blob
+
+log = logging.getLogger(__name__)
+
+MAX_BATCH_MANIFEST_BYTES = 1 * 2**20
+OK_STATUSES = {"Succeeded", "PartiallySucceeded"}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _rejected(reason: str, **extra: Any) -> dict[str, Any]:
+    return {"action": "reject", "reason": reason, "items": [], **extra}
+
+
+# -- plan ----------------------------------------------------------------------------------------------
+def plan_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+    """Route the blob, detect duplicates and list the items to prepare."""
+    drop_id, day, container, name = req["instance_id"], req["day"], req["container"], req["name"]
+    source = f"{container}/{name}"
+    svc.outcomes.upsert(
+        day,
+        drop_id,
+        {
+            "Kind": "drop",
+            "Status": "Planning",
+            "SourceBlob": source,
+            "InstanceId": drop_id,
+            "ReceivedAt": req.get("received_at"),
+            "StartedAt": _now(),
+        },
+    )
+    try:
+        route = resolve(name, svc.settings)
+    except RoutingError as exc:
+        return _rejected(str(exc))
+    svc.outcomes.upsert(
+        day,
+        drop_id,
+        {
+            "Route": route.route,
+            "Environment": route.environment,
+            "LegalEntity": route.legal_entity,
+            "DataProject": route.data_project,
+            "Entity": route.entity,
+            "DropKind": route.kind,
+        },
+    )
+    if route.kind == "unknown":
+        return _rejected(
+            f"{PurePosixPath(name).name!r}: unsupported file type; drop a data package (.zip), a raw data "
+            "file (.csv, .txt, .xml, .xlsx) or a batch manifest (*.batch.json)",
+            route=route.model_dump(),
+        )
+    if route.data_project and "'" in route.data_project:
+        return _rejected(
+            f"data project {route.data_project!r} contains an apostrophe, which DMF's package API cannot handle",
+            route=route.model_dump(),
+        )
+    if route.mode == "enqueue":
+        env = svc.settings.environment(route.environment)
+        if env.deployment is Deployment.ONPREM:
+            return _rejected(
+                f"route {route.route!r} enqueues to {env.name!r}, an on-premises environment: the Recurring "
+                "Integration API does not exist there; use a package-import route",
+                route=route.model_dump(),
+            )
+    blob = svc.blob(container, name)
+    try:
+        sha, size = sha256_blob(blob)
+    except ResourceNotFoundError:
+        return {"action": "gone", "reason": f"{source} no longer exists", "items": []}
+    if size == 0:
+        return _rejected(f"{source} is empty", route=route.model_dump())
+    svc.outcomes.upsert(day, drop_id, {"ContentSha256": sha, "SizeBytes": size})
+    claim = svc.ledger.claim_content(sha, drop_id, source)
+    if not claim.mine and not route.allow_duplicate_content:
+        return {
+            "action": "duplicate",
+            "reason": f"same content as {claim.source_blob} (drop {claim.owner}); not imported again",
+            "duplicate_of": claim.owner,
+            "route": route.model_dump(),
+            "sha256": sha,
+            "items": [],
+        }
+    base = {"route": route.model_dump(), "sha256": sha}
+    if route.mode == "enqueue":
+        return {**base, "action": "enqueue", "items": [{"seq": 1, "kind": route.kind, "source": source}]}
+    if route.kind == "batch":
+        return {**base, **_plan_batch_manifest(svc, drop_id, container, name, route)}
+    if route.kind == "package" and _is_batch_zip(blob):
+        return {**base, **_plan_batch_zip(svc, drop_id, container, name, route)}
+    item = {"seq": 1, "kind": route.kind, "source": source, "entity": route.entity}
+    return {**base, "action": "import", "items": [item]}
+
+
+def _is_batch_zip(blob: Any) -> bool:
+    """A zip whose root holds only .zip entries (no Manifest.xml) is a batch of packages."""
+    import zipfile
+
+    with downloaded(blob, ".zip") as path:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = [n for n in zf.namelist() if not n.endswith("/")]
+        except zipfile.BadZipFile:
+            return False
+    return bool(names) and all(n.lower().endswith(".zip") for n in names)
+
+
+def _plan_batch_zip(
+    svc: Services, drop_id: str, container: str, name: str, route: ResolvedRoute
+) -> dict[str, Any]:
+    with downloaded(svc.blob(container, name), ".zip") as path, tempfile.TemporaryDirectory() as out:
+        result = extract_batch_zip(path, Path(out), svc.limits(route.max_rows_per_package))
+        problems = [str(p) for p in getattr(result, "problems", [])]
+        if problems:
+            return _rejected("batch zip rejected: " + "; ".join(problems))
+        items = []
+        for seq, inner in enumerate(result.packages, start=1):
+            staged = f"{svc.settings.staging_container}/{drop_id}/batch/{seq:03d}-{Path(inner).name}"
+            upload_file(Path(inner), svc.blob_at(staged))
+            items.append({"seq": seq, "kind": "package", "source": staged, "label": Path(inner).name})
+    if not items:
+        return _rejected("batch zip holds no packages")
+    return {"action": "import", "items": items}
+
+
+def _plan_batch_manifest(
+    svc: Services, drop_id: str, container: str, name: str, route: ResolvedRoute
+) -> dict[str, Any]:
+    blob = svc.blob(container, name)
+    if blob.get_blob_properties().size > MAX_BATCH_MANIFEST_BYTES:
+        return _rejected("batch manifest is larger than 1 MiB")
+    try:
+        manifest = parse_batch_manifest(blob.download_blob().readall())
+    except ValueError as exc:
+        return _rejected(f"batch manifest is invalid: {exc}")
+    folder = str(PurePosixPath(name).parent)
+    items, missing = [], []
+    for seq, entry in enumerate(manifest.items, start=1):
+        member = str(PurePosixPath(folder) / entry.file) if folder != "." else entry.file
+        if ".." in PurePosixPath(entry.file).parts:
+            return _rejected(
+                f"batch manifest names {entry.file!r}: paths may not leave the manifest's folder"
+            )
+        if not svc.blob(container, member).exists():
+            missing.append(member)
+            continue
+        kind = "package" if member.lower().endswith(".zip") else "raw"
+        entity = getattr(entry, "entity", None) or (route.entity if kind == "raw" else None)
+        if kind == "raw" and not entity:
+            from dmf.routing import entity_from_file_name
+
+            entity = entity_from_file_name(member)
+        items.append({"seq": seq, "kind": kind, "source": f"{container}/{member}", "entity": entity})
+    if missing:
+        return _rejected("batch manifest names files that do not exist: " + ", ".join(missing))
+    if not items:
+        return _rejected("batch manifest names no files")
+    return {"action": "import", "items": items, "members": [i["source"] for i in items]}
+
+
+# -- prepare -------------------------------------------------------------------------------------------
+def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+    """Build (raw) or validate (package) one item and stage the result in our staging container."""
+    drop_id, item = req["drop_id"], req["item"]
+    route = ResolvedRoute.model_validate(req["route"])
+    seq = item["seq"]
+    limits = svc.limits(route.max_rows_per_package)
+    src = svc.blob_at(item["source"])
+    packages: list[dict[str, Any]] = []
+    try:
+        with downloaded(src, PurePosixPath(item["source"]).suffix) as path:
+            if item["kind"] == "raw":
+                entity = svc.catalogue.get(item["entity"]) if item.get("entity") else None
+                if entity is None:
+                    entity = EntityInfo(
+                        label=item["entity"] or "Unknown", target_entity=item["entity"] or "Unknown"
+                    )
+                with tempfile.TemporaryDirectory() as out, path.open("rb") as f:
+                    built = build_packages_from_raw(
+                        f,
+                        file_name=PurePosixPath(item["source"]).name,
+                        entity=entity,
+                        source_format=route.source_format or "CSV-Unicode",
+                        data_project=route.data_project or "",
+                        limits=limits,
+                        out_dir=Path(out),
+                        template=None,
+                    )
+                    problems = [str(p) for p in built.problems if _is_error(p)]
+                    if problems:
+                        return {"ok": False, "seq": seq, "problems": problems, "packages": []}
+                    for k, bp in enumerate(built.packages, start=1):
+                        report = inspect_package(
+                            bp.path,
+                            limits=limits,
+                            catalogue=svc.catalogue,
+                            overwrite=route.overwrite,
+                            data_project=route.data_project,
+                        )
+                        if not report.ok:
+                            return {
+                                "ok": False,
+                                "seq": seq,
+                                "problems": [str(p) for p in report.problems if _is_error(p)],
+                                "packages": [],
+                            }
+                        staged = f"{svc.settings.staging_container}/{drop_id}/{seq:03d}-{k:02d}.zip"
+                        upload_file(bp.path, svc.blob_at(staged), {"source": _ascii(item["source"])})
+                        packages.append(_staged(staged, report, bp.rows))
+            else:
+                report = inspect_package(
+                    path,
+                    limits=limits,
+                    catalogue=svc.catalogue,
+                    overwrite=route.overwrite,
+                    data_project=route.data_project,
+                )
+                if not report.ok:
+                    return {
+                        "ok": False,
+                        "seq": seq,
+                        "problems": [str(p) for p in report.problems if _is_error(p)],
+                        "packages": [],
+                    }
+                staged = f"{svc.settings.staging_container}/{drop_id}/{seq:03d}-01.zip"
+                if item["source"].startswith(f"{svc.settings.staging_container}/"):
+                    staged = item["source"]  # batch members were staged when the batch was unpacked
+                else:
+                    copy_blob(src, svc.blob_at(staged))
+                packages.append(_staged(staged, report, None))
+    except ResourceNotFoundError:
+        return {"ok": False, "seq": seq, "problems": [f"{item['source']} no longer exists"], "packages": []}
+    return {"ok": True, "seq": seq, "problems": [], "packages": packages}
+
+
+def _ascii(text: str) -> str:
+    return text.encode("ascii", "backslashreplace").decode()
+
+
+def _is_error(problem: Any) -> bool:
+    sev = getattr(problem, "severity", "error")
+    return str(getattr(sev, "value", sev)).lower() == "error"
+
+
+def _staged(staged: str, report: Any, rows: int | None) -> dict[str, Any]:
+    entities = [e.entity_name for e in report.manifest.entities] if report.manifest else []
+    counts = getattr(report, "row_counts", None) or {}
+    total = rows if rows is not None else (sum(counts.values()) if counts else None)
+    return {"staged": staged, "entities": entities, "rows": total}
+
+
+# -- finalise ------------------------------------------------------------------------------------------
+def drop_status(results: list[dict[str, Any]], rejected: list[dict[str, Any]]) -> str:
+    statuses = [r["status"] for r in results]
+    if not statuses and rejected:
+        return "Rejected"
+    if statuses and all(s == "Succeeded" for s in statuses) and not rejected:
+        return "Succeeded"
+    if any(s in OK_STATUSES for s in statuses):
+        return "PartiallySucceeded"
+    return "Failed"
+
+
+def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+    """Record the drop's summary and move its blob(s) to processed / failed / rejected (never lose one)."""
+    drop_id, day, source = req["instance_id"], req["day"], req["source"]
+    action = req.get("action")
+    results: list[dict[str, Any]] = req.get("results", [])
+    rejected: list[dict[str, Any]] = req.get("rejected", [])
+    s = svc.settings
+    if action == "duplicate":
+        status = "Duplicate"
+    elif action == "reject":
+        status = "Rejected"
+    else:
+        status = drop_status(results, rejected)
+    reason = req.get("reason") or "; ".join(f"item {r['seq']}: " + "; ".join(r["problems"]) for r in rejected)
+    for r in rejected:
+        svc.outcomes.upsert(
+            day,
+            f"{drop_id}~{int(r['seq']):03d}",
+            {
+                "Kind": "package",
+                "Status": "Rejected",
+                "Reason": "; ".join(r["problems"]),
+                "SourceBlob": r.get("source"),
+            },
+        )
+    target = {
+        "Succeeded": s.processed_container,
+        "PartiallySucceeded": s.processed_container,
+        "Failed": s.failed_container,
+    }.get(status, s.rejected_container)
+    name = source.partition("/")[2]
+    archived = f"{target}/{name}"
+    records = sum(int(r.get("records") or 0) for r in results) if results else None
+    errors = [r.get("error_summary") for r in results if r.get("error_summary")]
+    finished = _now()
+    summary = {
+        "Status": status,
+        "Reason": reason or None,
+        "PackageCount": len(results) + len(rejected),
+        "Records": records,
+        "ErrorCount": sum(int(r.get("error_count") or 0) for r in results) if results else None,
+        "ErrorSummary": " | ".join(errors) if errors else None,
+        "ArchivedBlob": archived,
+        "FinishedAt": finished,
+        "DuplicateOf": req.get("duplicate_of"),
+    }
+    started = svc.outcomes.get(day, drop_id) or {}
+    if started.get("StartedAt"):
+        summary["DurationSeconds"] = round((finished - started["StartedAt"]).total_seconds(), 3)
+    # The outcome row is written before the source blob is touched.
+    svc.outcomes.upsert(day, drop_id, summary)
+    _move(svc, source, archived, reason if status not in OK_STATUSES else None, drop_id, status)
+    for member in req.get("members", []):
+        if member != source:
+            _move(svc, member, f"{target}/{member.partition('/')[2]}", None, drop_id, status)
+    if status in {"Rejected", "Failed"} and req.get("sha256") and action != "duplicate":
+        svc.ledger.release_content(req["sha256"], drop_id)
+    return {"status": status, "archived": archived}
+
+
+def _move(svc: Services, source: str, dest: str, reason: str | None, drop_id: str, status: str) -> None:
+    src = svc.blob_at(source)
+    dst = svc.blob_at(dest)
+    if src.exists():
+        copy_blob(src, dst, metadata={"drop": drop_id, "status": status})
+        if reason:
+            svc.blob_at(dest + ".reason.txt").upload_blob(
+                _reason_text(source, drop_id, status, reason).encode("utf-8"), overwrite=True
+            )
+        src.delete_blob()
+    elif not dst.exists():
+        log.warning("neither %s nor %s exists; nothing to move", source, dest)
+
+
+def _reason_text(source: str, drop_id: str, status: str, reason: str) -> str:
+    return (
+        json.dumps(
+            {"source": source, "drop": drop_id, "status": status, "reason": reason, "at": _now().isoformat()},
+            indent=2,
+        )
+        + "\n"
+    )

@@ -1,0 +1,28 @@
+"""Deterministic identifiers: the same blob version always maps to the same orchestration and execution."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9\-]+")
+
+
+def drop_instance_id(container: str, name: str, version: str) -> str:
+    """Instance id for a dropped blob version (etag or version id): repeated deliveries map to it."""
+    digest = hashlib.sha256(f"{container}/{name}|{version}".encode()).hexdigest()[:32]
+    return f"drop-{digest}"
+
+
+def package_instance_id(drop_id: str, seq: int) -> str:
+    return f"{drop_id}-p{seq:03d}"
+
+
+def execution_id(data_project: str, package_instance: str) -> str:
+    """Our own DMF execution (job) id, recorded before ImportFromPackage is called.
+
+    Shaped like RIS's ``{DataProject}-{timestamp}-{guid}`` convention but deterministic, so a retried
+    activity can ask F&O about exactly this id instead of importing again.
+    """
+    project = _UNSAFE.sub("-", data_project).strip("-")[:40] or "import"
+    return f"{project}-{package_instance}"

@@ -1,0 +1,234 @@
+"""Import steps run inside the gate: start an import once, check its status, fetch its errors, record it.
+
+"Never import twice": the outcome row records our execution id and ``ImportRequestedAt`` before
+``ImportFromPackage`` is called. A retried ``start_import`` (a worker died, the call timed out) first asks
+F&O about that id and only calls again when the orchestrator, after the not-found grace period, says so.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from pathlib import PurePosixPath
+from typing import Any
+
+from dmf.fno.clients import package_api
+from dmf.fno.errors import FnoError
+from dmf.fno.models import ExecutionStatus
+from dmf.logs import log_context
+from dmf.pipeline.services import Services
+from dmf.storage.transfer import blob_client_for_url, copy_blob
+
+log = logging.getLogger(__name__)
+
+MAX_ERROR_MESSAGES = 20
+
+
+def _row(req: dict[str, Any]) -> str:
+    return f"{req['drop_id']}~{int(req['seq']):03d}"
+
+
+def start_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+    """Copy the staged package to a fresh F&O write URL and call ImportFromPackage, at most once."""
+    s = svc.settings
+    route = req["route"]
+    exec_id = req["execution_id"]
+    day, row = req["day"], _row(req)
+    api = package_api(s, route["environment"])
+    expected = svc.ledger.expected_duration(route["environment"], route["data_project"])
+    base = {"execution_id": exec_id, "expected_seconds": expected}
+    existing = svc.outcomes.get(day, row) or {}
+    with log_context(execution_id=exec_id, data_project=route["data_project"], blob_name=req["staged"]):
+        if existing.get("ImportRequestedAt"):
+            # A previous attempt may have reached F&O: ask before calling again.
+            try:
+                status = api.get_execution_summary_status(exec_id)
+            except FnoError as exc:
+                return {**base, "state": "ambiguous", "error": str(exc)}
+            if status is not ExecutionStatus.NOT_FOUND:
+                return {**base, "state": "started", "confirmed": True}
+            if existing.get("ImportConfirmed") or not req.get("allow_recall"):
+                return {**base, "state": "ambiguous", "confirmed": bool(existing.get("ImportConfirmed"))}
+            log.warning(
+                "execution %s still unknown to F&O after the grace period; calling import again", exec_id
+            )
+        svc.outcomes.upsert(
+            day,
+            row,
+            {
+                "Kind": "package",
+                "Status": "Importing",
+                "ExecutionId": exec_id,
+                "StagedBlob": req["staged"],
+                "ArchivedBlob": req["staged"],
+                "Environment": route["environment"],
+                "LegalEntity": route["legal_entity"],
+                "DataProject": route["data_project"],
+                "Entity": ", ".join(req.get("entities") or []) or None,
+                "Records": req.get("rows"),
+                "InstanceId": req.get("instance_id"),
+                "SourceBlob": req.get("source"),
+                "StartedAt": existing.get("StartedAt") or datetime.now(UTC),
+            },
+        )
+        try:
+            write = api.get_azure_write_url(f"{exec_id}-{PurePosixPath(req['staged']).name}")
+            dest = blob_client_for_url(
+                write.blob_url, ca_bundle=s.fno_ca_bundle, timeout=s.fno_transfer_timeout_seconds
+            )
+            copy_blob(svc.blob_at(req["staged"]), dest)
+        except FnoError as exc:
+            # Nothing reached ImportFromPackage yet: safe to let the orchestrator retry later.
+            return {**base, "state": "retry" if exc.transient else "failed", "error": str(exc)}
+        svc.outcomes.upsert(
+            day,
+            row,
+            {
+                "ImportRequestedAt": datetime.now(UTC),
+                "ImportAttempts": int(existing.get("ImportAttempts") or 0) + 1,
+            },
+        )
+        try:
+            api.import_from_package(
+                write.blob_url,
+                route["data_project"],
+                exec_id,
+                execute=route.get("execute", True),
+                overwrite=route.get("overwrite", True),
+                legal_entity_id=route["legal_entity"],
+            )
+        except FnoError as exc:
+            if not exc.transient:
+                return {**base, "state": "failed", "error": str(exc)}
+            # Ambiguous: the call may have started the import. Ask F&O about our id.
+            try:
+                status = api.get_execution_summary_status(exec_id)
+            except FnoError:
+                status = ExecutionStatus.NOT_FOUND
+            if status is not ExecutionStatus.NOT_FOUND:
+                svc.outcomes.upsert(day, row, {"ImportConfirmed": True})
+                return {**base, "state": "started", "confirmed": True}
+            return {**base, "state": "ambiguous", "confirmed": False, "error": str(exc)}
+        svc.outcomes.upsert(day, row, {"ImportConfirmed": True})
+        return {**base, "state": "started", "confirmed": True}
+
+
+def check_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+    """Renew the gate lease, then ask F&O for the execution's status (transient errors read as pending)."""
+    s = svc.settings
+    now = datetime.fromisoformat(req["now"])
+    lease_ok = svc.gate(req["environment"]).renew(req["ticket"], now, lease_seconds=s.gate_lease_seconds)
+    api = package_api(s, req["environment"])
+    with log_context(execution_id=req["execution_id"]):
+        try:
+            status = api.get_execution_summary_status(req["execution_id"]).value
+            error = None
+        except FnoError as exc:
+            status, error = "Unreachable", str(exc)
+    return {"status": status, "lease_ok": lease_ok, "error": error}
+
+
+def collect_errors(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+    """Execution errors, staging error files and target error keys, copied before F&O deletes them."""
+    s = svc.settings
+    api = package_api(s, req["environment"])
+    exec_id = req["execution_id"]
+    prefix = f"{s.errors_container}/{req['drop_id']}/{int(req['seq']):03d}"
+    files: list[str] = []
+    pending: list[str] = []
+    messages: list[str] = []
+    count = 0
+    page = None
+    with log_context(execution_id=exec_id):
+        try:
+            errors = api.get_execution_errors(exec_id)
+            count = len(errors)
+            messages = [_error_text(e) for e in errors[:MAX_ERROR_MESSAGES]]
+        except FnoError as exc:
+            messages.append(f"could not read execution errors: {exc}")
+        for entity in req.get("entities") or []:
+            try:
+                url = api.get_import_staging_error_file_url(exec_id, entity)
+                if url:
+                    files.append(_copy_error_file(svc, url, f"{prefix}/{_safe(entity)}-staging-errors.csv"))
+                if api.generate_import_target_error_keys_file(exec_id, entity):
+                    pending.append(entity)
+            except FnoError as exc:
+                messages.append(f"{entity}: could not fetch error files: {exc}")
+        try:
+            page = api.get_execution_summary_page_url(exec_id)
+        except FnoError:
+            page = None
+    return {
+        "error_count": count,
+        "messages": messages,
+        "files": files,
+        "pending_target_keys": pending,
+        "summary_page_url": page,
+    }
+
+
+def fetch_target_error_keys(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+    """Copy the target error-keys files that are ready; return the entities still being generated."""
+    s = svc.settings
+    api = package_api(s, req["environment"])
+    prefix = f"{s.errors_container}/{req['drop_id']}/{int(req['seq']):03d}"
+    files, pending = [], []
+    for entity in req["entities"]:
+        try:
+            url = api.get_import_target_error_keys_file_url(req["execution_id"], entity)
+        except FnoError:
+            url = None
+        if url:
+            files.append(_copy_error_file(svc, url, f"{prefix}/{_safe(entity)}-target-error-keys.csv"))
+        else:
+            pending.append(entity)
+    return {"files": files, "pending": pending}
+
+
+def record_import_result(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+    """The package's final outcome row; successful durations teach the polling schedule."""
+    route = req["route"]
+    status = req["status"]
+    started = datetime.fromisoformat(req["started_at"])
+    finished = datetime.fromisoformat(req["finished_at"])
+    errors = req.get("errors") or {}
+    svc.outcomes.upsert(
+        req["day"],
+        _row(req),
+        {
+            "Status": status,
+            "Reason": req.get("reason"),
+            "LastFnoStatus": req.get("last_status"),
+            "PollCount": req.get("polls"),
+            "FinishedAt": finished,
+            "ImportSeconds": round((finished - started).total_seconds(), 3),
+            "ErrorCount": errors.get("error_count"),
+            "ErrorSummary": " | ".join(errors.get("messages") or []) or None,
+            "ErrorFiles": errors.get("files") or None,
+            "SummaryPageUrl": errors.get("summary_page_url"),
+        },
+    )
+    if status in {"Succeeded", "PartiallySucceeded", "Failed"} and req.get("confirmed_start_at"):
+        seconds = (finished - datetime.fromisoformat(req["confirmed_start_at"])).total_seconds()
+        if req.get("observed_seconds"):
+            seconds = float(req["observed_seconds"])
+        svc.ledger.record_duration(route["environment"], route["data_project"], seconds)
+    return {"status": status}
+
+
+def _copy_error_file(svc: Services, url: str, dest: str) -> str:
+    s = svc.settings
+    src = blob_client_for_url(url, ca_bundle=s.fno_ca_bundle)
+    copy_blob(src, svc.blob_at(dest), source_url=url)
+    return dest
+
+
+def _error_text(e: Any) -> str:
+    rec = getattr(e, "record_id", None)
+    msg = getattr(e, "error_message", None) or getattr(e, "message", None) or str(e)
+    return f"record {rec}: {msg}" if rec else str(msg)
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name)

@@ -1,0 +1,57 @@
+"""Status polling schedule: pure and deterministic, so orchestrators can use it during replay.
+
+When a data project's usual import duration is known (learned in the ledger), the first status call is
+made when the import should be done, and later calls back off from a small fraction of that duration:
+a typical import costs one or two calls and finishes within a few percent of its real end. Unknown
+projects start at ``initial`` seconds and grow by ``factor`` up to ``max_interval``: about
+log_factor(duration / initial) + 1 calls. No wait passes the deadline.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dmf.settings import Settings
+
+TERMINAL = frozenset({"Succeeded", "PartiallySucceeded", "Failed", "Canceled"})
+PENDING = frozenset({"NotRun", "Executing", "Unknown", "NotFound"})
+TAIL_FRACTION = 0.05
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    initial: float
+    factor: float
+    max_interval: float
+    deadline: float  # seconds after the import call
+    not_found_grace: float
+
+    @classmethod
+    def from_settings(cls, s: Settings) -> PollPolicy:
+        return cls(
+            initial=s.poll_initial_seconds,
+            factor=s.poll_backoff_factor,
+            max_interval=s.poll_max_interval_seconds,
+            deadline=s.poll_deadline_minutes * 60,
+            not_found_grace=s.poll_not_found_grace_seconds,
+        )
+
+    def to_dict(self) -> dict[str, float]:
+        return self.__dict__.copy()
+
+    def next_wait(self, polls_done: int, elapsed: float, expected: float | None) -> float:
+        """Seconds to wait before the next status call (0 means the deadline has passed)."""
+        remaining = self.deadline - elapsed
+        if remaining <= 0:
+            return 0.0
+        if expected and expected > 0:
+            if elapsed < expected:
+                wait = expected - elapsed
+            else:
+                # Past the usual duration: back off from a small slice of it.
+                tail_polls = max(polls_done - 1, 0)
+                base = max(self.initial, TAIL_FRACTION * expected)
+                wait = base * self.factor**tail_polls
+        else:
+            wait = self.initial * self.factor**polls_done
+        return max(1.0, min(wait, self.max_interval, remaining))

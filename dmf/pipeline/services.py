@@ -1,0 +1,68 @@
+"""What every pipeline step needs, built once per worker process."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from azure.storage.blob import BlobClient
+
+from dmf.gate import ImportGate
+from dmf.ledger import Ledger
+from dmf.package.catalogue import Catalogue, EntityInfo, default_catalogue
+from dmf.package.limits import Limits
+from dmf.routing import load_routes
+from dmf.settings import Settings, get_settings
+from dmf.storage import clients
+from dmf.storage.outcomes import OutcomeStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+
+    @functools.cached_property
+    def outcomes(self) -> OutcomeStore:
+        return OutcomeStore(clients.table(self.settings, self.settings.outcomes_table))
+
+    @functools.cached_property
+    def ledger(self) -> Ledger:
+        return Ledger(clients.table(self.settings, self.settings.ledger_table))
+
+    def gate(self, environment: str) -> ImportGate:
+        env = self.settings.environment(environment)
+        return ImportGate(
+            clients.table(self.settings, self.settings.gates_table), env.name, env.import_permits
+        )
+
+    def blob(self, container: str, name: str) -> BlobClient:
+        return clients.container(self.settings, container).get_blob_client(name)
+
+    def blob_at(self, path: str) -> BlobClient:
+        """A blob from ``container/name``."""
+        container, _, name = path.partition("/")
+        return self.blob(container, name)
+
+    @functools.cached_property
+    def catalogue(self) -> Catalogue:
+        extra = [EntityInfo(**e) for e in load_routes(self.settings).entities]
+        return default_catalogue().extended(extra)
+
+    def limits(self, max_rows: int | None = None) -> Limits:
+        s = self.settings
+        return Limits(
+            max_rows_per_package=max_rows or s.package_max_rows,
+            max_bytes_per_package=s.package_max_bytes,
+            max_uncompressed_bytes=s.zip_max_uncompressed_bytes,
+            max_ratio=s.zip_max_ratio,
+        )
+
+
+@functools.cache
+def _services(settings_id: int) -> Services:
+    return Services(get_settings())
+
+
+def services() -> Services:
+    s = get_settings()
+    return _services(id(s))

@@ -1,0 +1,205 @@
+"""Orchestration for one staged package: wait for the environment's import gate, import once, poll with
+durable timers, release the gate, then fetch errors and record the outcome.
+
+The gate is a Table-backed FIFO (see ``dmf/gate.py``). Waiting uses ``task_any`` of a ``gate_open`` event
+(raised by whoever releases a permit) and a recheck timer (in case an event is lost), so handover is
+prompt and never depends on a single message.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import azure.durable_functions as df
+
+from dmf.pipeline.ids import execution_id
+from dmf.pipeline.polling import TERMINAL, PollPolicy
+
+bp = df.Blueprint()
+
+RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=4)
+GATE_EVENT = "gate_open"
+MAX_START_RETRIES = 5
+MAX_RECALLS = 2
+TARGET_KEY_TRIES = 6
+
+
+def _now(context: df.DurableOrchestrationContext) -> str:
+    return context.current_utc_datetime.isoformat()
+
+
+def _wait(context: df.DurableOrchestrationContext, seconds: float):
+    return context.create_timer(context.current_utc_datetime + timedelta(seconds=seconds))
+
+
+@bp.orchestration_trigger(context_name="context")
+def import_package(context: df.DurableOrchestrationContext):
+    req = dict(context.get_input())
+    route = req["route"]
+    env = route["environment"]
+    ticket = req["instance_id"] = context.instance_id
+    req["execution_id"] = execution_id(route["data_project"], context.instance_id)
+    cfg = yield context.call_activity("pipeline_config", None)
+    policy = PollPolicy(**cfg["poll"])
+    gate_req = {"environment": env, "ticket": ticket, "instance_id": context.instance_id}
+
+    # 1. Wait for the gate (FIFO across every orchestration importing into this environment).
+    yield context.call_activity_with_retry("gate_enqueue", RETRY, gate_req | {"now": _now(context)})
+    while True:
+        acq = yield context.call_activity_with_retry(
+            "gate_try_acquire", RETRY, gate_req | {"now": _now(context)}
+        )
+        if acq["granted"]:
+            break
+        context.set_custom_status(
+            {"stage": "waiting-for-gate", "position": acq["position"], "holders": acq["holders"]}
+        )
+        timer = _wait(context, cfg["gate_recheck_seconds"])
+        opened = context.wait_for_external_event(GATE_EVENT)
+        winner = yield context.task_any([opened, timer])
+        if winner is opened and not timer.is_completed:
+            timer.cancel()
+
+    # 2. Import and poll, holding the gate; always release it.
+    started_at = _now(context)
+    try:
+        outcome = yield from _import_and_poll(context, req, policy)
+    except Exception as exc:  # unexpected: still free the gate and record the package
+        outcome = {"status": "Failed", "reason": f"import step failed: {exc}", "polls": 0}
+    yield context.call_activity_with_retry("gate_release", RETRY, gate_req | {"now": _now(context)})
+
+    # 3. Errors (outside the gate: other imports need not wait for error files).
+    errors = None
+    if outcome.get("status") in ("PartiallySucceeded", "Failed", "Canceled") and outcome.get("started"):
+        context.set_custom_status({"stage": "collecting-errors", "execution_id": req["execution_id"]})
+        errors = yield from _collect_errors(context, req)
+
+    result = yield context.call_activity_with_retry(
+        "record_import_result",
+        RETRY,
+        {
+            **{k: req[k] for k in ("drop_id", "day", "seq", "route", "execution_id")},
+            "status": outcome["status"],
+            "reason": outcome.get("reason"),
+            "last_status": outcome.get("last_status"),
+            "polls": outcome.get("polls"),
+            "started_at": started_at,
+            "finished_at": _now(context),
+            "confirmed_start_at": outcome.get("confirmed_start_at"),
+            "observed_seconds": outcome.get("observed_seconds"),
+            "errors": errors,
+        },
+    )
+    context.set_custom_status(
+        {"stage": "done", "status": result["status"], "execution_id": req["execution_id"]}
+    )
+    return {
+        "seq": req["seq"],
+        "status": outcome["status"],
+        "execution_id": req["execution_id"],
+        "records": req.get("rows"),
+        "error_count": (errors or {}).get("error_count"),
+        "error_summary": outcome.get("reason") or " | ".join((errors or {}).get("messages") or []) or None,
+        "polls": outcome.get("polls"),
+    }
+
+
+def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy):
+    context.set_custom_status({"stage": "importing", "execution_id": req["execution_id"]})
+    attempt = 0
+    while True:
+        st = yield context.call_activity_with_retry("start_import", RETRY, req | {"allow_recall": False})
+        if st["state"] != "retry" or attempt >= MAX_START_RETRIES:
+            break
+        attempt += 1
+        yield _wait(context, policy.initial * 2**attempt)
+    if st["state"] in ("failed", "retry"):
+        return {"status": "Failed", "reason": st.get("error"), "polls": 0}
+
+    confirmed = bool(st.get("confirmed"))
+    expected = st.get("expected_seconds")
+    began = context.current_utc_datetime
+    polls = recalls = 0
+    last = None
+    last_pending_at = 0.0
+    while True:
+        elapsed = (context.current_utc_datetime - began).total_seconds()
+        wait = policy.next_wait(polls, elapsed, expected)
+        if wait <= 0:
+            return {
+                "status": "TimedOut",
+                "reason": f"no terminal status after {policy.deadline / 60:.0f} minutes (last: {last})",
+                "polls": polls,
+                "last_status": last,
+                "started": True,
+            }
+        yield _wait(context, wait)
+        chk = yield context.call_activity_with_retry(
+            "check_import",
+            RETRY,
+            {
+                "environment": req["route"]["environment"],
+                "execution_id": req["execution_id"],
+                "ticket": req["instance_id"],
+                "now": _now(context),
+            },
+        )
+        polls += 1
+        last = chk["status"]
+        elapsed = (context.current_utc_datetime - began).total_seconds()
+        context.set_custom_status(
+            {"stage": "polling", "status": last, "polls": polls, "execution_id": req["execution_id"]}
+        )
+        if last in TERMINAL:
+            # First call already terminal: the usual duration overestimates, so learn a little shorter.
+            observed = 0.85 * elapsed if polls == 1 and expected else (last_pending_at + elapsed) / 2
+            return {
+                "status": last,
+                "polls": polls,
+                "last_status": last,
+                "started": True,
+                "confirmed_start_at": began.isoformat(),
+                "observed_seconds": observed,
+            }
+        last_pending_at = elapsed
+        if last == "NotFound" and elapsed >= policy.not_found_grace:
+            if confirmed or recalls >= MAX_RECALLS:
+                return {
+                    "status": "Failed",
+                    "reason": f"F&O has no record of execution {req['execution_id']} after {elapsed:.0f}s",
+                    "polls": polls,
+                    "last_status": last,
+                }
+            # The import call never reached F&O: now, and only now, call it again.
+            recalls += 1
+            st = yield context.call_activity_with_retry("start_import", RETRY, req | {"allow_recall": True})
+            if st["state"] == "failed":
+                return {"status": "Failed", "reason": st.get("error"), "polls": polls}
+            confirmed = bool(st.get("confirmed"))
+            began = context.current_utc_datetime
+            polls = 0
+
+
+def _collect_errors(context: df.DurableOrchestrationContext, req: dict):
+    base = {
+        "environment": req["route"]["environment"],
+        "execution_id": req["execution_id"],
+        "drop_id": req["drop_id"],
+        "seq": req["seq"],
+    }
+    errors = yield context.call_activity_with_retry(
+        "collect_errors", RETRY, base | {"entities": req.get("entities")}
+    )
+    pending = errors.pop("pending_target_keys", [])
+    tries = 0
+    while pending and tries < TARGET_KEY_TRIES:
+        yield _wait(context, 15 * 2**tries)
+        got = yield context.call_activity_with_retry(
+            "fetch_target_error_keys", RETRY, base | {"entities": pending}
+        )
+        errors["files"] = errors["files"] + got["files"]
+        pending = got["pending"]
+        tries += 1
+    if pending:
+        errors["messages"] = [*errors["messages"], f"target error keys not ready for: {', '.join(pending)}"]
+    return errors

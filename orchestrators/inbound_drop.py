@@ -1,0 +1,99 @@
+"""Orchestration for one dropped blob: plan → prepare items in parallel → import packages in order → finalise.
+
+Instance id = ``drop-<hash of container/name/etag>``, so repeated deliveries of one blob version start
+nothing new. Every expected failure comes back from activities as a result object; an unexpected one is
+caught here and still finalises the drop (outcome row written, blob moved to ``failed``).
+"""
+
+from __future__ import annotations
+
+import azure.durable_functions as df
+
+from dmf.pipeline.ids import package_instance_id
+
+bp = df.Blueprint()
+
+RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=3)
+
+
+@bp.orchestration_trigger(context_name="context")
+def inbound_drop(context: df.DurableOrchestrationContext):
+    drop = dict(context.get_input())
+    drop["instance_id"] = drop_id = context.instance_id
+    final = {
+        "instance_id": drop_id,
+        "day": drop["day"],
+        "source": f"{drop['container']}/{drop['name']}",
+    }
+    context.set_custom_status({"stage": "planning"})
+    plan = yield context.call_activity_with_retry("plan_drop", RETRY, drop)
+    if plan["action"] in ("gone", "already-done"):
+        return {"status": plan["action"], "reason": plan.get("reason")}
+    final.update(sha256=plan.get("sha256"), members=plan.get("members", []))
+    if plan["action"] in ("reject", "duplicate"):
+        final.update(action=plan["action"], reason=plan["reason"], duplicate_of=plan.get("duplicate_of"))
+        context.set_custom_status({"stage": "finalising", "status": plan["action"]})
+        return (yield context.call_activity_with_retry("finalize_drop", RETRY, final))
+    if plan["action"] == "enqueue":
+        result = yield context.call_sub_orchestrator(
+            "recurring_enqueue",
+            {"drop": drop, "route": plan["route"], "source": final["source"], "day": drop["day"]},
+            f"{drop_id}-enqueue",
+        )
+        final.update(action="import", results=[result])
+        return (yield context.call_activity_with_retry("finalize_drop", RETRY, final))
+
+    route = plan["route"]
+    items = plan["items"]
+    try:
+        context.set_custom_status({"stage": "preparing", "items": len(items)})
+        prepared = yield context.task_all(
+            [
+                context.call_activity_with_retry(
+                    "prepare_item",
+                    RETRY,
+                    {"drop_id": drop_id, "day": drop["day"], "item": it, "route": route},
+                )
+                for it in items
+            ]
+        )
+    except Exception as exc:  # an activity kept failing unexpectedly: record it, don't lose the drop
+        final.update(action="error", reason=f"preparing the drop failed: {exc}")
+        return (yield context.call_activity_with_retry("finalize_drop", RETRY, final))
+
+    by_seq = {it["seq"]: it for it in items}
+    rejected = [
+        {"seq": p["seq"], "problems": p["problems"], "source": by_seq[p["seq"]]["source"]}
+        for p in prepared
+        if not p["ok"]
+    ]
+    packages = [
+        pkg | {"source": by_seq[p["seq"]]["source"]} for p in prepared if p["ok"] for pkg in p["packages"]
+    ]
+
+    results = []
+    for n, pkg in enumerate(packages, start=1):
+        context.set_custom_status(
+            {"stage": "importing", "package": n, "of": len(packages), "rejected": len(rejected)}
+        )
+        sub_input = {
+            "drop_id": drop_id,
+            "day": drop["day"],
+            "seq": n,
+            "staged": pkg["staged"],
+            "entities": pkg["entities"],
+            "rows": pkg["rows"],
+            "source": pkg["source"],
+            "route": route,
+        }
+        try:
+            res = yield context.call_sub_orchestrator(
+                "import_package", sub_input, package_instance_id(drop_id, n)
+            )
+        except Exception as exc:
+            res = {"seq": n, "status": "Failed", "reason": f"import orchestration failed: {exc}"}
+        results.append(res)
+
+    final.update(action="import", results=results, rejected=rejected)
+    context.set_custom_status({"stage": "finalising"})
+    return (yield context.call_activity_with_retry("finalize_drop", RETRY, final))

@@ -1,0 +1,61 @@
+"""Operators' view of the import gates, and a sweeper that frees permits held by ended orchestrations."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from activities.gate import notify, stale_after
+from dmf.pipeline.services import services
+
+bp = df.Blueprint()
+log = logging.getLogger(__name__)
+
+_ENDED = {
+    df.OrchestrationRuntimeStatus.Completed,
+    df.OrchestrationRuntimeStatus.Failed,
+    df.OrchestrationRuntimeStatus.Terminated,
+    df.OrchestrationRuntimeStatus.Canceled,
+}
+
+
+async def sweep(client: df.DurableOrchestrationClient) -> dict[str, list[str]]:
+    """Evict gate holders and waiters whose orchestration has ended (terminated, failed, crashed out)."""
+    svc = services()
+    now = datetime.now(UTC)
+    evicted: dict[str, list[str]] = {}
+    for name in svc.settings.environments:
+        gate = svc.gate(name)
+        snap = gate.snapshot()
+        ids = {h["instance_id"] for h in snap["holders"]} | {w["instance_id"] for w in snap["waiters"]}
+        ended = set()
+        for instance_id in ids:
+            status = await client.get_status(instance_id)
+            if status is None or status.runtime_status is None or status.runtime_status in _ENDED:
+                ended.add(instance_id)
+        if ended:
+            log.warning("gate %s: evicting ended orchestrations %s", name, sorted(ended))
+            wake = gate.evict(ended, now, stale_after_seconds=stale_after(svc.settings.gate_recheck_seconds))
+            await notify(client, wake)
+            evicted[name] = sorted(ended)
+    return evicted
+
+
+@bp.timer_trigger(schedule="0 * * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
+@bp.durable_client_input(client_name="client")
+async def gate_sweeper(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    await sweep(client)
+
+
+@bp.route(route="gates", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def gates(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Holders and waiters of every environment's import gate (after sweeping ended ones)."""
+    evicted = await sweep(client)
+    svc = services()
+    body = {"gates": [svc.gate(n).snapshot() for n in svc.settings.environments], "evicted": evicted}
+    return func.HttpResponse(json.dumps(body, default=str), mimetype="application/json")
