@@ -25,7 +25,7 @@ from azure.identity import (
 )
 
 from dmf.fno.errors import FnoAuthError
-from dmf.redact import redact
+from dmf.fno.scrub import install_log_redaction, register_secret, scrub
 from dmf.settings import AuthMode, Deployment, FnoEnvironment
 
 log = logging.getLogger(__name__)
@@ -64,6 +64,9 @@ def authority_kwargs(env: FnoEnvironment) -> tuple[str, dict[str, Any]]:
 
 def build_credential(env: FnoEnvironment, *, ca_bundle: str | None = None) -> TokenCredential:
     """A new azure-identity credential for ``env`` (prefer ``credential_for``, which caches)."""
+    install_log_redaction()
+    for secret in (env.client_secret, env.certificate_password):
+        register_secret(secret.get_secret_value() if secret else None)
     transport: dict[str, Any] = {"connection_verify": ca_bundle} if ca_bundle else {}
     mode = env.auth_mode
     if mode is AuthMode.MANAGED_IDENTITY:
@@ -135,13 +138,13 @@ def bearer_token_provider(credential: TokenCredential, scope: str, env_name: str
             if "AADSTS" in str(exc) or "invalid_client" in str(exc):
                 transient = False
             raise FnoAuthError(
-                f"token for F&O environment {env_name!r} not acquired: {redact(exc.message)}",
+                f"token for F&O environment {env_name!r} not acquired: {scrub(exc.message)}",
                 status=status,
                 transient=transient,
             ) from None
         except AzureError as exc:  # network trouble reaching the token endpoint
             raise FnoAuthError(
-                f"token for F&O environment {env_name!r} not acquired: {redact(exc)}", transient=True
+                f"token for F&O environment {env_name!r} not acquired: {scrub(exc)}", transient=True
             ) from None
 
     return provide

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dmf.redact import redact
+from dmf.fno.scrub import scrub
 
 NOT_FOUND_MARKER = "execution details were not found"
 
@@ -30,9 +30,9 @@ class FnoError(Exception):
         transient: bool | None = None,
     ) -> None:
         # Everything that may end up in a log line or a table row is redacted once, here.
-        self.message = redact(message)
+        self.message = scrub(message)
         self.status = status
-        self.fno_message = redact(fno_message) if fno_message else None
+        self.fno_message = scrub(fno_message) if fno_message else None
         self.action = action
         self.retry_after = retry_after
         if transient is not None:

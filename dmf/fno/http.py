@@ -25,32 +25,13 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from dmf.fno.errors import FnoError, TransientFnoError, error_for_status
-from dmf.logs import RedactingFilter
-from dmf.redact import redact, redact_url
+from dmf.fno.scrub import install_log_redaction, scrub
+from dmf.redact import redact_url
 
 log = logging.getLogger(__name__)
 
 USER_AGENT = "fno-dmf-integration/0.1"
-# Loggers that see URLs (with SAS query strings) or token traffic at DEBUG.
-_THIRD_PARTY_LOG_PREFIXES = ("urllib3", "requests", "azure", "msal")
 _ERROR_BODY_LIMIT = 64 * 1024
-
-
-def install_log_redaction() -> None:
-    """Scrub SAS signatures and tokens in records of the HTTP libraries' own loggers.
-
-    A logging filter only runs for records created on the logger it is attached to, so it goes on every
-    existing logger under those prefixes (they are created at import time; call again after new imports).
-    """
-    flt = _REDACTOR
-    names = [n for n in logging.root.manager.loggerDict if n.split(".")[0] in _THIRD_PARTY_LOG_PREFIXES]
-    for name in [*_THIRD_PARTY_LOG_PREFIXES, *names, "dmf"]:
-        lg = logging.getLogger(name)
-        if not any(isinstance(f, RedactingFilter) for f in lg.filters):
-            lg.addFilter(flt)
-
-
-_REDACTOR = RedactingFilter()
 
 
 @dataclass(frozen=True)
@@ -185,7 +166,7 @@ class FnoHttp:
                 )
             except requests.RequestException as exc:
                 err: FnoError = TransientFnoError(
-                    f"F&O {action}: {type(exc).__name__}: {redact(exc)}", action=action
+                    f"F&O {action}: {type(exc).__name__}: {scrub(exc)}", action=action
                 )
                 wait = self._next_wait(err, attempt, idempotent, body)
                 log.warning(

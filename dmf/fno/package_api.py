@@ -24,8 +24,9 @@ from dmf.fno.models import (
     parse_json_string,
     unwrap_value,
 )
+from dmf.fno.scrub import scrub
 from dmf.fno.transfer import DownloadStream
-from dmf.redact import redact, redact_url
+from dmf.redact import redact_url
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +78,7 @@ class PackageApi:
             return WriteUrl.model_validate(parse_json_string(value))
         except ValueError as exc:
             raise PermanentFnoError(
-                f"F&O GetAzureWriteUrl: unexpected value: {redact(exc)}", action="GetAzureWriteUrl"
+                f"F&O GetAzureWriteUrl: unexpected value: {scrub(exc)}", action="GetAzureWriteUrl"
             ) from None
 
     def upload_to_write_url(
@@ -110,7 +111,7 @@ class PackageApi:
             cls = PermanentFnoError if status in (400, 403, 404, 409, 413) else TransientFnoError
             raise cls(
                 f"upload to {redact_url(blob_url.split('?', 1)[0])} failed: {type(exc).__name__}: "
-                f"{redact(exc.message if hasattr(exc, 'message') else exc)}",
+                f"{scrub(exc.message if hasattr(exc, 'message') else exc)}",
                 status=status,
                 action="UploadPackage",
             ) from None
