@@ -5,9 +5,10 @@ import azure.functions as func
 
 from activities import gate as gate_activities
 from activities import inbound as inbound_activities
+from activities import outbound as outbound_activities
 from dmf.logs import configure_logging
-from orchestrators import import_package, inbound_drop
-from triggers import admin_http, gate_watch, inbound_blob
+from orchestrators import import_package, inbound_drop, outbound
+from triggers import admin_http, gate_watch, inbound_blob, outbound_timers
 
 configure_logging()
 
@@ -20,6 +21,11 @@ app.register_functions(import_package.bp)
 app.register_functions(inbound_activities.bp)
 app.register_functions(gate_activities.bp)
 app.register_functions(gate_watch.bp)
+
+# Outbound: recurring-export drains, scheduled exports, recurring enqueue route, housekeeping.
+app.register_functions(outbound_timers.bp)
+app.register_functions(outbound.bp)
+app.register_functions(outbound_activities.bp)
 
 # Operators.
 app.register_functions(admin_http.bp)
