@@ -47,6 +47,7 @@ from dmf.package.manifest import (
 )
 from dmf.package.problems import Code, Problem, Severity, has_errors
 from dmf.package.textstream import (
+    HEAD_BYTES,
     DecodeError,
     RecordSplitter,
     RecordTooLongError,
@@ -458,7 +459,7 @@ def _build_delimited(
     head = read_head(src)
     if not head:
         raise ctx.fail(Code.EMPTY_FILE, f"{ctx.file_name} is empty")
-    enc = detect_encoding(head)
+    enc = detect_encoding(head, complete=len(head) < HEAD_BYTES)
     result.source_encoding = enc.codec
     if enc.assumed:
         ctx.problem(

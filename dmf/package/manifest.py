@@ -227,7 +227,7 @@ def _text_value(el: Element, kind: str, where: str) -> Any:
         return None
     if kind == _OPAQUE:
         inner = "".join(tostring(c, encoding="unicode") for c in el)
-        return RawXml((el.text or "") + inner)
+        return RawXml(_strip_ns(escape(el.text or "") + inner))
     text = el.text or ""
     if kind == _STR:
         return text
@@ -252,7 +252,8 @@ def _fill(el: Element, spec: dict[str, tuple[str, str]], where: str) -> tuple[di
         ns, name = _local(child.tag)
         names.append(name)
         if ns != DM_NS or name not in spec:
-            extra[name] = RawXml(tostring(child, encoding="unicode"))
+            child.tail = None  # layout whitespace after it belongs to the parent, not to the element
+            extra[name] = RawXml(_strip_ns(tostring(child, encoding="unicode")))
             continue
         attr, kind = spec[name]
         if kind in ("maps", "entities"):
@@ -414,8 +415,12 @@ def _render_members(
 
 
 def _strip_ns(xml: str) -> str:
-    # ElementTree spells the default namespace as ns0:; the root's xmlns already covers it.
-    return re.sub(r'\s+xmlns:ns\d+="[^"]*"', "", xml).replace("ns0:", "")
+    """ElementTree writes the DataManagement namespace as ``ns0:`` with its own declaration; the root's
+    default xmlns already covers it, so drop both to keep F&O's spelling."""
+    for prefix in set(re.findall(r'xmlns:(ns\d+)="' + re.escape(DM_NS) + '"', xml)):
+        xml = xml.replace(f' xmlns:{prefix}="{DM_NS}"', "")
+        xml = xml.replace(f"<{prefix}:", "<").replace(f"</{prefix}:", "</")
+    return xml
 
 
 def _root_open(name: str) -> str:

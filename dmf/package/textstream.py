@@ -25,8 +25,11 @@ class DetectedEncoding:
     assumed: bool = False  # no BOM and not valid UTF-8: a guess the user should hear about
 
 
-def detect_encoding(head: bytes) -> DetectedEncoding:
-    """Encoding of a file from its first bytes: BOM first, then UTF-16 without BOM, UTF-8, Windows-1252."""
+def detect_encoding(head: bytes, *, complete: bool = False) -> DetectedEncoding:
+    """Encoding of a file from its first bytes: BOM first, then UTF-16 without BOM, UTF-8, Windows-1252.
+
+    ``complete`` says ``head`` is the whole file, so a truncated UTF-8 sequence at its end is an error.
+    """
     if head.startswith(codecs.BOM_UTF8):
         return DetectedEncoding("utf-8", 3)
     if head.startswith(codecs.BOM_UTF32_LE):
@@ -45,13 +48,16 @@ def detect_encoding(head: bytes) -> DetectedEncoding:
         if even_zero > 0.3 and odd_zero < 0.05:
             return DetectedEncoding("utf-16-be", 0, assumed=True)
     try:
-        codecs.getincrementaldecoder("utf-8")().decode(head, final=False)
+        codecs.getincrementaldecoder("utf-8")().decode(head, final=complete)
         return DetectedEncoding("utf-8", 0)
     except UnicodeDecodeError:
         return DetectedEncoding("cp1252", 0, assumed=True)
 
 
-def read_head(src: BinaryIO, n: int = 64 * 1024) -> bytes:
+HEAD_BYTES = 64 * 1024
+
+
+def read_head(src: BinaryIO, n: int = HEAD_BYTES) -> bytes:
     """Read up to ``n`` bytes, looping over short reads (network streams return less than asked)."""
     parts: list[bytes] = []
     got = 0
