@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-for b in bench/*.py; do
+for b in bench/*_*.py; do
   [ -f "$b" ] || continue
   echo "== $b"
   PYTHONPATH=. .venv/bin/python "$b" "$@"
