@@ -20,6 +20,20 @@ from dmf.fno.transfer import DownloadStream
 log = logging.getLogger(__name__)
 
 
+class SizedIterable:
+    """An iterable of chunks that knows its total size, so requests sends Content-Length, not chunks."""
+
+    def __init__(self, chunks: Iterable[bytes], length: int) -> None:
+        self._chunks = chunks
+        self._length = length
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __iter__(self) -> Iterator[bytes]:
+        return iter(self._chunks)
+
+
 def _activity(activity_id: str) -> str:
     # Activity ids are GUIDs, often written with braces: encode them as the samples do (%7B...%7D).
     return quote(activity_id.strip(), safe="")
@@ -39,13 +53,17 @@ class RecurringApi:
         entity: str | None = None,
         company: str | None = None,
         external_id: str | None = None,
+        length: int | None = None,
         content_type: str = "application/octet-stream",
     ) -> str:
         """Stream a file or package to a recurring import job; returns the message id (unquoted).
 
         Not repeated after an ambiguous failure (a second enqueue is a second message): the caller
-        checks by its ``external_id`` first.
+        checks by its ``external_id`` first. Give ``length`` with an iterable body to send a
+        Content-Length instead of chunked transfer encoding (file objects report their own size).
         """
+        if length is not None and not isinstance(body, bytes | bytearray) and not hasattr(body, "read"):
+            body = SizedIterable(body, length)
         params = {k: v for k, v in (("entity", entity), ("company", company)) if v}
         headers = {"Content-Type": content_type}
         if external_id:
@@ -107,7 +125,8 @@ class RecurringApi:
                 action="Download",
             )
         resp = self.http.request(
-            "GET", url, action="Download", idempotent=True, stream=True, transfer=True
+            "GET", url, action="Download", idempotent=True, stream=True, transfer=True,
+            allow_redirects=True,  # requests drops the token if a redirect leaves the host
         )  # fmt: skip
         try:
             yield DownloadStream(resp)

@@ -65,6 +65,22 @@ def test_enqueue_streams_the_body_and_returns_the_unquoted_id(fno: HTTPServer, s
     assert ACTIVITY_PATH in str(seen["raw_path"])  # braces URL-encoded as in Microsoft's samples
 
 
+def test_enqueue_with_known_length_sends_content_length(fno: HTTPServer, settings: Settings) -> None:
+    total = 700_001
+    seen: dict[str, object] = {}
+
+    def handler(request: Request) -> Response:
+        seen["len"] = request.headers.get("Content-Length")
+        seen["te"] = request.headers.get("Transfer-Encoding")
+        seen["body"] = request.get_data()
+        return Response(f'"{MESSAGE_ID}"')
+
+    fno.expect_request(f"/api/connector/enqueue/{ACTIVITY}").respond_with_handler(handler)
+    assert ra(settings).enqueue(ACTIVITY, gen(total), length=total) == MESSAGE_ID
+    assert seen["len"] == str(total) and seen["te"] is None
+    assert seen["body"] == b"".join(gen(total))
+
+
 def test_enqueue_500_is_not_retried(fno: HTTPServer, settings: Settings) -> None:
     fno.expect_request(f"/api/connector/enqueue/{ACTIVITY}").respond_with_data("boom", status=500)
     with pytest.raises(TransientFnoError):
