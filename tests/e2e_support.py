@@ -22,6 +22,7 @@ def app_settings(az: Azurite, emu: Emulator, **overrides: Any) -> dict[str, str]
         "DATA_STORAGE": az.connection_string,
         "TASKHUB_NAME": "e2ehub",
         "INBOUND_BLOB_SOURCE": "LogsAndContainerScan",
+        "INBOUND_CONTAINER": "inbound",
         "FNO_ENVIRONMENTS": "main",
         "FNO_MAIN_BASE_URL": emu.base_url,
         "FNO_MAIN_AUTHORITY": emu.authority,
