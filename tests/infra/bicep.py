@@ -181,6 +181,10 @@ def _to_str(v: Any) -> str:
     raise BicepError(f"cannot turn {v!r} into a string")
 
 
+def _expr(v: Any) -> str:
+    return v.expr if isinstance(v, Unknown) else repr(v)
+
+
 def _plain(v: Any) -> Any:
     if isinstance(v, dict):
         return {k: _plain(x) for k, x in v.items()}
@@ -443,7 +447,10 @@ class Template:
             cond = self._eval(n.child_by_field_name("condition"), env)
             yes, no = n.child_by_field_name("consequence"), n.child_by_field_name("alternative")
             if isinstance(cond, Unknown):
-                return Unknown(f"({cond.expr}) ? ...", sample=_to_str(self._eval(yes, env)))
+                a, b = self._eval(yes, env), self._eval(no, env)
+                return Unknown(
+                    f"({cond.expr}) ? {_expr(a)} : {_expr(b)}", sample=_to_str(a if a is not None else b)
+                )
             return self._eval(yes if cond else no, env)
         if t == "unary_expression":
             op = _text(n.child_by_field_name("operator"))
@@ -464,7 +471,7 @@ class Template:
             obj = self._eval(n.child_by_field_name("object"), env)
             idx = self._eval(n.child_by_field_name("index"), env)
             if isinstance(obj, Unknown) or isinstance(idx, Unknown):
-                return Unknown(f"{obj}[{idx}]")
+                return Unknown(f"{_expr(obj)}[{_expr(idx)}]", secret=getattr(obj, "secret", False))
             if isinstance(obj, list) and isinstance(idx, int) and not isinstance(idx, bool):
                 return obj[idx]
             return self._member(obj, idx)
@@ -490,7 +497,7 @@ class Template:
             return left if left is not None else self._eval(n.child_by_field_name("right"), env)
         right = self._eval(n.child_by_field_name("right"), env)
         if isinstance(left, Unknown) or isinstance(right, Unknown):
-            return Unknown(f"{left} {op} {right}")
+            return Unknown(f"{_expr(left)} {op} {_expr(right)}")
         ops = {
             "==": lambda a, b: a == b,
             "!=": lambda a, b: a != b,
@@ -574,7 +581,7 @@ class Template:
                 return self._environ[args[0]]
             return args[1] if len(args) > 1 else Unknown(f"env:{args[0]}")
         if fn == "empty":
-            return Unknown(f"empty({args[0]})") if unknown else not args[0]
+            return Unknown(f"empty({_expr(args[0])})") if unknown else not args[0]
         if fn == "union":
             if all(isinstance(a, dict) for a in args):
                 out: dict[str, Any] = {}
