@@ -244,7 +244,7 @@ def extract_batch_zip(path: str | Path, out_dir: str | Path, limits: Limits | No
                 )
         except ZipBombError as e:
             p.append(Problem(Code.ZIP_BOMB, str(e)))
-        except (zipfile.BadZipFile, EOFError) as e:
+        except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as e:
             p.append(Problem(Code.ZIP_CORRUPT, f"{path.name}: {e}"))
     if has_errors(p):
         for w in written:

@@ -150,7 +150,7 @@ def _inspect_zip(
         p.append(Problem(Code.EMPTY_PACKAGE, "the zip holds no files"))
         return
     p.extend(header_problems(zf, limits))
-    bomb = any(x.code in (Code.ZIP_BOMB, Code.ZIP_TOO_MANY_ENTRIES) for x in p)
+    bomb = any(x.code in (Code.ZIP_BOMB, Code.ZIP_TOO_MANY_ENTRIES, Code.ZIP_ENCRYPTED) for x in p)
     root: dict[str, zipfile.ZipInfo] = {}
     for i in infos:
         bad = name_problem(i.filename)
@@ -301,7 +301,7 @@ def _inspect_zip(
         except ZipBombError as e:
             p.append(Problem(Code.ZIP_BOMB, str(e), file=data.filename))
             return
-        except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile) as e:
+        except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, RuntimeError, NotImplementedError) as e:
             p.append(
                 Problem(
                     Code.ZIP_CORRUPT, f"{data.filename!r} cannot be decompressed ({e})", file=data.filename
@@ -330,7 +330,7 @@ def _read_xml(zf, root, name, parse, missing_code, bad_code, budget, limits, p):
         return parse(read_entry(zf, info, budget, limits.max_xml_bytes))
     except ManifestError as e:
         p.append(Problem(bad_code, f"{name}: {e}", file=name))
-    except (zipfile.BadZipFile, EOFError) as e:
+    except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as e:
         p.append(Problem(Code.ZIP_CORRUPT, f"{name} cannot be decompressed ({e})", file=name))
     return None
 
