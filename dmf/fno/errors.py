@@ -72,13 +72,13 @@ class PermanentFnoError(FnoError):
     transient = False
 
 
-class ExecutionNotFound(PermanentFnoError):
+class ExecutionNotFound(TransientFnoError):
     """HTTP 400 "Execution details were not found": the execution has not started yet, or never existed.
 
-    Transient by nature right after a start call, so callers give it a grace period before believing it.
+    Transient: right after a start call this is normal, so callers poll again within a grace period
+    (``POLL_NOT_FOUND_GRACE_SECONDS``) before believing the execution is missing. Never retried by the
+    HTTP layer itself: the answer is the news.
     """
-
-    transient = True
 
 
 class FnoAuthError(FnoError):
