@@ -49,6 +49,20 @@ def gate_try_acquire(req: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="req")
+def gate_renew(req: dict[str, Any]) -> dict[str, Any]:
+    """Extend the holder's lease to cover a long planned wait (e.g. a learned import duration)."""
+    with log_context(instance_id=req["instance_id"]):
+        ok = (
+            services()
+            .gate(req["environment"])
+            .renew(
+                req["ticket"], datetime.fromisoformat(req["now"]), lease_seconds=float(req["lease_seconds"])
+            )
+        )
+    return {"lease_ok": ok}
+
+
+@bp.activity_trigger(input_name="req")
 @bp.durable_client_input(client_name="client")
 async def gate_release(req: dict[str, Any], client: df.DurableOrchestrationClient) -> list[str]:
     """Release, then tell the next waiters at once so none sits out its recheck interval."""

@@ -18,7 +18,11 @@ bp = df.Blueprint()
 def pipeline_config(req: Any) -> dict[str, Any]:
     """Settings the orchestrators need, delivered through history (orchestrators may not read settings)."""
     s = services().settings
-    return {"poll": PollPolicy.from_settings(s).to_dict(), "gate_recheck_seconds": s.gate_recheck_seconds}
+    return {
+        "poll": PollPolicy.from_settings(s).to_dict(),
+        "gate_recheck_seconds": s.gate_recheck_seconds,
+        "gate_lease_seconds": s.gate_lease_seconds,
+    }
 
 
 @bp.activity_trigger(input_name="req")

@@ -179,7 +179,7 @@ class Settings(BaseSettings):
     poll_initial_seconds: float = Field(default=15.0, gt=0, validation_alias=_alias("POLL_INITIAL_SECONDS"))
     poll_backoff_factor: float = Field(default=2.0, ge=1.0, validation_alias=_alias("POLL_BACKOFF_FACTOR"))
     poll_max_interval_seconds: float = Field(
-        default=900.0, gt=0, validation_alias=_alias("POLL_MAX_INTERVAL_SECONDS")
+        default=3600.0, gt=0, validation_alias=_alias("POLL_MAX_INTERVAL_SECONDS")
     )
     poll_deadline_minutes: float = Field(
         default=1440.0, gt=0, validation_alias=_alias("POLL_DEADLINE_MINUTES")

@@ -63,7 +63,7 @@ def import_package(context: df.DurableOrchestrationContext):
     # 2. Import and poll, holding the gate; always release it.
     started_at = _now(context)
     try:
-        outcome = yield from _import_and_poll(context, req, policy)
+        outcome = yield from _import_and_poll(context, req, policy, cfg["gate_lease_seconds"])
     except Exception as exc:  # unexpected: still free the gate and record the package
         outcome = {"status": "Failed", "reason": f"import step failed: {exc}", "polls": 0}
     yield context.call_activity_with_retry("gate_release", RETRY, gate_req | {"now": _now(context)})
@@ -104,7 +104,7 @@ def import_package(context: df.DurableOrchestrationContext):
     }
 
 
-def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy):
+def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy, lease: float):
     context.set_custom_status({"stage": "importing", "execution_id": req["execution_id"]})
     attempt = 0
     while True:
@@ -119,6 +119,7 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
     confirmed = bool(st.get("confirmed"))
     expected = st.get("expected_seconds")
     began = context.current_utc_datetime
+    lease_until = began + timedelta(seconds=lease)  # try_acquire and every check renew for ``lease``
     polls = recalls = 0
     last = None
     last_pending_at = 0.0
@@ -133,6 +134,21 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
                 "last_status": last,
                 "started": True,
             }
+        if context.current_utc_datetime + timedelta(seconds=wait) > lease_until - timedelta(
+            seconds=lease / 2
+        ):
+            # A long planned wait: keep the permit ours until just after it.
+            yield context.call_activity_with_retry(
+                "gate_renew",
+                RETRY,
+                {
+                    "environment": req["route"]["environment"],
+                    "ticket": req["instance_id"],
+                    "instance_id": req["instance_id"],
+                    "now": _now(context),
+                    "lease_seconds": wait + lease,
+                },
+            )
         yield _wait(context, wait)
         chk = yield context.call_activity_with_retry(
             "check_import",
@@ -145,6 +161,7 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
             },
         )
         polls += 1
+        lease_until = context.current_utc_datetime + timedelta(seconds=lease)
         last = chk["status"]
         elapsed = (context.current_utc_datetime - began).total_seconds()
         context.set_custom_status(

@@ -1,7 +1,7 @@
 """Status polling schedule: pure and deterministic, so orchestrators can use it during replay.
 
 When a data project's usual import duration is known (learned in the ledger), the first status call is
-made when the import should be done, and later calls back off from a small fraction of that duration:
+made when the import should be done (one long timer; the gate lease is extended to cover it), and later calls back off from a small fraction of that duration:
 a typical import costs one or two calls and finishes within a few percent of its real end. Unknown
 projects start at ``initial`` seconds and grow by ``factor`` up to ``max_interval``: about
 log_factor(duration / initial) + 1 calls. No wait passes the deadline.
@@ -46,7 +46,8 @@ class PollPolicy:
             return 0.0
         if expected and expected > 0:
             if elapsed < expected:
-                wait = expected - elapsed
+                # Waiting for the usual duration is one long wait, not a series: no max_interval cap.
+                return max(1.0, min(expected - elapsed, remaining))
             else:
                 # Past the usual duration: back off from a small slice of it.
                 tail_polls = max(polls_done - 1, 0)
