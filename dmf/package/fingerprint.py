@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 from pathlib import Path
 from typing import BinaryIO
 
@@ -15,9 +16,9 @@ def sha256_stream(stream: BinaryIO, *, chunk_size: int = CHUNK) -> str:
     # readinto a reused buffer avoids allocating a new bytes object per chunk.
     buf = bytearray(chunk_size)
     view = memoryview(buf)
-    readinto = getattr(stream, "readinto", None)
-    if readinto is not None:
-        while n := readinto(view):
+    # Only io objects promise readinto(buffer); the blob SDK's downloader has a readinto(stream) instead.
+    if isinstance(stream, io.IOBase):
+        while n := stream.readinto(view):  # type: ignore[attr-defined]
             h.update(view[:n])
     else:
         while chunk := stream.read(chunk_size):
