@@ -306,7 +306,7 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     for r in rejected:
         svc.outcomes.upsert(
             day,
-            f"{drop_id}~{int(r['seq']):03d}",
+            f"{drop_id}~r{int(r['seq']):03d}",
             {
                 "Kind": "package",
                 "Status": "Rejected",
