@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -27,9 +28,14 @@ BROKEN_SNIPPETS = {
 }
 
 
+@cache
+def _pycep() -> BicepParser:
+    return BicepParser()
+
+
 def pycep_errors(text: str) -> str | None:
     try:
-        BicepParser(cache=False).parse(text=text)
+        _pycep().parse(text=text)
     except Exception as exc:  # lark raises several unrelated exception types
         return f"{type(exc).__name__}: {exc}"
     return None
