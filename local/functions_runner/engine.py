@@ -127,6 +127,14 @@ class Instance:
         return None
 
 
+def _user_traceback(exc: BaseException) -> str:
+    """The traceback without the runner's own frames (the SDK shows Reason and Details to the orchestrator)."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    user = [f for f in tb if "/local/functions_runner/" not in f.filename.replace("\\", "/")]
+    lines = ["Traceback (most recent call last):\n", *traceback.format_list(user)]
+    return "".join(lines + traceback.format_exception_only(exc))
+
+
 def _msg_id() -> str:
     return f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
 
@@ -709,8 +717,9 @@ class Engine:
                 now_ev = event(EventType.TaskCompleted, self.clock.now(), TaskScheduledId=seq, Result=result)
             except Exception as exc:
                 reason = f"Activity function '{name}' failed: {type(exc).__name__}: {exc}"
-                log.warning(redact(f"{reason} (instance {instance_id})"))
-                details = "".join(traceback.format_exception(exc))
+                with self.invoker.scope(instance_id=instance_id, function_name=name):
+                    log.warning(redact(f"{reason} (instance {instance_id})"))
+                details = _user_traceback(exc)
                 now_ev = event(
                     EventType.TaskFailed, self.clock.now(), TaskScheduledId=seq,
                     Reason=redact(reason), Details=redact(details),

@@ -163,15 +163,6 @@ def counter(context: df.DurableOrchestrationContext):
     return state
 
 
-@app.orchestration_trigger(context_name="context")
-def nondeterministic(context: df.DurableOrchestrationContext):
-    # Wrong on purpose: wall-clock time differs between the first run and the replay.
-    late = datetime.now(UTC) - context.current_utc_datetime > timedelta(seconds=1)
-    yield context.call_activity("double", 1)
-    yield context.call_activity("double" if not late else "async_echo", 2)
-    return "done"
-
-
 @app.activity_trigger(input_name="seconds")
 def sleepy(seconds: float) -> float:
     time.sleep(seconds)
@@ -182,9 +173,11 @@ def sleepy(seconds: float) -> float:
 @app.orchestration_trigger(context_name="context")
 def slow_then_branch(context: df.DurableOrchestrationContext):
     # Wrong on purpose: wall-clock time differs between the first run and the replay.
+    # The first episode runs at once; the replay after 'sleepy' runs 1.5 s later and takes the other branch.
     late = datetime.now(UTC) - context.current_utc_datetime > timedelta(seconds=1)
+    if late:
+        yield context.call_activity("async_echo", {"late": True})
     yield context.call_activity("sleepy", 1.5)
-    yield context.call_activity("async_echo" if late else "double", 2)
     return "done"
 
 
@@ -207,3 +200,26 @@ async def http_status(req: func.HttpRequest, client: df.DurableOrchestrationClie
 @app.route(route="ping", methods=["GET"])
 def ping(req: func.HttpRequest) -> func.HttpResponse:
     return func.HttpResponse(f"pong {req.params.get('x', '')}")
+
+
+ACTIVE = {"now": 0, "max": 0}
+
+
+@app.activity_trigger(input_name="item")
+def tracked(item: dict) -> int:
+    """Counts how many run at once; earlier items sleep longer, so they complete last."""
+    with _calls_lock:
+        ACTIVE["now"] += 1
+        ACTIVE["max"] = max(ACTIVE["max"], ACTIVE["now"])
+    time.sleep(0.01 * (item["n"] - item["i"]))
+    with _calls_lock:
+        ACTIVE["now"] -= 1
+    _record("tracked", item["i"])
+    return item["i"]
+
+
+@app.orchestration_trigger(context_name="context")
+def many_tracked(context: df.DurableOrchestrationContext):
+    n = context.get_input()
+    done = yield context.task_all([context.call_activity("tracked", {"i": i, "n": n}) for i in range(n)])
+    return done

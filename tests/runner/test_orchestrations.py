@@ -1,0 +1,212 @@
+"""Orchestrations replayed by the SDK's own orchestrator handle, with history in Azurite Table Storage."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from azure.data.tables import TableServiceClient
+
+from local.functions_runner import LocalRunner, VirtualClock
+from tests.runner.apps import durable_app
+
+START = datetime(2026, 1, 5, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def runner(make_runner) -> LocalRunner:
+    durable_app.CALLS.clear()
+    return make_runner(durable_app.app, clock=VirtualClock(START))
+
+
+def calls(name: str) -> list[object]:
+    return [v for n, v in durable_app.CALLS if n == name]
+
+
+def test_sequence_history_is_in_table_storage(runner: LocalRunner, azurite) -> None:
+    iid = runner.start_new("sequence", None, 4)
+    status = runner.wait_for_instance(iid)
+    assert status["runtimeStatus"] == "Completed"
+    assert status["output"] == 16
+    assert calls("double") == [1, 2, 4, 8]
+
+    tables = TableServiceClient.from_connection_string(azurite.connection_string)
+    rows = list(
+        tables.get_table_client(f"{runner.task_hub}History").query_entities(f"PartitionKey eq '{iid}'")
+    )
+    assert len(rows) >= 4 * 4  # four episodes of OrchestratorStarted/.../OrchestratorCompleted at least
+    inst = tables.get_table_client(f"{runner.task_hub}Instances").get_entity(iid, "")
+    assert inst["status"] == "Completed"
+    events = runner.history(iid)
+    assert events[1]["EventType"] == 0 and events[1]["Version"] == ""  # ExecutionStarted carries Version
+    scheduled = [e["EventId"] for e in events if e["EventType"] == 4]
+    completed = [e["TaskScheduledId"] for e in events if e["EventType"] == 5]
+    assert scheduled == completed == [0, 1, 2, 3]
+
+
+def test_fan_out_with_out_of_order_completions(runner: LocalRunner) -> None:
+    n = 24
+    iid = runner.start_new("many_tracked", None, n)
+    status = runner.wait_for_instance(iid)
+    assert status["runtimeStatus"] == "Completed"
+    assert status["output"] == list(range(n))  # results in scheduling order
+    finished = calls("tracked")
+    assert sorted(finished) == list(range(n))
+    assert finished != sorted(finished)  # completions really arrived out of order
+    completed = [e["TaskScheduledId"] for e in runner.history(iid) if e["EventType"] == 5]
+    assert completed != sorted(completed)
+
+
+def test_fan_out_with_async_activity(runner: LocalRunner) -> None:
+    iid = runner.start_new("fan_out", None, 10)
+    status = runner.wait_for_instance(iid)
+    assert status["runtimeStatus"] == "Completed"
+    assert [r["sq"] for r in status["output"]["results"]] == [i * i for i in range(10)]
+    assert status["output"]["echo"] == {"echo": {"count": 10}}
+
+
+def test_activity_failure_caught_inside_orchestrator(runner: LocalRunner) -> None:
+    status = runner.wait_for_instance(runner.start_new("catches_failure"))
+    assert status["runtimeStatus"] == "Completed"
+    assert "boom on x" in status["output"]["caught"]
+    assert status["output"]["after"] == 42
+
+
+def test_uncaught_failure_fails_the_orchestration(runner: LocalRunner) -> None:
+    status = runner.wait_for_instance(runner.start_new("fails"))
+    assert status["runtimeStatus"] == "Failed"
+    assert status["output"].startswith("Orchestrator function 'fails' failed:")
+    assert "boom on y" in status["output"]
+
+
+def test_call_activity_with_retry(runner: LocalRunner) -> None:
+    iid = runner.start_new("retries")
+    status = runner.wait_for_instance(iid)
+    assert status["output"] == {"flaky": "ok after 3", "after": 10}
+    assert calls("flaky") == [1, 2, 3]
+    events = runner.history(iid)
+    # attempt 0 fails, retry timer 1, attempt 2 fails, timer 3, attempt 4 succeeds, then 'double' is 5
+    assert [e["TaskScheduledId"] for e in events if e["EventType"] == 6] == [0, 2]
+    assert [e["TimerId"] for e in events if e["EventType"] == 11] == [1, 3]
+    assert [e["EventId"] for e in events if e["EventType"] == 4] == [0, 2, 4, 5]
+
+
+def test_retry_exhausted_is_raised_in_orchestrator(runner: LocalRunner) -> None:
+    status = runner.wait_for_instance(runner.start_new("retries_exhausted"))
+    assert status["output"] == {"gave_up": True}
+    assert calls("boom") == ["r", "r"]
+
+
+def test_virtual_clock_fires_half_hour_timers_at_once_and_in_order(runner: LocalRunner) -> None:
+    t0 = time.monotonic()
+    iid = runner.start_new("polls_with_timers")
+    status = runner.wait_for_instance(iid, timeout=10)
+    assert time.monotonic() - t0 < 5
+    seen = [datetime.fromisoformat(s) for s in status["output"]]
+    assert seen[1] - seen[0] == timedelta(minutes=30) and seen[2] - seen[1] == timedelta(minutes=30)
+    assert runner.clock.now() >= START + timedelta(minutes=90)
+    assert status["customStatus"] == {"poll": 2}
+
+
+def test_external_event_wins_over_timeout(runner: LocalRunner) -> None:
+    with runner.hold_clock():  # keep the one-hour timeout from firing while the test raises the event
+        iid = runner.start_new("approval")
+        deadline = time.monotonic() + 5
+        while (runner.get_status(iid) or {}).get("customStatus") != "waiting":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        runner.raise_event(iid, "approve", {"by": "ops"})
+        status = runner.wait_for_instance(iid)
+    assert status["output"] == {"approved": {"by": "ops"}}
+    assert status["customStatus"] == "approved"
+    assert runner.clock.now() < START + timedelta(hours=1)  # the cancelled timer did not move time
+
+
+def test_timeout_wins_when_no_event_arrives(runner: LocalRunner) -> None:
+    status = runner.wait_for_instance(runner.start_new("approval"))
+    assert status["output"] == {"approved": None}
+    assert runner.clock.now() >= START + timedelta(hours=1)
+    with pytest.raises(Exception, match="is gone"):
+        runner.raise_event(status["instanceId"], "approve", 1)
+
+
+def test_sub_orchestrations(runner: LocalRunner) -> None:
+    iid = runner.start_new("parent")
+    status = runner.wait_for_instance(iid)
+    assert status["output"] == {"a": 4, "b": 8, "child_failed": True}
+    child = runner.get_status(f"{iid}-child")
+    assert child and child["runtimeStatus"] == "Completed" and child["output"] == 8
+
+
+def test_continue_as_new(runner: LocalRunner) -> None:
+    iid = runner.start_new("counter")
+    status = runner.wait_for_instance(iid)
+    assert status["output"] == {"n": 3, "runs": [2, 4, 6]}
+    history = runner.history(iid)
+    assert sum(1 for e in history if e["EventType"] == 0) == 1  # only the last execution's history is kept
+    assert history[1]["Input"] and '"n": 2' in history[1]["Input"]
+
+
+def test_start_new_refused_while_running_then_allowed(runner: LocalRunner) -> None:
+    with runner.hold_clock():
+        iid = runner.start_new("approval", "singleton")
+        with pytest.raises(Exception, match="already exists"):
+            runner.start_new("approval", "singleton")
+        runner.terminate(iid, "operator stop")
+        status = runner.wait_for_instance(iid)
+    assert status["runtimeStatus"] == "Terminated"
+    assert status["output"] == "operator stop"
+    assert runner.start_new("sequence", "singleton", 1) == "singleton"  # non-running: overridable
+    assert runner.wait_for_instance("singleton")["output"] == 2
+
+
+def test_client_queries_and_purge(runner: LocalRunner) -> None:
+    ids = [runner.start_new("sequence", f"q-{i}", 1) for i in range(3)]
+    for i in ids:
+        runner.wait_for_instance(i)
+    client = runner.client()
+    from azure.durable_functions import OrchestrationRuntimeStatus as S
+
+    found = runner.run(client.get_status_by(runtime_status=[S.Completed]))
+    assert set(ids) <= {s.instance_id for s in found}
+    one = runner.run(client.get_status("q-0", show_input=True))
+    assert one.runtime_status == S.Completed and one.output == 2 and one.input_ == 1
+    missing = runner.run(client.get_status("nope"))
+    assert not missing
+    purged = runner.run(client.purge_instance_history("q-0"))
+    assert purged.instances_deleted == 1
+    assert runner.get_status("q-0") is None
+    assert runner.history("q-0") == []
+
+
+def test_nondeterminism_is_reported_with_orchestration_and_step(make_runner) -> None:
+    runner = make_runner(durable_app.app)  # real clock: the replay happens ~1.5 s after the first episode
+    status = runner.wait_for_instance(runner.start_new("slow_then_branch"), timeout=20)
+    assert status["runtimeStatus"] == "Failed"
+    assert "Non-deterministic workflow detected in orchestration 'slow_then_branch'" in status["output"]
+    assert "at step 0" in status["output"]
+    assert "activity 'sleepy'" in status["output"] and "activity 'async_echo'" in status["output"]
+    assert any("slow_then_branch" in e for e in runner.engine.errors)
+
+
+def test_activity_concurrency_limit_from_host_json(make_runner) -> None:
+    durable_app.ACTIVE.update(now=0, max=0)
+    runner = make_runner(durable_app.app, max_concurrent_activities=3)
+    status = runner.wait_for_instance(runner.start_new("many_tracked", None, 12))
+    assert status["runtimeStatus"] == "Completed"
+    assert durable_app.ACTIVE["max"] == 3
+
+
+def test_host_json_limits_are_read(runner: LocalRunner) -> None:
+    assert runner.durable.max_activities == 8 and runner.durable.max_orchestrators == 4
+    assert runner.durable.overridable_states == "NonRunningStates"
+
+
+def test_activity_logs_carry_instance_id(runner: LocalRunner, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="local.functions_runner")
+    iid = runner.start_new("catches_failure")
+    runner.wait_for_instance(iid)
+    failures = [r for r in caplog.records if "boom on x" in r.getMessage()]
+    assert failures and all(getattr(r, "instance_id", None) == iid for r in failures)
