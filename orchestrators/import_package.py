@@ -66,7 +66,10 @@ def import_package(context: df.DurableOrchestrationContext):
         outcome = yield from _import_and_poll(context, req, policy, cfg["gate_lease_seconds"])
     except Exception as exc:  # unexpected: still free the gate and record the package
         outcome = {"status": "Failed", "reason": f"import step failed: {exc}", "polls": 0}
-    yield context.call_activity_with_retry("gate_release", RETRY, gate_req | {"now": _now(context)})
+    try:
+        yield context.call_activity_with_retry("gate_release", RETRY, gate_req | {"now": _now(context)})
+    except Exception:  # the lease expires and the sweeper evicts us: the outcome still gets recorded
+        context.set_custom_status({"stage": "gate-release-failed"})
 
     # 3. Errors (outside the gate: other imports need not wait for error files).
     errors = None

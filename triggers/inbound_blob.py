@@ -3,9 +3,9 @@
 In Azure the trigger's source is Event Grid (Flex Consumption supports no other); on a laptop with Core
 Tools and Azurite, set ``INBOUND_BLOB_SOURCE=LogsAndContainerScan`` so the polling trigger finds blobs.
 The parameter is an SDK-typed ``BlobClient``: the host never streams the blob's bytes into the worker.
+No ``from __future__ import annotations`` here: the worker binds SDK types by the real annotation object.
 """
 
-from __future__ import annotations
 
 import logging
 import os

@@ -322,7 +322,7 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     name = source.partition("/")[2]
     archived = f"{target}/{name}"
     records = sum(int(r.get("records") or 0) for r in results) if results else None
-    errors = [r.get("error_summary") for r in results if r.get("error_summary")]
+    errors = [r.get("error_summary") or r.get("reason") for r in results if r.get("error_summary") or r.get("reason")]
     finished = _now()
     summary = {
         "Status": status,
