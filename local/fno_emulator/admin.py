@@ -76,7 +76,7 @@ class Admin:
         if cat is None:
             raise KeyError(entity_label)
         keyed = [(tuple(str(r.get(k, "")).upper() for k in cat.keys), dict(r)) for r in rows]
-        self._app.store.upsert(legal_entity, cat.label, keyed)
+        self._app.store.upsert(legal_entity, cat.label, keyed, [f.name for f in cat.fields])
 
     def inject_fault(
         self,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from urllib.parse import parse_qs, urlsplit
 
 import requests
@@ -32,6 +32,7 @@ class BlobStore:
         self._clock = clock
         self._retention = timedelta(seconds=retention_seconds)
         self._created: dict[str, datetime] = {}  # blob name -> creation time by the emulator clock
+        self._sas_expiry: dict[str, datetime] = {}  # SAS signature -> expiry by the emulator clock
         self._lock = threading.Lock()
         self._http = requests.Session()
         try:
@@ -44,8 +45,11 @@ class BlobStore:
         return self._container.url
 
     def _sas(self, name: str, permission: BlobSasPermissions, ttl_seconds: float) -> str:
-        # No start time: the emulator clock may run ahead of Azurite's real clock.
-        expiry = self._clock.now() + timedelta(seconds=ttl_seconds)
+        # No start time and an expiry Azurite accepts whichever clock is ahead; the emulator itself
+        # enforces the expiry by its own clock (remembered per signature) when it reads a URL.
+        ttl = timedelta(seconds=ttl_seconds)
+        emulated_expiry = self._clock.now() + ttl
+        expiry = max(emulated_expiry, datetime.now(UTC) + ttl)
         token = generate_blob_sas(
             account_name=self._service.account_name,
             container_name=self._container.container_name,
@@ -55,6 +59,9 @@ class BlobStore:
             expiry=expiry,
             protocol="https,http",
         )
+        sig = parse_qs(token).get("sig", [""])[0]
+        with self._lock:
+            self._sas_expiry[sig] = emulated_expiry
         return f"{self._container.url}/{name}?{token}"
 
     def write_url(self, name: str, ttl_seconds: float) -> str:
@@ -91,14 +98,11 @@ class BlobStore:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise BlobFetchError("Invalid URI: The format of the URI could not be determined.")
-        expiry = parse_qs(parts.query).get("se")
-        if expiry:
-            try:
-                se = datetime.fromisoformat(expiry[0].replace("Z", "+00:00"))
-            except ValueError:
-                se = None
-            if se is not None and se <= self._clock.now():
-                raise BlobFetchError("The remote server returned an error: (403) Forbidden.")
+        sig = parse_qs(parts.query).get("sig", [""])[0]
+        with self._lock:
+            expiry = self._sas_expiry.get(sig)
+        if expiry is not None and expiry <= self._clock.now():
+            raise BlobFetchError("The remote server returned an error: (403) Forbidden.")
         name = self.owns(url)
         if name is not None and self.purge_if_expired(name):
             raise BlobFetchError("The remote server returned an error: (404) Not Found.")

@@ -17,12 +17,22 @@ class DataStore:
     def _id(legal_entity: str, label: str) -> tuple[str, str]:
         return (legal_entity.upper(), label.lower())
 
-    def upsert(self, legal_entity: str, label: str, rows: list[tuple[KeyTuple, dict[str, str]]]) -> None:
+    def upsert(
+        self,
+        legal_entity: str,
+        label: str,
+        rows: list[tuple[KeyTuple, dict[str, str]]],
+        columns: list[str] | None = None,
+    ) -> None:
+        """Insert or update rows. A new row has every column (empty unless given), like a table row;
+        an update changes only the fields the import carries."""
         with self._lock:
             table = self._tables.setdefault(self._id(legal_entity, label), {})
             for key, row in rows:
-                # An import updates the fields it carries and keeps the others.
-                table.setdefault(key, {}).update(row)
+                existing = table.get(key)
+                if existing is None:
+                    existing = table[key] = dict.fromkeys(columns or [], "")
+                existing.update(row)
 
     def rows(self, legal_entity: str, label: str) -> list[dict[str, str]]:
         with self._lock:

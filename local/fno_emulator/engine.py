@@ -62,6 +62,7 @@ class EntityResult:
     fields: list[str] = field(default_factory=list)
     skipped: bool = False  # not run because an earlier level failed with FailLevelOnError
     child_good: dict[str, list[tuple[tuple[str, ...], dict[str, str]]]] = field(default_factory=dict)
+    exported: bool = False  # an export entity: nothing to validate
 
     @property
     def error_record_count(self) -> int:
@@ -73,6 +74,8 @@ class EntityResult:
 
     @property
     def status(self) -> str:
+        if self.exported:
+            return "Succeeded"
         if self.skipped:
             return "NotRun"
         if self.file_error or (self.total and not self.good):
@@ -379,9 +382,13 @@ class Engine:
                 continue
             if r.child_good:  # composite: rows go to each child entity
                 for label, rows in r.child_good.items():
-                    self.store.upsert(e.legal_entity, label, rows)
+                    self.store.upsert(e.legal_entity, label, rows, self._columns(label))
             else:
-                self.store.upsert(e.legal_entity, r.label, r.good)
+                self.store.upsert(e.legal_entity, r.label, r.good, self._columns(r.label))
+
+    def _columns(self, label: str) -> list[str]:
+        cat = self.config.entity(label)
+        return [f.name for f in cat.fields] if cat else []
 
     # -- exports ----------------------------------------------------------------------------------
     def export_to_package(
@@ -428,7 +435,8 @@ class Engine:
                 package_name=package_name or project.name,
                 export_entities=entities,
                 results=[
-                    EntityResult(c.label, c.target_entity, (1, 1, i + 1)) for i, (c, _) in enumerate(entities)
+                    EntityResult(c.label, c.target_entity, (1, 1, i + 1), exported=True)
+                    for i, (c, _) in enumerate(entities)
                 ],
             )
             e.preview_count = count

@@ -144,7 +144,17 @@ class Handler(BaseHTTPRequestHandler):
         return data
 
     # -- responses --------------------------------------------------------------------------------
+    def _drain(self) -> None:
+        """Consume an unread request body, so the keep-alive connection stays in step."""
+        if self._body is not None:
+            return
+        if int(self.headers.get("Content-Length") or 0) > (1 << 20):
+            self.close_connection = True  # not worth reading a large upload we refuse
+            return
+        self.body()
+
     def send(self, status: int, body: bytes, content_type: str = "application/json", headers=None) -> None:
+        self._drain()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -155,6 +165,7 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def send_stream(self, size: int, chunks: Iterator[bytes], content_type: str) -> None:
+        self._drain()
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(size))
