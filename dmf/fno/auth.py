@@ -12,10 +12,11 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+import time
 from typing import Any
 from urllib.parse import urlsplit
 
-from azure.core.credentials import TokenCredential
+from azure.core.credentials import AccessToken, TokenCredential
 from azure.core.exceptions import AzureError, ClientAuthenticationError
 from azure.identity import (
     CertificateCredential,
@@ -125,12 +126,42 @@ def clear_credentials() -> None:
         _cache.clear()
 
 
-def bearer_token_provider(credential: TokenCredential, scope: str, env_name: str = "") -> Any:
-    """A ``() -> str`` returning a current access token; failures become ``FnoAuthError``."""
+class BearerTokenProvider:
+    """A ``() -> str`` returning a current access token for one scope; failures become ``FnoAuthError``.
 
-    def provide() -> str:
+    Holds the token until five minutes before expiry and lets one thread refresh it, so a burst of
+    activities at a cold start makes one token request, not one each.
+    """
+
+    REFRESH_MARGIN_SECONDS = 300
+
+    def __init__(self, credential: TokenCredential, scope: str, env_name: str = "") -> None:
+        self.credential = credential
+        self.scope = scope
+        self.env_name = env_name
+        self._token: AccessToken | None = None
+        self._lock = threading.Lock()
+
+    def _fresh(self) -> str | None:
+        tok = self._token
+        if tok is not None and tok.expires_on - time.time() > self.REFRESH_MARGIN_SECONDS:
+            return tok.token
+        return None
+
+    def __call__(self) -> str:
+        cached = self._fresh()
+        if cached is not None:
+            return cached
+        with self._lock:
+            cached = self._fresh()
+            if cached is not None:
+                return cached
+            self._token = self._acquire()
+            return self._token.token
+
+    def _acquire(self) -> AccessToken:
         try:
-            return credential.get_token(scope).token
+            return self.credential.get_token(self.scope)
         except ClientAuthenticationError as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             # No answer, throttling or a server fault may pass; a refused client will not.
@@ -138,13 +169,15 @@ def bearer_token_provider(credential: TokenCredential, scope: str, env_name: str
             if "AADSTS" in str(exc) or "invalid_client" in str(exc):
                 transient = False
             raise FnoAuthError(
-                f"token for F&O environment {env_name!r} not acquired: {scrub(exc.message)}",
+                f"token for F&O environment {self.env_name!r} not acquired: {scrub(exc.message)}",
                 status=status,
                 transient=transient,
             ) from None
         except AzureError as exc:  # network trouble reaching the token endpoint
             raise FnoAuthError(
-                f"token for F&O environment {env_name!r} not acquired: {scrub(exc)}", transient=True
+                f"token for F&O environment {self.env_name!r} not acquired: {scrub(exc)}", transient=True
             ) from None
 
-    return provide
+
+def bearer_token_provider(credential: TokenCredential, scope: str, env_name: str = "") -> BearerTokenProvider:
+    return BearerTokenProvider(credential, scope, env_name)

@@ -24,7 +24,7 @@ from typing import Any
 import requests
 from requests.adapters import HTTPAdapter
 
-from dmf.fno.errors import FnoError, TransientFnoError, error_for_status
+from dmf.fno.errors import ExecutionNotFound, FnoError, TransientFnoError, error_for_status
 from dmf.fno.scrub import install_log_redaction, scrub
 from dmf.redact import redact_url
 
@@ -187,7 +187,9 @@ class FnoHttp:
                 return resp
             err = self._error(resp, action, stream)
             wait = self._next_wait(err, attempt, idempotent, body)
-            log.warning(
+            # "Execution details were not found" is an expected answer while a job starts, not a fault.
+            log.log(
+                logging.DEBUG if isinstance(err, ExecutionNotFound) else logging.WARNING,
                 "F&O %s %s -> HTTP %d in %.0f ms on attempt %d: %s%s",
                 action, safe_url, resp.status_code, elapsed_ms, attempt + 1,
                 err.fno_message or "", _retry_note(wait),

@@ -376,3 +376,21 @@ def test_every_call_has_a_timeout(fno: HTTPServer, make_settings) -> None:
     with pytest.raises(TransientFnoError, match="Timeout"):
         a.get_execution_summary_status(EXEC_ID)
     assert len(seen) == 2  # a read timeout on a safe call is repeated
+
+
+def test_one_session_serves_concurrent_callers(fno: HTTPServer, settings: Settings) -> None:
+    """Activities run on worker threads: one shared session and credential must serve them all."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def echo(request: Request) -> Response:
+        return Response(
+            json.dumps({"value": (request.json["executionId"][-1] == "0" and "Succeeded") or "Executing"})
+        )
+
+    expect(fno, "GetExecutionSummaryStatus").respond_with_handler(echo)
+    a = api(settings)
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda i: a.get_execution_summary_status(f"E{i}"), range(40)))
+    assert results.count(ExecutionStatus.SUCCEEDED) == 4 and results.count(ExecutionStatus.EXECUTING) == 36
+    token_calls = [r for r, _ in fno.log if r.path.endswith("/oauth2/v2.0/token")]
+    assert len(token_calls) == 1  # the credential's cache is shared too
