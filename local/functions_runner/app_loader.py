@@ -12,6 +12,7 @@ import inspect
 import json
 import os
 import re
+import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,19 @@ SUPPORTED_TRIGGERS = {
 SUPPORTED_EXTRA_BINDINGS = {"durableClient", "http"}
 
 
+def _parameters(user: Any) -> dict[str, inspect.Parameter]:
+    """Parameters with annotations resolved, as the worker resolves them (string annotations included)."""
+    try:
+        sig = inspect.signature(user)
+    except (TypeError, ValueError):
+        return {}
+    try:
+        hints = typing.get_type_hints(inspect.unwrap(user))
+    except Exception:
+        hints = {}
+    return {n: p.replace(annotation=hints.get(n, p.annotation)) for n, p in sig.parameters.items()}
+
+
 def load_app(app: Any = None, app_module: str = "function_app") -> Any:
     if app is not None:
         return app
@@ -97,10 +111,7 @@ def index_functions(app: Any) -> dict[str, FunctionInfo]:
                     f"function {name!r}: binding {b['type']!r} ({b.get('name')}) is not supported locally"
                 )
         user = fn.get_user_function()
-        try:
-            params = dict(inspect.signature(user).parameters)
-        except (TypeError, ValueError):
-            params = {}
+        params = _parameters(user)
         out[name] = FunctionInfo(
             name=name,
             trigger_type=trigger["type"],

@@ -26,6 +26,7 @@ from typing import Any
 
 import azure.functions as func
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.functions.timer import TimerRequest  # the worker's concrete class
 from azure.storage.blob import BlobServiceClient, ContainerClient
 from croniter import croniter
 
@@ -350,6 +351,8 @@ class TimerTriggers:
         def go() -> None:
             try:
                 self.fire(name, past_due=past_due, scheduled=scheduled)
+            except Exception:  # noqa: S110 - logged by fire(); a failing run does not stop the schedule
+                pass
             finally:
                 self.engine.add_busy(-1)
 
@@ -362,7 +365,7 @@ class TimerTriggers:
             raise LookupError(f"no timer-triggered function named {name!r}")
         now = scheduled or self.engine.clock.now()
         status = self._read_status(name) or {}
-        req = func.TimerRequest(
+        req = TimerRequest(
             past_due=past_due,
             schedule_status={
                 "Last": status.get("Last"),

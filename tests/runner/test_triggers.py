@@ -1,0 +1,165 @@
+"""Blob triggers (SDK-typed and InputStream), timer triggers and HTTP routes against Azurite."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from azure.storage.blob import BlobServiceClient
+
+from local.functions_runner import LocalRunner, VirtualClock
+from tests.runner.apps import durable_app, trigger_app
+
+START = datetime(2026, 3, 2, 0, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def settings(azurite, unique_name) -> dict[str, str]:
+    trigger_app.DELIVERIES.clear()
+    trigger_app.STARTS.clear()
+    return {
+        "DATA_STORAGE": azurite.connection_string,
+        "INBOUND_CONTAINER": unique_name,
+        "DRAIN_SCHEDULE": "0 */30 * * * *",
+        "STARTUP_SCHEDULE": "0 0 3 * * *",
+        "INBOUND_BLOB_SOURCE": "EventGrid",
+    }
+
+
+@pytest.fixture
+def container(azurite, unique_name):
+    svc = BlobServiceClient.from_connection_string(azurite.connection_string)
+    c = svc.get_container_client(unique_name)
+    c.create_container()
+    return c
+
+
+def deliveries(fn: str) -> list[str]:
+    return [v for f, v in trigger_app.DELIVERIES if f == fn]
+
+
+def test_blob_trigger_fires_once_per_version_with_sdk_binding(make_runner, settings, container) -> None:
+    container.upload_blob("orders/a.csv", b"x,y\n1,2\n")
+    runner = make_runner(
+        trigger_app.app, settings=settings, clock=VirtualClock(START), blob_poll_interval=0.2
+    )
+    runner.wait_until_idle()
+    assert deliveries("on_inbound_blob") == ["orders/a.csv"]
+    (iid,) = trigger_app.STARTS
+    assert runner.wait_for_instance(iid)["output"] == {"blob": "orders/a.csv", "size": 8}
+    time.sleep(0.5)  # more scans: the receipt stops re-delivery
+    runner.wait_until_idle()
+    assert deliveries("on_inbound_blob") == ["orders/a.csv"]
+    container.upload_blob("orders/a.csv", b"x,y\n1,2\n3,4\n", overwrite=True)  # a new version fires again
+    runner.wait_until_idle()
+    assert deliveries("on_inbound_blob") == ["orders/a.csv", "orders/a.csv"]
+    assert len(trigger_app.STARTS) == 2
+
+
+def test_receipts_survive_a_restart(make_runner, settings, container) -> None:
+    container.upload_blob("b.csv", b"1")
+    first = make_runner(trigger_app.app, settings=settings, clock=VirtualClock(START))
+    first.wait_until_idle()
+    first.stop()
+    second = make_runner(trigger_app.app, settings=settings, clock=VirtualClock(START))
+    second.wait_until_idle()
+    assert deliveries("on_inbound_blob") == ["b.csv"]
+
+
+def test_duplicate_deliveries_start_one_orchestration(make_runner, settings, container) -> None:
+    container.upload_blob("dup.csv", b"123")
+    runner = make_runner(
+        trigger_app.app, settings=settings, clock=VirtualClock(START), duplicate_blob_deliveries=2
+    )
+    runner.wait_until_idle()
+    assert deliveries("on_inbound_blob") == ["dup.csv"] * 3
+    assert len(trigger_app.STARTS) == 1
+    assert runner.wait_for_instance(trigger_app.STARTS[0])["runtimeStatus"] == "Completed"
+    assert runner.deliver_blob("on_inbound_blob", "dup.csv")  # an on-demand redelivery is also harmless
+    assert len(trigger_app.STARTS) == 1
+
+
+def test_input_stream_binding_pattern_and_poison(make_runner, settings, azurite) -> None:
+    svc = BlobServiceClient.from_connection_string(azurite.connection_string)
+    streams = svc.get_container_client("streams")
+    if not streams.exists():
+        streams.create_container()
+    tag = str(time.time_ns())
+    streams.upload_blob(f"in-{tag}.txt", b"hello")
+    streams.upload_blob(f"out-{tag}.txt", b"not matched")
+    streams.upload_blob(f"in-{tag}-bad.txt", b"fail me")
+    runner = make_runner(
+        trigger_app.app, settings=settings, clock=VirtualClock(START), blob_poll_interval=0.05
+    )
+    deadline = time.monotonic() + 20
+    while sum(1 for d in deliveries("on_stream") if "-bad" in d) < 5:
+        assert time.monotonic() < deadline, deliveries("on_stream")
+        time.sleep(0.05)
+    runner.wait_until_idle()
+    got = deliveries("on_stream")
+    assert f"streams/in-{tag}.txt:hello" in got
+    assert not any("out-" in d for d in got)
+    assert sum(1 for d in got if "-bad" in d) == 5  # retried, then poisoned and not retried again
+    hosts = svc.get_container_client("azure-webjobs-hosts")
+    assert any(f"in-{tag}-bad.txt" in b.name for b in hosts.list_blobs(name_starts_with="blobpoison/"))
+
+
+def test_timer_trigger_follows_virtual_clock_and_fires_on_demand(make_runner, settings) -> None:
+    runner = make_runner(trigger_app.app, settings=settings, clock=VirtualClock(START))
+    runner.wait_until_idle()
+    assert deliveries("warmup") == ["startup"]  # run_on_startup
+    assert deliveries("drain") == []
+    runner.advance(timedelta(hours=1))  # 00:30 and 01:00 are due
+    assert deliveries("drain") == ["on_time", "on_time"]
+    runner.fire_timer("drain")
+    runner.wait_until_idle()
+    assert deliveries("drain") == ["on_time"] * 3
+    statuses = runner.store.query_instances(statuses=["Completed"])
+    assert len([s for s in statuses if s["name"] == "import_blob"]) == 3
+
+
+def test_missed_timer_runs_past_due_after_restart(make_runner, settings) -> None:
+    clock = VirtualClock(START)
+    first = make_runner(trigger_app.app, settings=settings, clock=clock)
+    first.advance(timedelta(minutes=30))
+    first.stop()
+    clock.advance(timedelta(hours=2))  # the runner was down through several occurrences
+    make_runner(trigger_app.app, settings=settings, clock=clock).wait_until_idle()
+    assert deliveries("drain") == ["on_time", "past_due"]
+
+
+def test_timer_trigger_real_clock(make_runner, settings) -> None:
+    make_runner(trigger_app.app, settings={**settings, "DRAIN_SCHEDULE": "*/1 * * * * *"})
+    deadline = time.monotonic() + 5
+    while len(deliveries("drain")) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_http_routes_and_client_management_urls(make_runner) -> None:
+    durable_app.CALLS.clear()
+    runner: LocalRunner = make_runner(durable_app.app, clock=VirtualClock(START))
+    with urllib.request.urlopen(f"{runner.http_base_url}/api/ping?x=1") as r:
+        assert r.status == 200 and r.read() == b"pong 1"
+    req = urllib.request.Request(
+        f"{runner.http_base_url}/api/start/sequence?id=viahttp", data=b"3", method="POST",
+        headers={"Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req) as r:
+        assert r.status == 202
+        payload = json.loads(r.read())
+        assert r.headers["Location"] == payload["statusQueryGetUri"]
+    assert payload["id"] == "viahttp"
+    assert payload["statusQueryGetUri"].startswith(f"{runner.http_base_url}/runtime/webhooks/durabletask/")
+    runner.wait_for_instance("viahttp")
+    with urllib.request.urlopen(payload["statusQueryGetUri"]) as r:
+        status = json.loads(r.read())
+    assert status["runtimeStatus"] == "Completed" and status["output"] == 8
+    with urllib.request.urlopen(f"{runner.http_base_url}/api/status/viahttp") as r:
+        assert json.loads(r.read()) == {"runtimeStatus": "Completed"}
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(f"{runner.http_base_url}/api/nothing-here")
+    assert err.value.code == 404
