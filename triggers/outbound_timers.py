@@ -1,5 +1,215 @@
-"""Outbound (placeholder: being written)."""
+"""Timers that start outbound work, and HTTP routes to start the same work by hand (operators, the demo).
+
+- ``drain_timer`` (``%DRAIN_SCHEDULE%``): one ``recurring_drain`` per RECURRING_EXPORTS entry.
+- ``export_timer`` (``%EXPORT_SCHEDULE%``, a tick): each EXPORT_JOBS entry whose own NCRONTAB schedule has
+  come due since its last start gets a ``scheduled_export`` run.
+- ``housekeeping_timer`` (``%HOUSEKEEPING_SCHEDULE%``): purge terminal orchestration histories older than
+  HISTORY_RETENTION_DAYS; delete archives older than ARCHIVE_RETENTION_DAYS when that is set.
+
+Never two runs of one drain or export: the instance id is a per-export singleton (not started while
+Running/Pending) and a ledger run guard is taken before ``start_new``, so two firings racing each other
+(timer + HTTP, two hosts) still start one run. The run releases its guard when it records its outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import azure.durable_functions as df
+import azure.functions as func
+
+from dmf.logs import log_context
+from dmf.pipeline import outbound, outbound_exports, outbound_housekeeping
+from dmf.pipeline.services import Services, services
+from dmf.settings import ExportJob, RecurringExport
+from dmf.storage.outcomes import day_key
 
 bp = df.Blueprint()
+log = logging.getLogger(__name__)
+
+_RUNNING = {df.OrchestrationRuntimeStatus.Running, df.OrchestrationRuntimeStatus.Pending}
+_TERMINAL = [
+    df.OrchestrationRuntimeStatus.Completed,
+    df.OrchestrationRuntimeStatus.Failed,
+    df.OrchestrationRuntimeStatus.Terminated,
+]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def _take_guard(
+    svc: Services, client: df.DurableOrchestrationClient, instance_id: str, guard: str, run_id: str,
+    now: datetime, max_age: timedelta,
+) -> str | None:  # fmt: skip
+    """Start conditions for a singleton run: None when we may start, else why not."""
+    status = await client.get_status(instance_id)
+    if status is not None and status.runtime_status in _RUNNING:
+        return f"{instance_id} is still {status.runtime_status.value}"
+    holder = svc.ledger.try_start_run(guard, run_id, now, max_age)
+    if holder is None:
+        return None
+    # The guard's owner ended without releasing it (crashed or terminated run): its instance is not
+    # running, so the guard is stale. Only the run that instance was started for may be cleared.
+    last_input = getattr(status, "input_", None) if status is not None else None
+    if isinstance(last_input, str):
+        try:
+            last_input = json.loads(last_input)
+        except ValueError:
+            last_input = None
+    if isinstance(last_input, dict) and last_input.get("run_id") == holder:
+        svc.ledger.finish_run(guard, holder)
+        if svc.ledger.try_start_run(guard, run_id, now, max_age) is None:
+            return None
+    return f"run {holder} holds the guard {guard}"
+
+
+async def start_drain(
+    client: df.DurableOrchestrationClient, export: RecurringExport, now: datetime | None = None
+) -> dict[str, Any]:
+    """Start one drain of ``export`` unless one is running. Returns what happened (for logs and HTTP)."""
+    svc = services()
+    s = svc.settings
+    now = now or _now()
+    instance_id = outbound.drain_instance_id(export.name)
+    run_id = outbound.drain_run_id(export.name, now)
+    guard = f"drain:{export.name}"
+    # A drain stops by itself after DRAIN_MAX_SECONDS (plus its last batch); twice that means it died.
+    max_age = timedelta(seconds=2 * s.drain_max_seconds + 2 * outbound.BATCH_SECONDS)
+    with log_context(instance_id=instance_id):
+        why_not = await _take_guard(svc, client, instance_id, guard, run_id, now, max_age)
+        if why_not:
+            log.info("drain of %s not started: %s", export.name, why_not)
+            return {"started": False, "instance_id": instance_id, "reason": why_not}
+        payload = {
+            "export": export.model_dump(),
+            "run_id": run_id,
+            "day": day_key(now),
+            "guard": guard,
+            "max_messages": s.drain_max_messages,
+            "max_seconds": s.drain_max_seconds,
+        }
+        try:
+            await client.start_new("recurring_drain", instance_id, payload)
+        except Exception:
+            svc.ledger.finish_run(guard, run_id)
+            raise
+        log.info("started drain %s of %s", run_id, export.name)
+        return {"started": True, "instance_id": instance_id, "run_id": run_id}
+
+
+async def start_export(
+    client: df.DurableOrchestrationClient, job: ExportJob, due: datetime, now: datetime | None = None
+) -> dict[str, Any]:
+    """Start one run of an export job for the scheduled time ``due`` unless its previous run is going."""
+    svc = services()
+    now = now or _now()
+    instance_id = outbound_exports.export_instance_id(job.name)
+    run_id = outbound_exports.export_run_id(job.name, due)
+    guard = f"export:{job.name}"
+    max_age = outbound_exports.guard_max_age(svc.settings.poll_deadline_minutes)
+    with log_context(instance_id=instance_id, data_project=job.data_project):
+        why_not = await _take_guard(svc, client, instance_id, guard, run_id, now, max_age)
+        if why_not:
+            log.info("export %s not started: %s", job.name, why_not)
+            return {"started": False, "instance_id": instance_id, "reason": why_not}
+        payload = {
+            "job": job.model_dump(),
+            "run_id": run_id,
+            "day": day_key(due),
+            "execution_id": outbound_exports.export_execution_id(job.data_project, run_id),
+            "package_name": outbound_exports.package_name(job, due),
+            "guard": guard,
+        }
+        try:
+            await client.start_new("scheduled_export", instance_id, payload)
+        except Exception:
+            svc.ledger.finish_run(guard, run_id)
+            raise
+        # Only a started run moves the schedule on; a skipped time is picked up by the next tick.
+        outbound_exports.export_schedule(svc).mark_started(job.name, due, run_id)
+        log.info("started export %s of %s", run_id, job.name)
+        return {"started": True, "instance_id": instance_id, "run_id": run_id}
+
+
+async def drain_all(client: df.DurableOrchestrationClient, now: datetime | None = None) -> list[dict]:
+    return [await start_drain(client, e, now) for e in services().settings.recurring_exports]
+
+
+async def export_tick(client: df.DurableOrchestrationClient, now: datetime | None = None) -> list[dict]:
+    now = now or _now()
+    return [
+        await start_export(client, job, due, now) for job, due in outbound_exports.due_jobs(services(), now)
+    ]
+
+
+async def housekeeping(client: df.DurableOrchestrationClient, now: datetime | None = None) -> dict[str, Any]:
+    svc = services()
+    now = now or _now()
+    cutoff = outbound_housekeeping.history_cutoff(now, svc.settings.history_retention_days)
+    purged = await client.purge_instance_history_by(
+        created_time_from=outbound_housekeeping.EPOCH, created_time_to=cutoff, runtime_status=_TERMINAL
+    )
+    archives = outbound_housekeeping.purge_archives(svc, now)
+    result = {"instances_purged": getattr(purged, "instances_deleted", None), "archives_deleted": archives}
+    log.info("housekeeping: %s", result)
+    return result
+
+
+# -- timers ---------------------------------------------------------------------------------------------
+
+
+@bp.timer_trigger(schedule="%DRAIN_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+@bp.durable_client_input(client_name="client")
+async def drain_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    await drain_all(client)
+
+
+@bp.timer_trigger(schedule="%EXPORT_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True)
+@bp.durable_client_input(client_name="client")
+async def export_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    await export_tick(client)
+
+
+@bp.timer_trigger(
+    schedule="%HOUSEKEEPING_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=True
+)
+@bp.durable_client_input(client_name="client")
+async def housekeeping_timer(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
+    await housekeeping(client)
+
+
+# -- by hand ----------------------------------------------------------------------------------------------
+
+
+def _json(body: object, status: int = 200) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json")
+
+
+@bp.route(route="outbound/drains/{name}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def drain_now(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Start a drain of one configured recurring export now (same guards as the timer)."""
+    name = req.route_params.get("name", "")
+    export = next((e for e in services().settings.recurring_exports if e.name.lower() == name.lower()), None)
+    if export is None:
+        return _json({"error": f"no recurring export named {name!r} in RECURRING_EXPORTS"}, 404)
+    res = await start_drain(client, export)
+    return _json(res, 202 if res["started"] else 409)
+
+
+@bp.route(route="outbound/exports/{name}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def export_now(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    """Run one configured export job now, outside its schedule (same no-overlap guards)."""
+    name = req.route_params.get("name", "")
+    job = next((j for j in services().settings.export_jobs if j.name.lower() == name.lower()), None)
+    if job is None:
+        return _json({"error": f"no export job named {name!r} in EXPORT_JOBS"}, 404)
+    now = _now()
+    res = await start_export(client, job, now, now)
+    return _json(res, 202 if res["started"] else 409)

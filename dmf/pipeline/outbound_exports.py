@@ -1,0 +1,312 @@
+"""Scheduled package exports: which jobs are due, start once with our own execution id, fetch, archive.
+
+"Never export twice": the outcome row records our execution id and ``ExportRequestedAt`` before
+``ExportToPackageAsync`` is called; a retried start asks F&O about that id first. "Never overlap": the
+timer starts a job only when its singleton orchestration is not running and its ledger run guard is free.
+When a job is due again while its previous run is still going, the missed times are folded into one run
+that starts as soon as the previous one ends (the schedule's last-due time only advances on a start).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, UpdateMode
+from croniter import croniter
+
+from dmf.fno.clients import package_api
+from dmf.fno.errors import FnoError
+from dmf.fno.models import ExecutionStatus
+from dmf.logs import log_context
+from dmf.pipeline.outbound import safe_name
+from dmf.pipeline.services import Services
+from dmf.settings import ExportJob
+from dmf.storage import clients
+from dmf.storage.outcomes import safe_key
+from dmf.storage.transfer import blob_client_for_url, copy_blob
+
+log = logging.getLogger(__name__)
+
+SCHEDULE_PARTITION = "export-schedule"
+MAX_ERROR_MESSAGES = 20
+_UNSAFE = re.compile(r"[^A-Za-z0-9\-]+")
+
+
+def export_instance_id(job_name: str) -> str:
+    return f"export-{safe_name(job_name)}"
+
+
+def export_run_id(job_name: str, due: datetime) -> str:
+    return f"export-{safe_name(job_name)}-{due.astimezone(UTC):%Y%m%dT%H%M%S}"
+
+
+def export_execution_id(data_project: str, run_id: str) -> str:
+    """Our DMF execution id for a run: deterministic, so a retried start can ask F&O about it."""
+    project = _UNSAFE.sub("-", data_project).strip("-")[:40] or "export"
+    return f"{project}-{run_id}"
+
+
+def package_name(job: ExportJob, due: datetime) -> str:
+    """The job's ``package_name`` pattern with {job}, {timestamp}, {date}, {legal_entity}, {data_project}."""
+    due = due.astimezone(UTC)
+    values = {
+        "job": safe_name(job.name),
+        "timestamp": f"{due:%Y%m%d%H%M%S}",
+        "date": f"{due:%Y%m%d}",
+        "legal_entity": job.legal_entity or "",
+        "data_project": job.data_project,
+    }
+    try:
+        name = job.package_name.format(**values)
+    except (KeyError, IndexError, ValueError):
+        name = f"{values['job']}-{values['timestamp']}"
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in name).strip("-.") or values["job"]
+
+
+# -- schedule -------------------------------------------------------------------------------------------
+
+
+def ncrontab_iter(expression: str, start: datetime) -> croniter:
+    """NCRONTAB has six fields, seconds first; croniter takes the seconds field last."""
+    fields = expression.split()
+    if len(fields) == 6:
+        fields = fields[1:] + fields[:1]
+    return croniter(" ".join(fields), start)
+
+
+def latest_due(expression: str, after: datetime, until: datetime) -> datetime | None:
+    """The last time the schedule fired in ``(after, until]``, or None."""
+    it = ncrontab_iter(expression, after)
+    last = None
+    for _ in range(100_000):  # a per-second schedule over a day is 86,400 steps
+        nxt = it.get_next(datetime)
+        if nxt > until:
+            return last
+        last = nxt
+    return last
+
+
+class ExportSchedule:
+    """Per job: the due time of the last run started (ledger table, partition ``export-schedule``)."""
+
+    def __init__(self, table: TableClient) -> None:
+        self.table = table
+
+    def last_due(self, job: str) -> datetime | None:
+        try:
+            return self.table.get_entity(SCHEDULE_PARTITION, safe_key(job))["LastDue"]
+        except ResourceNotFoundError:
+            return None
+
+    def initialise(self, job: str, when: datetime) -> datetime:
+        """A new job starts counting from now: its first run is the next scheduled time, not a backlog."""
+        try:
+            self.table.create_entity(
+                {"PartitionKey": SCHEDULE_PARTITION, "RowKey": safe_key(job), "LastDue": when}
+            )
+            return when
+        except ResourceExistsError:
+            return self.last_due(job) or when
+
+    def mark_started(self, job: str, due: datetime, run_id: str) -> None:
+        self.table.upsert_entity(
+            {"PartitionKey": SCHEDULE_PARTITION, "RowKey": safe_key(job), "LastDue": due, "LastRun": run_id},
+            mode=UpdateMode.MERGE,
+        )
+
+
+def export_schedule(svc: Services) -> ExportSchedule:
+    return ExportSchedule(clients.table(svc.settings, svc.settings.ledger_table))
+
+
+def due_jobs(svc: Services, now: datetime) -> list[tuple[ExportJob, datetime]]:
+    """Jobs with a scheduled time in (last start, now], each with its latest such time."""
+    sched = export_schedule(svc)
+    out = []
+    for job in svc.settings.export_jobs:
+        last = sched.last_due(job.name)
+        if last is None:
+            sched.initialise(job.name, now)
+            continue
+        due = latest_due(job.schedule, last.astimezone(UTC), now)
+        if due is not None:
+            out.append((job, due))
+    return out
+
+
+# -- steps ----------------------------------------------------------------------------------------------
+
+
+def _row_fields(job: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "Kind": "export",
+        "Export": job["name"],
+        "Environment": job["environment"],
+        "DataProject": job["data_project"],
+        "LegalEntity": job.get("legal_entity"),
+    }
+
+
+def start_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+    """Call ExportToPackageAsync with our execution id, at most once.
+
+    ``req``: ``job`` (ExportJob dict), ``run_id``, ``day``, ``execution_id``, ``package_name``,
+    ``instance_id``, optional ``allow_recall``. Returns ``state``: started | retry | failed | ambiguous.
+    """
+    job = req["job"]
+    exec_id = req["execution_id"]
+    day, row = req["day"], req["run_id"]
+    env = svc.settings.environment(job["environment"])
+    le = job.get("legal_entity") or env.legal_entity
+    api = package_api(svc.settings, env.name)
+    existing = svc.outcomes.get(day, row) or {}
+    with log_context(execution_id=exec_id, data_project=job["data_project"]):
+        if existing.get("ExportRequestedAt"):
+            try:
+                status = api.get_execution_summary_status(exec_id)
+            except FnoError as exc:
+                return {"state": "ambiguous", "error": str(exc)}
+            if status is not ExecutionStatus.NOT_FOUND:
+                return {"state": "started"}
+            if not req.get("allow_recall"):
+                return {"state": "ambiguous"}
+            log.warning("export %s still unknown to F&O after the grace period; calling again", exec_id)
+        svc.outcomes.upsert(
+            day,
+            row,
+            {
+                **_row_fields(job),
+                "LegalEntity": le,
+                "Status": "Exporting",
+                "ExecutionId": exec_id,
+                "PackageName": req["package_name"],
+                "InstanceId": req.get("instance_id"),
+                "StartedAt": existing.get("StartedAt") or datetime.now(UTC),
+                "ExportRequestedAt": datetime.now(UTC),
+                "ExportAttempts": int(existing.get("ExportAttempts") or 0) + 1,
+            },
+        )
+        try:
+            api.export_to_package(
+                job["data_project"], req["package_name"], exec_id, legal_entity_id=le, use_async=True
+            )
+        except FnoError as exc:
+            if exc.status == 429:
+                return {"state": "retry", "error": str(exc), "retry_after": exc.retry_after}
+            if not exc.transient:
+                return {"state": "failed", "error": str(exc)}
+            try:
+                status = api.get_execution_summary_status(exec_id)
+            except FnoError:
+                status = ExecutionStatus.NOT_FOUND
+            if status is not ExecutionStatus.NOT_FOUND:
+                return {"state": "started"}
+            return {"state": "ambiguous", "error": str(exc)}
+        return {"state": "started"}
+
+
+def check_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+    api = package_api(svc.settings, req["environment"])
+    try:
+        return {"status": api.get_execution_summary_status(req["execution_id"]).value}
+    except FnoError as exc:
+        return {"status": "Unreachable", "error": str(exc)}
+
+
+def archive_path(job_name: str, day: str, name: str) -> str:
+    return f"exports/{safe_name(job_name)}/{day[:4]}/{day[4:6]}/{day[6:8]}/{name}.zip"
+
+
+def fetch_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+    """GetExportedPackageUrl (empty until F&O has written the package), then copy it into the archive.
+
+    Server-side copy first (nothing passes through the worker), streamed when refused.
+    """
+    s = svc.settings
+    job = req["job"]
+    api = package_api(s, job["environment"])
+    try:
+        url = api.get_exported_package_url(req["execution_id"])
+    except FnoError as exc:
+        return {"ready": False, "error": str(exc), "permanent": not exc.transient}
+    if not url:
+        return {"ready": False}
+    path = archive_path(job["name"], req["day"], req["package_name"])
+    src = blob_client_for_url(url, ca_bundle=s.fno_ca_bundle, timeout=s.fno_transfer_timeout_seconds)
+    dest = svc.blob(s.archive_container, path)
+    metadata = {
+        "execution_id": req["execution_id"],
+        "export": safe_name(job["name"]),
+        "data_project": job["data_project"],
+        "environment": job["environment"],
+        "source": "scheduled-export",
+        "run_id": req["run_id"],
+    }
+    try:
+        result = copy_blob(
+            src, dest, source_url=url, metadata=metadata, timeout=s.fno_transfer_timeout_seconds
+        )
+    except Exception as exc:  # storage or network: the orchestrator retries a few times, then records it
+        from dmf.redact import redact
+
+        return {"ready": False, "error": f"copying the package failed: {redact(exc)}"}
+    return {
+        "ready": True,
+        "archived": f"{s.archive_container}/{path}",
+        "size": result.size,
+        "method": result.method,
+    }
+
+
+def record_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+    """The run's final outcome row (errors fetched for PartiallySucceeded/Failed), and the guard released."""
+    job = req["job"]
+    status = req["status"]
+    warnings = None
+    messages: list[str] = []
+    count = None
+    if status in ("PartiallySucceeded", "Failed") and req.get("started"):
+        api = package_api(svc.settings, job["environment"])
+        try:
+            errors = api.get_execution_errors(req["execution_id"])
+            count = len(errors)
+            messages = [e.error_message for e in errors[:MAX_ERROR_MESSAGES]]
+        except FnoError as exc:
+            messages = [f"could not read execution errors: {exc}"]
+    if status == "PartiallySucceeded":
+        warnings = "export PartiallySucceeded: the package is archived but some records were not exported"
+    started = datetime.fromisoformat(req["started_at"])
+    finished = datetime.fromisoformat(req["finished_at"])
+    svc.outcomes.upsert(
+        req["day"],
+        req["run_id"],
+        {
+            **_row_fields(job),
+            "Status": status,
+            "Reason": req.get("reason"),
+            "ExecutionId": req["execution_id"],
+            "PackageName": req.get("package_name"),
+            "ArchivedBlob": req.get("archived"),
+            "SizeBytes": req.get("size"),
+            "CopyMethod": req.get("method"),
+            "PollCount": req.get("polls"),
+            "Warnings": warnings,
+            "ErrorCount": count,
+            "ErrorSummary": " | ".join(messages) or None,
+            "FinishedAt": finished,
+            "DurationSeconds": round((finished - started).total_seconds(), 3),
+            "InstanceId": req.get("instance_id"),
+        },
+    )
+    if req.get("guard"):
+        svc.ledger.finish_run(req["guard"], req["run_id"])
+    return {"status": status, "warnings": warnings}
+
+
+def guard_max_age(poll_deadline_minutes: float) -> timedelta:
+    """How long a run guard holds before a later firing may take it over (its run must have died)."""
+    return timedelta(minutes=poll_deadline_minutes + 60)
