@@ -48,6 +48,7 @@ class ManifestEntity:
     has_map_list: bool = True
     fail_level_on_error: bool = False
     fail_execution_unit_on_error: bool = False
+    auto_map: bool = False  # recurring "File" jobs: columns map to the entity fields of the same name
 
     @property
     def order(self) -> tuple[int, int, int]:
@@ -272,7 +273,9 @@ def read_entity_records(
     data = pkg.zip.read(member)
     if cat.composite:
         return _composite_records(data, fmt, cat, config)
-    if not entity.has_map_list:
+    if entity.auto_map:
+        entity.maps = [EntityMap(f.name, f.name) for f in cat.fields]
+    elif not entity.has_map_list:
         return []  # F&O imports nothing (and reports no error) without EntityMapList
     for m in entity.maps:
         if cat.field(m.entity_field) is None:
@@ -281,7 +284,10 @@ def read_entity_records(
     if fmt.kind in ("xml-attribute", "xml-element"):
         for i, (_tag, values, _children) in enumerate(_xml_records(data, fmt), start=1):
             upper = {k.upper(): v for k, v in values.items()}
-            mapped = {m.entity_field.upper(): upper.get(m.xml_field.upper()) for m in entity.maps}
+            maps = (
+                [m for m in entity.maps if m.xml_field.upper() in upper] if entity.auto_map else entity.maps
+            )
+            mapped = {m.entity_field.upper(): upper.get(m.xml_field.upper()) for m in maps}
             records.append(Record(i, mapped, cat.label))
         return records
     rows = _table_rows(data, fmt, entity, config.require_crlf)
@@ -294,6 +300,8 @@ def read_entity_records(
         header = [m.xml_field.upper() for m in entity.maps]
         body = rows
     index = {h: i for i, h in enumerate(header)}
+    if entity.auto_map:
+        entity.maps = [m for m in entity.maps if m.xml_field.upper() in index]
     for m in entity.maps:
         if m.xml_field.upper() not in index:
             raise _mapping_error(entity.entity_name, m.xml_field)

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from .config import RecurringActivity
 from .engine import EMPTY_GUID, Engine, EntityResult, Execution, ODataError
 from .package_reader import (
-    EntityMap,
     Manifest,
     ManifestEntity,
     OpenedPackage,
@@ -166,7 +165,7 @@ class RecurringQueues:
             entity_name=cat.label,
             input_file_path="data",
             source_format=fmt.name,
-            maps=[EntityMap(f.name, f.name) for f in cat.fields],
+            auto_map=True,
         )
         buf = io.BytesIO()
         with zipfile.ZipFile(buf, "w") as zf:
