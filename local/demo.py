@@ -35,8 +35,7 @@ def _table(rows: list[dict[str, Any]], cols: list[str]) -> str:
 
 
 def sample_drops() -> dict[str, bytes]:
-    sys.path.insert(0, str(ROOT))
-    from tests.e2e_support import customer_groups_csv, customer_groups_package
+    from local.samples import customer_groups_csv, customer_groups_package
 
     batch = io.BytesIO()
     with zipfile.ZipFile(batch, "w") as zf:
@@ -71,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sys.path.insert(0, str(ROOT))
     from local.azurite import Azurite
-    from tests.e2e_support import Stack
+    from local.embedded_stack import Stack
 
     t0 = time.monotonic()
     print("Starting Azurite, the F&O emulator and the app under the local runner …", flush=True)
@@ -101,7 +100,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         with stack:
             drops = sample_drops()
-            first, *rest = list(drops.items())
             print(f"\nDropping {len(drops)} files into container '{stack.names['INBOUND_CONTAINER']}':")
             for name, data in drops.items():
                 print(f"  {name}  ({len(data):,} bytes)")
