@@ -92,6 +92,10 @@ def configure_logging(level: str | None = None) -> None:
         lg.addFilter(ctx_filter)
         lg.addFilter(red_filter)
     logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
+    # Third-party loggers (urllib3, requests, msal, azure) write URLs and headers at DEBUG: scrub them too.
+    from dmf.fno.scrub import install_log_redaction
+
+    install_log_redaction()
     conn = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
     if conn:
         _configure_app_insights(conn)
