@@ -109,3 +109,21 @@ def test_workflow_builds_every_template() -> None:
     text = WORKFLOW.read_text()
     assert "find infra -name '*.bicep'" in text
     assert (INFRA / "bicepconfig.json").is_file()
+
+
+def test_deploy_guide_covers_every_parameter_and_the_fno_side() -> None:
+    guide = (ROOT / "docs" / "DEPLOY.md").read_text()
+    main = evaluate_main("default")
+    undocumented = [p for p in main.params if f"`{p}`" not in guide]
+    assert not undocumented, f"docs/DEPLOY.md does not describe: {undocumented}"
+    for must in (
+        "System administration > Setup > Microsoft Entra applications",
+        "/namespaces/AXSF",
+        "AD FS",
+        "activity id",
+        "azd up",
+        "az deployment sub create",
+        "Rotate the client secret",
+        "Federated credential",
+    ):
+        assert must in guide, must
