@@ -31,6 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         print(EmulatorConfig().model_dump_json(indent=2))
         return 0
     config = EmulatorConfig.load(ns.config) if ns.config else EmulatorConfig()
+    # Block the stop signals before any thread starts, so sigwait below receives them.
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     emu = Emulator(config, ns.storage_connection_string, state_dir=ns.state_dir, port=ns.port).start()
     ca = emu.ca_bundle_path
     if ns.ca_out:

@@ -43,14 +43,13 @@ class Client:
     def auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token}"}
 
-    def action(self, name: str, body: dict | None = None, **kw: object) -> requests.Response:
+    def action(self, name: str, body: dict | None = None, timeout: float = 30) -> requests.Response:
         return self.http.post(
             self.emu.api_base_url + ACTIONS + name,
             json=body or {},
             headers={**self.auth, "Accept": "application/json"},
             verify=self.emu.ca_bundle_path,
-            timeout=30,
-            **kw,
+            timeout=timeout,
         )
 
     def value(self, name: str, body: dict | None = None) -> object:
@@ -58,9 +57,12 @@ class Client:
         assert r.status_code == 200, r.text
         return r.json()["value"]
 
-    def get(self, url: str, auth: bool = True, **kw: object) -> requests.Response:
+    def get(self, url: str, auth: bool = True, headers: dict[str, str] | None = None) -> requests.Response:
         return self.http.get(
-            url, headers=self.auth if auth else {}, verify=self.emu.ca_bundle_path, timeout=30, **kw
+            url,
+            headers={**(self.auth if auth else {}), **(headers or {})},
+            verify=self.emu.ca_bundle_path,
+            timeout=30,
         )
 
     def post(self, url: str, auth: bool = True, **kw: object) -> requests.Response:

@@ -1,0 +1,107 @@
+"""Fault injection: each kind, by admin call, by configuration and over HTTP, and a real retrying client."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from local.fno_emulator import EmulatorConfig
+from local.fno_emulator.config import FaultRule
+
+from .conftest import ACTIONS, Client
+
+
+def status_call(client: Client) -> requests.Response:
+    return client.action("GetExecutionSummaryStatus", {"executionId": "x"})
+
+
+def test_429_with_retry_after_on_the_next_n_calls(client: Client) -> None:
+    client.emu.admin.inject_fault("GetExecutionSummaryStatus", "429", next_n=2, retry_after=7)
+    for _ in range(2):
+        r = status_call(client)
+        assert r.status_code == 429 and r.headers["Retry-After"] == "7"
+        assert r.json()["error"]["message"]
+    assert status_call(client).status_code == 400  # back to normal: unknown execution
+    assert (
+        client.action("GetAzureWriteUrl", {"uniqueFileName": "a"}).status_code == 200
+    )  # other endpoints untouched
+    faults = [c["fault"] for c in client.emu.admin.calls("GetExecutionSummaryStatus")]
+    assert faults == ["429", "429", None]
+
+
+@pytest.mark.parametrize("code", [500, 502, 503])
+def test_server_errors_have_odata_bodies(client: Client, code: int) -> None:
+    client.emu.admin.inject_fault("*", str(code), next_n=1)
+    r = status_call(client)
+    assert r.status_code == code
+    assert r.json()["error"]["message"] == "An error has occurred."
+    assert status_call(client).status_code == 400
+
+
+def test_slow_response(client: Client) -> None:
+    client.emu.admin.inject_fault("GetExecutionSummaryStatus", "slow", next_n=1, delay_seconds=0.6)
+    started = time.perf_counter()
+    r = status_call(client)
+    assert time.perf_counter() - started >= 0.6
+    assert r.status_code == 400  # a slow answer is still the real answer
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        client.emu.admin.inject_fault("GetExecutionSummaryStatus", "slow", next_n=1, delay_seconds=1.0)
+        client.action("GetExecutionSummaryStatus", {"executionId": "x"}, timeout=0.3)
+
+
+def test_dropped_connection(client: Client) -> None:
+    client.emu.admin.inject_fault("ImportFromPackage", "drop", next_n=1)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        client.action(
+            "ImportFromPackage", {"packageUrl": "x", "definitionGroupId": "p", "legalEntityId": "USMF"}
+        )
+    assert status_call(client).status_code == 400  # the server carries on
+    assert client.emu.admin.calls("ImportFromPackage")[-1]["fault"] == "drop"
+
+
+def test_token_endpoint_faults_and_rate(make_emulator) -> None:
+    cfg = EmulatorConfig(faults=[FaultRule(endpoint="token", kind="503", rate=1.0)], fault_seed=1)
+    emu = make_emulator(cfg)
+    with pytest.raises(requests.HTTPError):
+        Client(emu)
+    emu.admin.clear_faults()
+    Client(emu)  # works again
+    emu.admin.inject_fault("dequeue", "500", rate=0.5)
+    client = Client(emu)
+    url = f"{emu.api_base_url}/api/connector/dequeue/%7B6D31E09F-0249-459F-94F0-AAD9C2C47B64%7D"
+    codes = [client.get(url).status_code for _ in range(40)]
+    assert 8 <= codes.count(500) <= 32 and codes.count(204) == 40 - codes.count(500)
+
+
+def test_retrying_client_gets_through(client: Client) -> None:
+    """urllib3 Retry honouring Retry-After really exercises the 429 / 503 path."""
+    client.emu.admin.inject_fault("GetAzureWriteUrl", "429", next_n=1, retry_after=1)
+    client.emu.admin.inject_fault("GetAzureWriteUrl", "503", next_n=1)
+    session = requests.Session()
+    retry = Retry(total=4, backoff_factor=0.1, status_forcelist=[429, 503], allowed_methods=None,
+                  respect_retry_after_header=True)  # fmt: skip
+    session.mount("https://", HTTPAdapter(max_retries=retry))
+    started = time.perf_counter()
+    r = session.post(client.emu.api_base_url + ACTIONS + "GetAzureWriteUrl", json={"uniqueFileName": "r"},
+                     headers=client.auth, verify=client.emu.ca_bundle_path, timeout=10)  # fmt: skip
+    assert r.status_code == 200
+    assert time.perf_counter() - started >= 1.0  # waited as told
+    assert [c["status"] for c in client.emu.admin.calls("GetAzureWriteUrl")] == [429, 503, 200]
+
+
+def test_faults_over_the_admin_http_api(client: Client) -> None:
+    admin = f"{client.emu.base_url}/_emulator"
+    r = client.post(f"{admin}/faults", auth=False, json={"endpoint": "GetExecutionSummaryStatus", "kind": "502",
+                                                        "next_n": 1})  # fmt: skip
+    assert r.status_code == 200
+    assert status_call(client).status_code == 502
+    client.post(f"{admin}/faults", auth=False, json={"endpoint": "*", "kind": "500", "rate": 1.0})
+    assert status_call(client).status_code == 500
+    assert (
+        client.http.delete(f"{admin}/faults", verify=client.emu.ca_bundle_path, timeout=5).status_code == 200
+    )
+    assert status_call(client).status_code == 400
