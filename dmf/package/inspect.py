@@ -13,7 +13,6 @@ for entities whose keys the catalogue knows (streamed, bounded memory).
 from __future__ import annotations
 
 import codecs
-import csv
 import os
 import shutil
 import tempfile
@@ -38,7 +37,7 @@ from dmf.package.manifest import (
     parse_package_header,
 )
 from dmf.package.problems import Code, Problem, Severity, has_errors
-from dmf.package.textstream import RecordSplitter, RecordTooLongError, parse_fields
+from dmf.package.textstream import RecordSplitter, RecordTooLongError, extract_keys, parse_fields
 from dmf.package.zipsafe import (
     Budget,
     ChunkReader,
@@ -469,10 +468,9 @@ class _ContentScan:
                 finder = self._finder() if key_idx else None
                 recs = recs[1:]
             if finder is not None and key_idx:
-                for i, fields in enumerate(
-                    csv.reader(recs, delimiter=rules.delimiter or ",", strict=False), start=row + 1
-                ):
-                    finder.add(tuple([fields[k].strip() if k < len(fields) else "" for k in key_idx]), i)
+                finder.add_batch(
+                    extract_keys(recs, key_idx, rules.delimiter or ",", splitter.quote_free), row + 1
+                )
             row += len(recs)
 
         try:

@@ -30,7 +30,7 @@ class Limits:
     # Manifest.xml / PackageHeader.xml are small; a huge one is an attack or a mistake.
     max_xml_bytes: int = 64 * MiB
     # Rows after which the duplicate-key check spills key hashes to disk (bounded memory).
-    key_spill_threshold: int = 500_000
+    key_spill_threshold: int = 200_000
     # At most this many DUPLICATE_KEY (and similar per-row) problems are listed; the rest are counted.
     max_row_problems: int = 20
 

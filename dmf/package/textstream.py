@@ -122,12 +122,14 @@ class RecordSplitter:
         self.quote = quote
         self.carry = ""
         self.max_record_chars = max_record_chars
+        self.quote_free = True  # the records returned by the last feed/finish hold no quote character
 
     def feed(self, text: str) -> list[str]:
         text = self.carry + text
         lines = text.split("\n")
         self.carry = lines.pop()
-        if self.quote not in text:
+        self.quote_free = self.quote not in text
+        if self.quote_free:
             return [ln for ln in lines if ln] if "" in lines else lines
         out: list[str] = []
         q = self.quote
@@ -155,6 +157,7 @@ class RecordSplitter:
     def finish(self) -> tuple[list[str], bool]:
         """Remaining records, and whether the file ended inside a quoted field."""
         rest, self.carry = self.carry, ""
+        self.quote_free = self.quote not in rest
         if not rest:
             return [], False
         if rest.count(self.quote) & 1:
@@ -165,3 +168,31 @@ class RecordSplitter:
 def parse_fields(record: str, delimiter: str) -> list[str]:
     """Split one record into fields (csv module rules: "" escapes, quotes may hold the delimiter)."""
     return next(csv.reader([record], delimiter=delimiter, strict=False), [])
+
+
+def extract_keys(
+    recs: list[str], key_idx: list[int], delimiter: str, quote_free: bool
+) -> list[str] | list[tuple[str, ...]]:
+    """Key of each record: a stripped string for a one-field key, a tuple of them otherwise.
+
+    ``quote_free`` (no quote character in any record) allows a plain split, much faster than csv.
+    """
+    if len(key_idx) == 1:
+        k = key_idx[0]
+        if quote_free:
+            if k == 0:
+                return [r.split(delimiter, 1)[0].strip() for r in recs]
+            return [(p[k] if len(p := r.split(delimiter, k + 1)) > k else "").strip() for r in recs]
+        if k == 0:
+            # Quotes later in a row do not matter when its first field is unquoted.
+            return [
+                r.split(delimiter, 1)[0].strip() if r[:1] != '"' else parse_fields(r, delimiter)[0].strip()
+                for r in recs
+            ]
+        return [
+            (f[k] if len(f) > k else "").strip() for f in csv.reader(recs, delimiter=delimiter, strict=False)
+        ]
+    return [
+        tuple([(f[k] if len(f) > k else "").strip() for k in key_idx])
+        for f in csv.reader(recs, delimiter=delimiter, strict=False)
+    ]

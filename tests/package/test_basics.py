@@ -143,3 +143,34 @@ def test_duplicate_keys_after_spilling_to_disk():
     dups = f.finish()
     assert [(d.row, d.first_row) for d in dups] == [(n + 2, 12), (n + 3, n + 1)]
     assert f.duplicate_count == 2
+
+
+def test_extract_keys_fast_split_matches_csv_parsing():
+    from dmf.package.textstream import extract_keys
+
+    recs = ["A1 ,x,y", "B2,x", "C3", " D4,,z"]
+    assert (
+        extract_keys(recs, [0], ",", True) == extract_keys(recs, [0], ",", False) == ["A1", "B2", "C3", "D4"]
+    )
+    assert extract_keys(recs, [1], ",", True) == extract_keys(recs, [1], ",", False) == ["x", "x", "", ""]
+    quoted = ['"A,1",x', '"B ""2""",y']
+    assert extract_keys(quoted, [0], ",", False) == ["A,1", 'B "2"']
+    assert extract_keys(quoted, [0, 1], ",", False) == [("A,1", "x"), ('B "2"', "y")]
+
+
+def test_duplicate_keys_in_batches_before_and_after_spill():
+    f = DuplicateKeyFinder(spill_threshold=1000)
+    f.add_batch([f"K{i}" for i in range(500)], 2)
+    f.add_batch(["X", "K3", "X"], 502)  # one cross-batch and one in-batch duplicate
+    f.add_batch([f"L{i}" for i in range(2000)], 505)  # pushes the finder over the threshold: spills
+    f.add_batch(["L1999", "M"], 2505)
+    dups = f.finish()
+    assert [(d.row, d.first_row, d.key) for d in dups] == [
+        (503, 5, ("K3",)), (504, 502, ("X",)), (2505, 2504, None)]  # fmt: skip
+
+
+def test_extract_first_key_with_quotes_later_in_the_row():
+    from dmf.package.textstream import extract_keys
+
+    recs = ['A1,"x, y",z', '"B,2",q', 'C3,"multi\nline"']
+    assert extract_keys(recs, [0], ",", False) == ["A1", "B,2", "C3"]
