@@ -174,6 +174,10 @@ var dataTables = {
 }
 var dataContainerNames = [for c in items(dataContainers): c.value]
 var dataTableNames = [for t in items(dataTables): t.value]
+var platformContainerNames = [
+  deploymentContainerName
+  deadLetterContainerName
+]
 
 // ---------------------------------------------------------------------------------------------------------------
 // Resources
@@ -224,10 +228,7 @@ module storage 'app/storage.bicep' = {
     name: stName
     location: location
     tags: tags
-    containers: concat(dataContainerNames, [
-      deploymentContainerName
-      deadLetterContainerName
-    ])
+    containers: concat(dataContainerNames, platformContainerNames)
     tables: dataTableNames
     restrictNetwork: vnetEnabled
     workspaceId: monitoring.outputs.workspaceId
@@ -336,6 +337,8 @@ var fnoFederatedSettings = {
 var fnoNoSecretSettings = fnoAuthMode == 'certificate' ? fnoCertificateSettings : fnoFederatedSettings
 var fnoCredentialSettings = fnoAuthMode == 'client_secret' ? fnoSecretSettings : fnoNoSecretSettings
 
+var appSettings = union(storageSettings, dataContainers, dataTables, runtimeSettings, fnoSettings, fnoAuthoritySettings, fnoCredentialSettings)
+
 module app 'app/function.bicep' = {
   name: 'function'
   scope: rg
@@ -354,15 +357,7 @@ module app 'app/function.bicep' = {
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount
     subnetId: vnetEnabled ? network!.outputs.appSubnetId : ''
-    appSettings: union(
-      storageSettings,
-      dataContainers,
-      dataTables,
-      runtimeSettings,
-      fnoSettings,
-      fnoAuthoritySettings,
-      fnoCredentialSettings
-    )
+    appSettings: appSettings
   }
   // The app must not start before its identity can read storage and the Key Vault secret.
   dependsOn: [

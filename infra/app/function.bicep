@@ -46,13 +46,15 @@ var hostSettings = {
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
 }
 
+var azdTags = {
+  'azd-service-name': 'app'
+}
+
 resource app 'Microsoft.Web/sites@2024-04-01' = {
   name: name
   location: location
   // azd finds the app to deploy to by this tag (service "app" in azure.yaml).
-  tags: union(tags, {
-    'azd-service-name': 'app'
-  })
+  tags: union(tags, azdTags)
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'

@@ -127,3 +127,12 @@ def test_no_secure_parameter_in_parameter_files() -> None:
     # ...and a secure parameter never has a non-empty default.
     for name in secure:
         assert main.param(name) == "", name
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(INFRA).as_posix())
+def test_conservative_syntax(path: Path) -> None:
+    """No multi-line function calls or ternaries: older Bicep CLIs on users' agents reject them."""
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        code = line.split("//")[0].rstrip()
+        assert not code.endswith("("), f"{path.name}:{n}: multi-line function call"
+        assert not re.match(r"\s*[?:]\s", code), f"{path.name}:{n}: multi-line ternary"
