@@ -18,6 +18,7 @@ Safety rules, and why:
 from __future__ import annotations
 
 import base64
+import itertools
 import logging
 import threading
 import time
@@ -85,8 +86,16 @@ def archive_path(export_name: str, day: str, correlation_id: str, ext: str) -> s
     return f"{safe_name(export_name)}/{day[:4]}/{day[4:6]}/{day[6:8]}/{correlation_id}{ext}"
 
 
-def _ext_for(content_type: str | None) -> str:
-    return _EXTENSIONS.get((content_type or "").split(";")[0].strip().lower(), ".bin")
+def _ext_for(content_type: str | None, head: bytes = b"") -> str:
+    """From the content type, else from the first bytes (F&O serves everything as octet-stream)."""
+    ext = _EXTENSIONS.get((content_type or "").split(";")[0].strip().lower())
+    if ext:
+        return ext
+    if head.startswith(b"PK\x03\x04"):
+        return ".zip"
+    if head.lstrip(b"\xef\xbb\xbf\xff\xfe \r\n\t").startswith(b"<"):
+        return ".xml"
+    return ".bin"
 
 
 # -- the archive index ------------------------------------------------------------------------------
@@ -342,7 +351,10 @@ def _archive(
         )
     api = recurring_api(s, export.environment)
     with api.download(msg) as stream:
-        path = entry.path if entry else archive_path(export.name, day, cid, _ext_for(stream.content_type))
+        chunks = stream.iter_bytes()
+        first = next(chunks, b"")
+        ext = _ext_for(stream.content_type, first)
+        path = entry.path if entry else archive_path(export.name, day, cid, ext)
         entry = index.claim(export.activity_id, cid, path, run_id)
         path = entry.path
         blob = svc.blob(s.archive_container, path)
@@ -357,7 +369,7 @@ def _archive(
             "run_id": run_id,
         }
         result = stream_to_blob(
-            stream.iter_bytes(), blob, metadata=metadata, content_type=stream.content_type
+            itertools.chain((first,), chunks), blob, metadata=metadata, content_type=stream.content_type
         )
         expected = stream.content_length
     _verify(blob, result.size, result.md5, expected)

@@ -1,0 +1,227 @@
+"""Recurring-export drains against the F&O emulator and Azurite: archives, acks, outcome rows, redelivery."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+
+import pytest
+
+from dmf.pipeline.outbound import archive_index, archive_path, drain_batch, safe_name
+
+from .conftest import DAY, EXPORT_ACTIVITY, Env
+
+RUN = "drain-cust-groups-20261125T080000"
+
+
+def _export() -> dict:
+    return {"name": "cust-groups", "environment": "main", "activity_id": EXPORT_ACTIVITY}
+
+
+def _drain(env: Env, run: str = RUN, **kw) -> dict:
+    req = {"export": _export(), "run_id": run, "day": DAY, "max_messages": 100, "max_seconds": 60} | kw
+    return drain_batch(env.svc, req)
+
+
+def _payload(n: int) -> bytes:
+    # Zip-looking bytes (the archive name sniffs PK\x03\x04) with distinct content per message.
+    return b"PK\x03\x04" + hashlib.sha256(str(n).encode()).digest() * (50 + n)
+
+
+def _md5(data: bytes) -> bytes:
+    return hashlib.md5(data).digest()  # noqa: S324 - Azure's Content-MD5, not security
+
+
+def _statuses(env: Env) -> dict[str, str]:
+    return {m["correlationId"]: m["status"] for m in env.emu.admin.outbound(EXPORT_ACTIVITY)}
+
+
+def test_n_messages_make_n_archives_n_acks_and_n_rows(env: Env) -> None:
+    seeded = {env.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(n)): _payload(n) for n in range(7)}
+    res = _drain(env)
+    assert res["archived"] == 7 and res["failed"] == 0 and res["empty"], res
+    assert set(_statuses(env).values()) == {"Acked"}
+
+    blobs = env.archive_blobs()
+    assert len(blobs) == 7
+    for cid, data in seeded.items():
+        name = archive_path("cust-groups", DAY, cid, ".zip")
+        assert name in blobs
+        bc = env.archive.get_blob_client(name)
+        assert bc.download_blob().readall() == data
+        props = bc.get_blob_properties()
+        assert bytes(props.content_settings.content_md5) == _md5(data)
+        assert props.metadata["correlation_id"] == cid
+        assert props.metadata["source"] == "recurring-export"
+        assert props.metadata["last_dequeue"] == ""  # first delivery
+
+    rows = env.rows("message")
+    assert len(rows) == 7
+    assert {r["CorrelationId"] for r in rows} == set(seeded)
+    for r in rows:
+        assert r["Status"] == "Archived" and r["Acked"] is True
+        assert r["ArchivedBlob"].endswith(f"{r['CorrelationId']}.zip")
+        assert r["SizeBytes"] == len(seeded[r["CorrelationId"]])
+        assert r["ContentMd5"] == base64.b64encode(_md5(seeded[r["CorrelationId"]])).decode()
+    assert env.svc.settings.archive_container + "/" + safe_name("cust-groups") in rows[0]["ArchivedBlob"]
+
+
+def test_package_built_from_fno_data_is_archived_intact(env: Env) -> None:
+    env.emu.admin.seed_rows("USMF", "Customer groups", [{"CUSTOMERGROUPID": "G1", "DESCRIPTION": "One"}])
+    cid = env.emu.admin.seed_outbound(EXPORT_ACTIVITY)  # a real package built by the emulator
+    assert _drain(env)["archived"] == 1
+    import io
+    import zipfile
+
+    data = (
+        env.archive.get_blob_client(archive_path("cust-groups", DAY, cid, ".zip")).download_blob().readall()
+    )
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        names = zf.namelist()
+        assert "Manifest.xml" in names
+        csv = next(n for n in names if n.lower().endswith(".csv"))
+        assert "G1" in zf.read(csv).decode("utf-16")
+
+
+def test_empty_queue_is_a_clean_stop(env: Env) -> None:
+    res = _drain(env)
+    assert res == {**res, "archived": 0, "taken": 0, "empty": True}
+    assert env.rows() == []
+
+
+def test_count_budget_stops_before_dequeuing_more(env: Env) -> None:
+    for n in range(5):
+        env.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(n))
+    res = _drain(env, max_messages=3, workers=2)
+    assert res["archived"] == 3 and res["taken"] == 3 and not res["empty"]
+    assert sorted(_statuses(env).values()) == ["Acked"] * 3 + ["Enqueued"] * 2  # never dequeued
+
+
+def test_time_budget_spent_takes_nothing(env: Env) -> None:
+    env.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(1))
+    res = _drain(env, max_seconds=0)
+    assert res["taken"] == 0
+    assert list(_statuses(env).values()) == ["Enqueued"]
+
+
+def test_never_more_messages_in_flight_than_workers(env: Env) -> None:
+    for n in range(24):
+        env.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(n))
+    workers = 3
+    res = _drain(env, workers=workers)
+    assert res["archived"] == 24
+    # Replay the emulator's call log: dequeues that returned a message minus acks, at every point.
+    in_flight = peak = 0
+    for c in sorted(env.emu.admin.calls(), key=lambda c: c["wall"]):
+        if c["endpoint"] == "dequeue" and c["status"] == 200:
+            in_flight += 1
+        elif c["endpoint"] == "ack" and c["status"] == 200:
+            in_flight -= 1
+        peak = max(peak, in_flight)
+    assert 1 <= peak <= workers
+
+
+def test_archive_write_failure_is_not_acked_and_is_archived_once_after_redelivery(env: Env) -> None:
+    cids = [env.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(n)) for n in range(3)]
+    victim = cids[1]
+    # A real storage failure: another writer holds a lease on the blob our archive must be written to.
+    blocker = env.archive.get_blob_client(archive_path("cust-groups", DAY, victim, ".zip"))
+    if not env.archive.exists():
+        env.archive.create_container()
+    blocker.upload_blob(b"someone else's", overwrite=True)
+    lease = blocker.acquire_lease(lease_duration=-1)
+
+    res = _drain(env, workers=1)
+    assert res["archived"] == 2 and res["failed"] == 1, res
+    statuses = _statuses(env)
+    assert statuses[victim] == "Dequeued"  # not acked
+    assert [statuses[c] for c in (cids[0], cids[2])] == ["Acked", "Acked"]
+    failed = [r for r in env.rows("message") if r["Status"] == "Failed"]
+    assert len(failed) == 1 and failed[0]["CorrelationId"] == victim
+    assert "not acknowledged" in failed[0]["Reason"]
+
+    lease.release()
+    # Still invisible: a drain now finds nothing.
+    assert _drain(env, run=RUN + "b")["taken"] == 0
+    env.emu.admin.advance(1801)  # F&O's visibility timeout passes
+    res2 = _drain(env, run=RUN + "c")
+    assert res2["archived"] == 1 and res2["taken"] == 1, res2
+    assert _statuses(env)[victim] == "Acked"
+
+    names = [n for n in env.archive_blobs() if victim in n]
+    assert names == [archive_path("cust-groups", DAY, victim, ".zip")]  # exactly one archive
+    bc = env.archive.get_blob_client(names[0])
+    assert bc.download_blob().readall() == _payload(1)
+    assert bc.get_blob_properties().metadata["last_dequeue"]  # redelivery: LastDequeueDateTime was set
+    ok = [r for r in env.rows("message") if r["CorrelationId"] == victim and r["Status"] == "Archived"]
+    assert len(ok) == 1 and ok[0]["RowKey"].startswith(RUN + "c~")
+
+
+def test_failed_ack_redelivery_is_acked_without_a_second_archive(env: Env) -> None:
+    cid = env.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(9))
+    # Every ack attempt fails: 2 HTTP tries (FNO_MAX_RETRIES=1) x 3 attempts of our own.
+    env.emu.admin.inject_fault("ack", "500", next_n=6)
+    res = _drain(env)
+    assert res["not_acked"] == 1 and res["archived"] == 0, res
+    row = env.rows("message")[0]
+    assert row["Status"] == "ArchivedNotAcked" and row["Acked"] is False
+    name = archive_path("cust-groups", DAY, cid, ".zip")
+    etag = env.archive.get_blob_client(name).get_blob_properties().etag
+    assert archive_index(env.svc).get(EXPORT_ACTIVITY, cid).archived
+
+    env.emu.admin.advance(1801)
+    res2 = _drain(env, run=RUN + "b")
+    assert res2["duplicate"] == 1 and res2["archived"] == 0, res2
+    assert _statuses(env)[cid] == "Acked"
+    assert env.archive_blobs() == [name]
+    assert env.archive.get_blob_client(name).get_blob_properties().etag == etag  # never rewritten
+    dup = [r for r in env.rows("message") if r["RowKey"].startswith(RUN + "b~")]
+    assert dup[0]["Status"] == "Duplicate" and dup[0]["Acked"] is True
+
+
+def test_crash_after_commit_before_index_update_adopts_the_blob(env: Env) -> None:
+    """A committed archive whose index row still says 'claimed' is recognised by its metadata."""
+    cid = env.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(3))
+    env.emu.admin.inject_fault("ack", "500", next_n=6)
+    _drain(env)
+    name = archive_path("cust-groups", DAY, cid, ".zip")
+    etag = env.archive.get_blob_client(name).get_blob_properties().etag
+    # Roll the index back to the state a crash between commit and index update leaves.
+    idx = archive_index(env.svc)
+    key = idx._key(EXPORT_ACTIVITY, cid)
+    e = idx.table.get_entity("outbound-archive", key)
+    e["Archived"] = False
+    idx.table.update_entity(e)
+    env.emu.admin.advance(1801)
+    res = _drain(env, run=RUN + "b")
+    assert res["archived"] == 1
+    assert env.archive.get_blob_client(name).get_blob_properties().etag == etag
+    row = next(r for r in env.rows("message") if r["RowKey"].startswith(RUN + "b~"))
+    assert "earlier attempt" in row["Reason"]
+
+
+def test_http_download_location_is_rewritten_to_https(make_env) -> None:
+    from local.fno_emulator import EmulatorConfig
+
+    env = make_env(EmulatorConfig(download_location_http=True))
+    env.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(2))
+    assert _drain(env)["archived"] == 1
+    downloads = env.emu.admin.calls("download")
+    assert downloads and all(c["status"] == 200 for c in downloads)
+
+
+def test_dequeue_outage_stops_the_batch_with_an_error(env: Env) -> None:
+    env.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(1))
+    env.emu.admin.inject_fault("dequeue", "503", next_n=10)
+    res = _drain(env, workers=1)
+    assert res["taken"] == 0 and not res["empty"] and res["errors"]
+    assert "sig=" not in str(res)
+
+
+@pytest.mark.parametrize("ct,head,ext", [("application/octet-stream", b"PK\x03\x04", ".zip"),
+                                         ("text/csv", b"a,b", ".csv"), (None, b"\xff\xfe<\x00", ".xml"),
+                                         (None, b"xx", ".bin")])  # fmt: skip
+def test_extension_from_content_type_or_bytes(ct, head, ext) -> None:
+    from dmf.pipeline.outbound import _ext_for
+
+    assert _ext_for(ct, head) == ext
