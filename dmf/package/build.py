@@ -93,6 +93,25 @@ class BuildResult:
         return sum(p.rows for p in self.packages)
 
 
+class _InputTooLarge(Exception):
+    pass
+
+
+class _LimitedReader:
+    """Counts bytes read from the source and stops at ``Limits.max_input_bytes``."""
+
+    def __init__(self, src: BinaryIO, limit: int) -> None:
+        self._src = src
+        self.left = limit
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._src.read(n)
+        self.left -= len(data)
+        if self.left < 0:
+            raise _InputTooLarge
+        return data
+
+
 class _Abort(Exception):
     """Stop building; the problem is already recorded."""
 
@@ -344,6 +363,7 @@ def build_packages_from_raw(
         compress_level if compress_level is not None else _default_level(rules),
     )
     parts = _Parts(ctx)
+    src = _LimitedReader(src, limits.max_input_bytes)  # type: ignore[assignment]
     try:
         if rules.kind is FileKind.DELIMITED:
             _build_delimited(src, ctx, parts, result, input_delimiter, check_duplicate_keys)
@@ -353,6 +373,8 @@ def build_packages_from_raw(
             _build_excel(src, ctx, parts, result, check_duplicate_keys)
     except _Abort:
         pass
+    except _InputTooLarge:
+        ctx.problem(Code.TOO_LARGE, f"{file_name} is larger than {limits.max_input_bytes} bytes")
     except OSError as e:
         # Disk full or a broken source stream: not the user's data, so let the caller retry.
         parts.abandon()

@@ -25,6 +25,8 @@ class Limits:
     max_ratio: float = 500.0
     ratio_min_bytes: int = 1 * MiB
     max_entries: int = 1000
+    # A raw input file larger than this is refused by build (it would make more than a day of imports).
+    max_input_bytes: int = 16 * GiB
     # A package (or batch zip) file larger than this is refused before it is opened.
     max_package_file_bytes: int = 2 * GiB
     # Manifest.xml / PackageHeader.xml are small; a huge one is an attack or a mistake.

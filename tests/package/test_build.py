@@ -257,3 +257,10 @@ def test_excel_is_kept_as_is_within_limits_and_split_above(tmp_path, catalogue):
     dup = build(tmp_path, _xlsx([["CUSTOMERGROUPID"], ["A"], ["A"]]), "EXCEL", name="g.xlsx")
     assert [p.code for p in dup.problems] == [Code.DUPLICATE_KEY]
     assert build(tmp_path, b"not a workbook", "EXCEL", name="g.xlsx").problems[0].code is Code.BAD_EXCEL
+
+
+def test_input_larger_than_max_input_bytes_is_refused(tmp_path):
+    data = b"CUSTOMERGROUPID\n" + b"".join(b"G%d\n" % i for i in range(50000))
+    res = build(tmp_path, data, limits=Limits(max_input_bytes=100_000))
+    assert [p.code for p in res.problems] == [Code.TOO_LARGE] and res.packages == []
+    assert not list((tmp_path / "out").glob("*.zip"))
