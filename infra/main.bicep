@@ -381,4 +381,4 @@ output APPLICATIONINSIGHTS_NAME string = monitoring.outputs.appInsightsName
 output EVENT_GRID_SYSTEM_TOPIC_NAME string = events.outputs.name
 output INBOUND_CONTAINER string = dataContainers.INBOUND_CONTAINER
 output DEAD_LETTER_CONTAINER string = deadLetterContainerName
-output FNO_CLIENT_SECRET_NAME string = fnoClientSecretName
+output FNO_CREDENTIAL_NAME string = fnoClientSecretName
