@@ -25,7 +25,7 @@ import traceback
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -112,7 +112,7 @@ class Instance:
     timer_keys: set[tuple[str, int]] = field(default_factory=set)
 
     def row(self) -> dict[str, Any]:
-        state = {"records": [asdict(r) for r in self.records], "next_seq": self.next_seq}
+        state = {"records": [vars(r) for r in self.records], "next_seq": self.next_seq}
         return {
             "instance_id": self.instance_id, "name": self.name, "execution_id": self.execution_id,
             "status": self.status, "input": self.input, "output": self.output,
@@ -177,6 +177,7 @@ class Engine:
         self.errors: list[str] = []
         self.activity_calls = 0
         self.episodes = 0
+        self.replay_seconds = 0.0  # time spent inside the SDK's orchestrator handle (the replay itself)
         self.clock_holds = 0  # while > 0 the virtual clock does not auto-advance
 
     # ------------------------------------------------------------------ lifecycle
@@ -457,6 +458,7 @@ class Engine:
         ctx = OrchestrationTriggerConverter.decode(
             meta.Datum(json.dumps(body), "json"), trigger_metadata=None
         )
+        t0 = time.perf_counter()
         try:
             with self.invoker.scope(instance_id=inst.instance_id, function_name=inst.name):
                 out = fi.func(ctx)
@@ -464,6 +466,8 @@ class Engine:
         except Exception as exc:
             message, state = parse_orchestrator_failure(exc)
             return state, message.strip()
+        finally:
+            self.replay_seconds += time.perf_counter() - t0
 
     def _check_determinism(
         self, inst: Instance, flat: list[dict[str, Any]], done: bool, failed: bool

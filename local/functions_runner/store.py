@@ -23,7 +23,8 @@ from azure.storage.blob import BlobServiceClient
 from .history import parse_iso
 
 CHUNK = 30_000  # characters per property: Table string properties hold 64 KiB of UTF-16
-MAX_INLINE = 25 * CHUNK  # beyond this (≈750 KB) a value goes to a blob: entities are capped at 1 MiB
+TX_BYTES = 3 * 2**20  # Table transactions are capped at 4 MiB of payload
+MAX_INLINE = 15 * CHUNK  # beyond this (≈900 KB as UTF-16) a value goes to a blob: entities hold 1 MiB
 INSTANCE_FIELDS = (
     "name", "execution_id", "status", "input", "output", "custom_status", "created", "updated",
     "parent_id", "parent_seq", "engine_state",
@@ -223,13 +224,20 @@ class TableStore:
 
     # -- history --------------------------------------------------------------------------------------
     def append_history(self, instance_id, execution_id, start, events):
-        ops = []
+        batch: list[Any] = []
+        size = 0
         for i, ev in enumerate(events, start):
             e = {"PartitionKey": instance_id, "RowKey": f"{execution_id}.{i:08d}"}
-            self._pack(e, "event", json.dumps(ev), instance_id)
-            ops.append(("upsert", e, {"mode": UpdateMode.REPLACE}))
-        for i in range(0, len(ops), 100):  # one transaction per 100 rows: same partition, Table limit
-            self._history.submit_transaction(ops[i : i + 100])
+            text = json.dumps(ev)
+            self._pack(e, "event", text, instance_id)
+            # A transaction holds at most 100 rows and 4 MiB: flush before either limit.
+            if batch and (len(batch) == 100 or size + len(text) > TX_BYTES):
+                self._history.submit_transaction(batch)
+                batch, size = [], 0
+            batch.append(("upsert", e, {"mode": UpdateMode.REPLACE}))
+            size += len(text) + 512
+        if batch:
+            self._history.submit_transaction(batch)
 
     def load_history(self, instance_id, execution_id):
         q = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"

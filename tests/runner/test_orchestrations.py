@@ -210,3 +210,26 @@ def test_activity_logs_carry_instance_id(runner: LocalRunner, caplog: pytest.Log
     runner.wait_for_instance(iid)
     failures = [r for r in caplog.records if "boom on x" in r.getMessage()]
     assert failures and all(getattr(r, "instance_id", None) == iid for r in failures)
+
+
+def test_purge_by_time_and_status_and_get_status_all(runner: LocalRunner) -> None:
+    from azure.durable_functions import OrchestrationRuntimeStatus as S
+
+    done = runner.start_new("sequence", "old-1", 1)
+    runner.wait_for_instance(done)
+    with runner.hold_clock():
+        running = runner.start_new("approval", "still-running")
+        client = runner.client()
+        everything = runner.run(client.get_status_all())
+        assert {"old-1", "still-running"} <= {s.instance_id for s in everything}
+        result = runner.run(
+            client.purge_instance_history_by(
+                created_time_from=START - timedelta(days=1),
+                created_time_to=START + timedelta(days=1),
+                runtime_status=[S.Completed, S.Running],
+            )
+        )
+        assert result.instances_deleted == 1  # running instances are never purged
+        assert runner.get_status("old-1") is None
+        assert runner.get_status(running)["runtimeStatus"] == "Running"
+        runner.terminate(running, "done")
