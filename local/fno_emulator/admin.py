@@ -28,6 +28,10 @@ class Admin:
         return self._app.engine.peak_concurrent_imports()
 
     @property
+    def peak_concurrent_executions(self) -> int:
+        return self._app.engine.peak_concurrent_executions()
+
+    @property
     def violations(self) -> int:
         return len(self._app.engine.violations)
 
@@ -156,6 +160,7 @@ def admin_router(app: EmulatorApp, admin: Admin):
                     {
                         "now": admin.now().isoformat(),
                         "peakConcurrentImports": admin.peak_concurrent_imports,
+                        "peakConcurrentExecutions": admin.peak_concurrent_executions,
                         "violations": admin.violation_details(),
                         "tables": admin.tables(),
                         "faults": [r.model_dump() for r in app.faults.rules()],

@@ -33,6 +33,7 @@ class BlobStore:
         self._retention = timedelta(seconds=retention_seconds)
         self._created: dict[str, datetime] = {}  # blob name -> creation time by the emulator clock
         self._sas_expiry: dict[str, datetime] = {}  # SAS signature -> expiry by the emulator clock
+        self._earliest_expiry: datetime | None = None  # when purge_due() next has work
         self._lock = threading.Lock()
         self._http = requests.Session()
         try:
@@ -71,14 +72,20 @@ class BlobStore:
     def read_url(self, name: str, ttl_seconds: float) -> str:
         return self._sas(name, BlobSasPermissions(read=True), ttl_seconds)
 
-    def track(self, name: str) -> None:
+    def _note_created(self, name: str, when: datetime, replace: bool) -> None:
         with self._lock:
-            self._created.setdefault(name, self._clock.now())
+            if replace or name not in self._created:
+                self._created[name] = when
+            expiry = when + self._retention
+            if self._earliest_expiry is None or expiry < self._earliest_expiry:
+                self._earliest_expiry = expiry
+
+    def track(self, name: str) -> None:
+        self._note_created(name, self._clock.now(), replace=False)
 
     def upload(self, name: str, data: bytes | Iterator[bytes], length: int | None = None) -> None:
         self._container.upload_blob(name, data, length=length, overwrite=True)
-        with self._lock:
-            self._created[name] = self._clock.now()
+        self._note_created(name, self._clock.now(), replace=True)
 
     def open_stream(self, name: str) -> tuple[int, Iterator[bytes]]:
         """(size, chunks) of a blob, or ResourceNotFoundError (also when retention deleted it)."""
@@ -131,7 +138,19 @@ class BlobStore:
     def purge_expired(self) -> int:
         with self._lock:
             names = list(self._created)
-        return sum(self.purge_if_expired(n) for n in names)
+        purged = sum(self.purge_if_expired(n) for n in names)
+        with self._lock:
+            self._earliest_expiry = min(self._created.values(), default=None)
+            if self._earliest_expiry is not None:
+                self._earliest_expiry += self._retention
+        return purged
+
+    def purge_due(self) -> int:
+        """Cheap to call on every request: deletes expired files only when one is due."""
+        due = self._earliest_expiry
+        if due is None or self._clock.now() < due:
+            return 0
+        return self.purge_expired()
 
     def exists(self, name: str) -> bool:
         return self._container.get_blob_client(name).exists()

@@ -472,6 +472,7 @@ class Engine:
 
     # -- settling ---------------------------------------------------------------------------------
     def settle(self) -> None:
+        self.blobs.purge_due()  # retention: files older than the retention period are deleted
         now = self.clock.now()
         if self._next_due is None or now < self._next_due:
             return
@@ -563,12 +564,20 @@ class Engine:
 
     # -- inspection -------------------------------------------------------------------------------
     def peak_concurrent_imports(self) -> int:
+        """Most ImportFromPackage executions running at once (from their call to their finish)."""
+        return self._peak(lambda e: e.counts_for_concurrency, lambda e: e.created_at)
+
+    def peak_concurrent_executions(self) -> int:
+        """Most executions of any kind (API imports, exports, recurring) in NotRun/Executing at once."""
+        return self._peak(lambda e: True, lambda e: e.visible_at)
+
+    def _peak(self, include, start_of) -> int:
         now = self.clock.now()
         events: list[tuple[datetime, int]] = []
         with self.lock:
             for e in self.executions.values():
-                if e.counts_for_concurrency:
-                    events.append((e.created_at, 1))
+                if include(e):
+                    events.append((start_of(e), 1))
                     events.append((e.end_at or now, -1))
         peak = cur = 0
         for _, delta in sorted(events, key=lambda x: (x[0], x[1])):  # ends before starts at equal times
