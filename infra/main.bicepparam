@@ -6,7 +6,7 @@ using 'main.bicep'
 param environmentName = readEnvironmentVariable('AZURE_ENV_NAME', 'fnodmf-dev')
 param location = readEnvironmentVariable('AZURE_LOCATION', 'westeurope')
 param principalId = readEnvironmentVariable('AZURE_PRINCIPAL_ID', '')
-param principalType = 'ServicePrincipal'
+param principalType = readEnvironmentVariable('AZURE_PRINCIPAL_TYPE', 'ServicePrincipal')
 param vnetEnabled = bool(readEnvironmentVariable('VNET_ENABLED', 'false'))
 
 param instanceMemoryMB = int(readEnvironmentVariable('FUNCTION_INSTANCE_MEMORY_MB', '2048'))
