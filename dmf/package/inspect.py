@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import codecs
 import os
-import shutil
 import tempfile
 import zipfile
 from dataclasses import dataclass, field
@@ -91,8 +90,20 @@ def inspect_package(
     data_project: str | None = None,
     check_content: bool = True,
 ) -> PackageReport:
-    """Validate a package zip (a path, or a seekable binary file). See the module docstring."""
+    """Validate a package zip: a path, a seekable binary file, or any readable stream (e.g. a blob
+    download), which is first spooled to a temp file because zip needs seeking. See the module docstring."""
     limits = limits or Limits()
+    if not isinstance(path_or_file, (str, os.PathLike)) and not _seekable(path_or_file):
+        spooled = spool_to_file(path_or_file, max_bytes=limits.max_package_file_bytes)
+        if spooled is None:
+            return PackageReport(
+                [Problem(Code.TOO_LARGE, f"the package is larger than {limits.max_package_file_bytes} bytes")]
+            )
+        try:
+            return inspect_package(spooled, limits=limits, catalogue=catalogue, overwrite=overwrite,
+                                   data_project=data_project, check_content=check_content)  # fmt: skip
+        finally:
+            spooled.unlink(missing_ok=True)
     report = PackageReport()
     p = report.problems
     if data_project is not None and "'" in data_project:
@@ -641,9 +652,25 @@ def _first_bare_lf(text: str, prev_cr: bool) -> int:
         start = pos + 1
 
 
-def spool_to_file(stream: BinaryIO, dest_dir: str | None = None) -> Path:
-    """Copy a non-seekable stream to a temp file (``zipfile`` needs seeking); the caller deletes it."""
+def _seekable(f: object) -> bool:
+    try:
+        return bool(f.seekable())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return False
+
+
+def spool_to_file(stream: BinaryIO, dest_dir: str | None = None, max_bytes: int | None = None) -> Path | None:
+    """Copy a stream to a temp file in 1 MiB chunks; None (and no file) if it exceeds ``max_bytes``.
+    The caller deletes the file."""
     fd, name = tempfile.mkstemp(suffix=".zip", dir=dest_dir)
+    total = 0
     with os.fdopen(fd, "wb") as f:
-        shutil.copyfileobj(stream, f, 1024 * 1024)
+        while chunk := stream.read(1024 * 1024):
+            total += len(chunk)
+            if max_bytes is not None and total > max_bytes:
+                break
+            f.write(chunk)
+    if max_bytes is not None and total > max_bytes:
+        os.unlink(name)
+        return None
     return Path(name)

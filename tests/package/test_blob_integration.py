@@ -12,6 +12,7 @@ from dmf.package.build import build_packages_from_raw
 from dmf.package.fingerprint import sha256_stream
 from dmf.package.inspect import inspect_package
 from dmf.package.limits import Limits
+from dmf.package.problems import Code
 
 
 def test_blob_stream_to_packages_and_back(azurite, unique_name, tmp_path, catalogue):
@@ -40,6 +41,13 @@ def test_blob_stream_to_packages_and_back(azurite, unique_name, tmp_path, catalo
     for p in res.packages:
         with open(p.path, "rb") as f:
             container.upload_blob(f"packages/{p.path.name}", f)
+    # Inspect straight from a blob download stream (spooled to a temp file inside).
+    streamed = inspect_package(container.download_blob(f"packages/{res.packages[0].path.name}"), catalogue=catalogue,
+                               limits=Limits(max_rows_per_package=2000))  # fmt: skip
+    assert streamed.ok and streamed.row_counts == {"Customer groups": 2000}
+    too_big = inspect_package(container.download_blob(f"packages/{res.packages[0].path.name}"),
+                              limits=Limits(max_package_file_bytes=1000))  # fmt: skip
+    assert [p.code for p in too_big.problems] == [Code.TOO_LARGE]
     for p in res.packages:
         downloaded = tmp_path / f"dl-{p.path.name}"
         downloaded.write_bytes(container.download_blob(f"packages/{p.path.name}").readall())
