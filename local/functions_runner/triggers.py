@@ -320,7 +320,8 @@ class TimerTriggers:
                 pass
         now = self.engine.clock.now()
         for name, s in self.schedules.items():
-            status = self._read_status(name)
+            # useMonitor=False: the host keeps no schedule status, so a missed run is never "past due"
+            status = self._read_status(name) if s["fi"].trigger.get("useMonitor", True) else None
             past_due = bool(status and parse_iso(status["Next"]) < now)
             if s["fi"].trigger.get("runOnStartup") or past_due:
                 self._submit(name, past_due=past_due, scheduled=now)
