@@ -83,3 +83,13 @@ def test_hook_passes_only_known_parameters_and_main_outputs() -> None:
     outputs = set(evaluate_main("default").outputs)
     assert env_used <= outputs, f"the hook reads variables main.bicep does not output: {env_used - outputs}"
     assert "blobs_extension != null" in script, "the hook must not fetch the key itself"
+
+
+def test_windows_hook_matches_the_posix_one() -> None:
+    sh = (INFRA / "hooks" / "postdeploy.sh").read_text()
+    ps = (INFRA / "hooks" / "postdeploy.ps1").read_text()
+    params = lambda text: set(re.findall(r"(\w+)=\"\$", text.split("--parameters", 1)[1]))  # noqa: E731
+    assert params(sh) == params(ps) and params(sh)
+    assert "blobs_extension != null" in ps
+    outputs = set(evaluate_main("default").outputs)
+    assert set(re.findall(r"\$env:([A-Z][A-Z0-9_]+)", ps)) <= outputs

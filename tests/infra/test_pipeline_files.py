@@ -34,6 +34,8 @@ def test_azure_yaml_maps_the_app_and_the_event_grid_hook() -> None:
     script = ROOT / hook["run"]
     assert script.is_file() and os.access(script, os.X_OK)
     assert hook["continueOnError"] is False
+    windows = doc["hooks"]["postdeploy"]["windows"]
+    assert (ROOT / windows["run"]).is_file() and windows["continueOnError"] is False
 
 
 def test_azure_yaml_parameters_come_from_azd_environment() -> None:
