@@ -119,6 +119,15 @@ class BatchExtraction:
     def ok(self) -> bool:
         return not has_errors(self.problems) and bool(self.entries)
 
+    @property
+    def packages(self) -> list[Path]:
+        """Paths of the extracted package zips, in import order (raw items are in ``entries`` only)."""
+        return [e.path for e in self.entries if e.kind == "package"]
+
+    @property
+    def errors(self) -> list[Problem]:
+        return [p for p in self.problems if p.severity is Severity.ERROR]
+
 
 def natural_key(name: str) -> list[object]:
     return [int(t) if t.isdigit() else t.casefold() for t in re.split(r"(\d+)", name)]

@@ -58,6 +58,7 @@ def test_batch_zip_in_natural_name_order_and_inner_packages_valid(tmp_path, cata
     assert [e.name for e in res.entries] == ["part1.zip", "part2.zip", "part10.zip"]
     assert [e.path.name for e in res.entries] == ["0001-part1.zip", "0002-part2.zip", "0003-part10.zip"]
     assert [p.code for p in res.problems] == [Code.UNREFERENCED_FILE]  # readme.txt, a warning
+    assert res.errors == [] and res.packages == [e.path for e in res.entries]
     for e in res.entries:
         assert e.kind == "package" and e.sha256 == sha256_file(e.path) and e.bytes == e.path.stat().st_size
         assert inspect_package(e.path, catalogue=catalogue).ok
@@ -74,6 +75,7 @@ def test_batch_zip_with_manifest_sets_order_and_raw_items(tmp_path):
                                                                  ("a.zip", "package", None)]  # fmt: skip
     assert [p.code for p in res.problems] == [Code.UNREFERENCED_FILE]  # x.zip skipped, with a warning
     assert res.manifest is not None
+    assert [p.name for p in res.packages] == ["0002-a.zip"]
 
 
 def test_batch_zip_errors_leave_nothing_behind(tmp_path):
