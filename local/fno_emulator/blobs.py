@@ -35,7 +35,6 @@ class BlobStore:
         self._sas_expiry: dict[str, datetime] = {}  # SAS signature -> expiry by the emulator clock
         self._earliest_expiry: datetime | None = None  # when purge_due() next has work
         self._lock = threading.Lock()
-        self._http = requests.Session()
         try:
             self._container.create_container()
         except ResourceExistsError:
@@ -114,7 +113,7 @@ class BlobStore:
         if name is not None and self.purge_if_expired(name):
             raise BlobFetchError("The remote server returned an error: (404) Not Found.")
         try:
-            resp = self._http.get(url, timeout=60)
+            resp = requests.get(url, timeout=60)
         except requests.RequestException as exc:
             raise BlobFetchError(f"Unable to connect to the remote server: {type(exc).__name__}") from exc
         if resp.status_code != 200:

@@ -282,7 +282,15 @@ class Engine:
             if isinstance(exc, ODataError):
                 raise
             raise ODataError(400, str(exc), action) from exc
-        results = self.run_package(pkg, project)
+        try:
+            results = self.run_package(pkg, project)
+        except Exception as exc:
+            # Never leave the import slot reserved forever: the execution fails instead.
+            with self.lock:
+                e.package_error = f"Unexpected error while reading the package: {type(exc).__name__}"
+            results = []
+            self._finish_plan(e, results, project)
+            raise
         self._finish_plan(e, results, project)
         return execution_id
 
