@@ -40,7 +40,7 @@ resource topic 'Microsoft.EventGrid/systemTopics@2025-02-15' existing = {
 var blobsExtensionKey = listKeys('${app.id}/host/default', '2024-04-01').systemKeys.blobs_extension
 var webhookUrl = 'https://${app.properties.defaultHostName}/runtime/webhooks/blobs?functionName=Host.Functions.${functionName}&code=${blobsExtensionKey}'
 
-resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {
+resource blobCreated 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-02-15' = {
   parent: topic
   name: 'inbound-blob-created'
   properties: {
@@ -79,4 +79,4 @@ resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2025-
   }
 }
 
-output EVENT_GRID_SUBSCRIPTION_NAME string = subscription.name
+output EVENT_GRID_SUBSCRIPTION_NAME string = blobCreated.name
