@@ -114,7 +114,7 @@ def main() -> None:
     ap.add_argument("--memory-size-mb", type=int, default=1024)
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "package.md"))
-    args = ap.parse_args()
+    args, _ = ap.parse_known_args()  # scripts/bench.sh passes the same arguments to every benchmark
 
     import zipfile
 
@@ -143,14 +143,14 @@ def main() -> None:
         entity = EntityInfo("Customers V3", "CustCustomerV3Entity", key_fields=("CUSTOMERACCOUNT",))
         unlimited = Limits(max_rows_per_package=None, max_bytes_per_package=None)
 
-        def ours(fmt: str, check: bool, limits: Limits = unlimited):  # type: ignore[no-untyped-def]
+        def ours(fmt: str, check: bool, limits: Limits = unlimited, level: int | None = None):  # type: ignore[no-untyped-def]
             def run() -> None:
                 out = work / "out"
                 shutil.rmtree(out, ignore_errors=True)
                 with open(src, "rb") as f:
                     r = build_packages_from_raw(f, file_name="customers.csv", entity=entity, source_format=fmt,
                                                 data_project="Bench", limits=limits, out_dir=out,
-                                                check_duplicate_keys=check)  # fmt: skip
+                                                check_duplicate_keys=check, compress_level=level)  # fmt: skip
                 assert r.ok and r.rows == rows, r.problems
                 run.size = sum(p.bytes for p in r.packages)  # type: ignore[attr-defined]
                 run.parts = len(r.packages)  # type: ignore[attr-defined]
@@ -160,7 +160,8 @@ def main() -> None:
         cases = [
             ("CSV-UTF8 (same bytes out, LF→CRLF), no key check", ours("CSV-UTF8", False)),
             ("CSV-UTF8, duplicate-key check on", ours("CSV-UTF8", True)),
-            ("CSV-Unicode (UTF-16LE: 2× bytes to deflate), no key check", ours("CSV-Unicode", False)),
+            ("CSV-Unicode (UTF-16LE: 2× bytes to deflate, level 4), no key check", ours("CSV-Unicode", False)),
+            ("CSV-Unicode forced to deflate level 6, no key check", ours("CSV-Unicode", False, level=6)),
             ("CSV-Unicode, duplicate-key check on", ours("CSV-Unicode", True)),
             ("CSV-Unicode, key check, split 100k rows/package", ours("CSV-Unicode", True,
                                                                      Limits(max_rows_per_package=100_000))),

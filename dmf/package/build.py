@@ -671,7 +671,7 @@ def _build_xml(src: BinaryIO, ctx: _Ctx, parts: _Parts, result: BuildResult, che
             values = dict(el.attrib) if attrs_mode else {c.tag: (c.text or "") for c in el}
             upper = {_local(k).upper(): v for k, v in values.items()}
             if finder is not None:
-                finder.add(tuple([upper.get(k, "").strip() for k in ctx.entity.key_fields]), row)
+                finder.add(tuple([upper.get(k, "").strip().upper() for k in ctx.entity.key_fields]), row)
             el.tail = None
             data = tostring(el, encoding="unicode").encode("utf-8") + b"\r\n"
             root.remove(el)
@@ -823,7 +823,7 @@ def _build_excel(src: BinaryIO, ctx: _Ctx, parts: _Parts, result: BuildResult, c
 
 def _cell(values: tuple, k: int) -> str:
     v = values[k] if k < len(values) else None
-    return "" if v is None else str(v).strip()
+    return "" if v is None else str(v).strip().upper()
 
 
 class _XlsxPart:

@@ -565,7 +565,7 @@ class _ContentScan:
                 upper = {k.rsplit("}", 1)[-1].upper(): v for k, v in values.items()}
                 seen.update(upper)
                 if finder is not None:
-                    finder.add(tuple([upper.get(k, "").strip() for k in keys]), rows)
+                    finder.add(tuple([upper.get(k, "").strip().upper() for k in keys]), rows)
                 assert root is not None
                 root.remove(el)
         except DefusedXmlException as e:
@@ -625,7 +625,9 @@ class _ContentScan:
                         finder.add(
                             tuple(
                                 [
-                                    "" if k >= len(values) or values[k] is None else str(values[k]).strip()
+                                    ""
+                                    if k >= len(values) or values[k] is None
+                                    else str(values[k]).strip().upper()
                                     for k in key_idx
                                 ]
                             ),

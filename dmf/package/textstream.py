@@ -173,7 +173,8 @@ def parse_fields(record: str, delimiter: str) -> list[str]:
 def extract_keys(
     recs: list[str], key_idx: list[int], delimiter: str, quote_free: bool
 ) -> list[str] | list[tuple[str, ...]]:
-    """Key of each record: a stripped string for a one-field key, a tuple of them otherwise.
+    """Key of each record: a stripped, upper-cased string for a one-field key, a tuple of them otherwise.
+    Upper case because F&O's database collation is case-insensitive: "g1" and "G1" are the same key.
 
     ``quote_free`` (no quote character in any record) allows a plain split, much faster than csv.
     """
@@ -181,18 +182,21 @@ def extract_keys(
         k = key_idx[0]
         if quote_free:
             if k == 0:
-                return [r.split(delimiter, 1)[0].strip() for r in recs]
-            return [(p[k] if len(p := r.split(delimiter, k + 1)) > k else "").strip() for r in recs]
+                return [r.split(delimiter, 1)[0].strip().upper() for r in recs]
+            return [(p[k] if len(p := r.split(delimiter, k + 1)) > k else "").strip().upper() for r in recs]
         if k == 0:
             # Quotes later in a row do not matter when its first field is unquoted.
             return [
-                r.split(delimiter, 1)[0].strip() if r[:1] != '"' else parse_fields(r, delimiter)[0].strip()
+                r.split(delimiter, 1)[0].strip().upper()
+                if r[:1] != '"'
+                else parse_fields(r, delimiter)[0].strip().upper()
                 for r in recs
             ]
         return [
-            (f[k] if len(f) > k else "").strip() for f in csv.reader(recs, delimiter=delimiter, strict=False)
+            (f[k] if len(f) > k else "").strip().upper()
+            for f in csv.reader(recs, delimiter=delimiter, strict=False)
         ]
     return [
-        tuple([(f[k] if len(f) > k else "").strip() for k in key_idx])
+        tuple([(f[k] if len(f) > k else "").strip().upper() for k in key_idx])
         for f in csv.reader(recs, delimiter=delimiter, strict=False)
     ]

@@ -152,10 +152,12 @@ def test_extract_keys_fast_split_matches_csv_parsing():
     assert (
         extract_keys(recs, [0], ",", True) == extract_keys(recs, [0], ",", False) == ["A1", "B2", "C3", "D4"]
     )
-    assert extract_keys(recs, [1], ",", True) == extract_keys(recs, [1], ",", False) == ["x", "x", "", ""]
+    assert extract_keys(recs, [1], ",", True) == extract_keys(recs, [1], ",", False) == ["X", "X", "", ""]
     quoted = ['"A,1",x', '"B ""2""",y']
     assert extract_keys(quoted, [0], ",", False) == ["A,1", 'B "2"']
-    assert extract_keys(quoted, [0, 1], ",", False) == [("A,1", "x"), ('B "2"', "y")]
+    assert extract_keys(quoted, [0, 1], ",", False) == [("A,1", "X"), ('B "2"', "Y")]
+    # F&O compares keys case-insensitively, so the finder must see "g1" and "G1" as one key.
+    assert extract_keys(["g1,a", "G1,b"], [0], ",", True) == ["G1", "G1"]
 
 
 def test_duplicate_keys_in_batches_before_and_after_spill():

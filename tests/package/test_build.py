@@ -119,12 +119,12 @@ def test_single_record_larger_than_byte_limit_is_too_large(tmp_path):
 
 
 def test_duplicate_keys_fail_the_build_and_leave_no_packages(tmp_path):
-    data = b"CustomerGroupId,DESCRIPTION\n10,a\n20,b\n 10 ,c\n20,d\n30,e\n"
+    data = b"CustomerGroupId,DESCRIPTION\nab,a\n20,b\n aB ,c\n20,d\n30,e\n"
     res = build(tmp_path, data, limits=Limits(max_rows_per_package=2))
     assert not res.ok
     dups = [p for p in res.problems if p.code is Code.DUPLICATE_KEY]
     assert [(p.row, p.severity) for p in dups] == [(4, Severity.ERROR), (5, Severity.ERROR)]
-    assert "row 4 repeats the key of row 2" in dups[0].message and "CUSTOMERGROUPID = 10" in dups[0].message
+    assert "row 4 repeats the key of row 2" in dups[0].message and "CUSTOMERGROUPID = AB" in dups[0].message
     assert not list((tmp_path / "out").glob("*.zip"))
     assert build(tmp_path, data, check_duplicate_keys=False).ok
 
