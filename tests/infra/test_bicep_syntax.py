@@ -136,3 +136,15 @@ def test_conservative_syntax(path: Path) -> None:
         code = line.split("//")[0].rstrip()
         assert not code.endswith("("), f"{path.name}:{n}: multi-line function call"
         assert not re.match(r"\s*[?:]\s", code), f"{path.name}:{n}: multi-line ternary"
+
+
+BUILTIN_FUNCTIONS = {
+    "subscription", "resourceGroup", "tenant", "managementGroup", "deployment", "deployer", "environment",
+    "reference", "resourceId", "string", "int", "bool", "json", "union", "concat", "items", "guid", "format",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("path", BICEP_FILES, ids=lambda p: p.relative_to(INFRA).as_posix())
+def test_no_symbol_shadows_a_builtin_function(path: Path) -> None:
+    symbols = re.findall(r"^(?:param|var|resource|module|output)\s+(\w+)", path.read_text(), re.M)
+    assert not set(symbols) & BUILTIN_FUNCTIONS
