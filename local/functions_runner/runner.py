@@ -108,6 +108,10 @@ class LocalRunner:
                 "blob triggers need storage: pass storage_connection_string or AzureWebJobsStorage"
             )
         self.timers = TimerTriggers(self.engine, self.functions, self._invoke, host_blobs, host_id)
+        self.function_errors = {
+            **(self.blobs.function_errors if self.blobs else {}),
+            **self.timers.function_errors,
+        }
         self.http.start()
         self.engine.start()
         self.timers.start()

@@ -58,6 +58,12 @@ def _blob_pattern(path: str) -> tuple[str, str, re.Pattern[str]]:
     return container, prefix, re.compile(f"^{regex}$")
 
 
+def _indexing_error(errors: dict[str, str], name: str, exc: Exception) -> None:
+    """As the host does: a function whose trigger cannot be resolved is left out, the others still run."""
+    errors[name] = str(exc)
+    log.error("Error indexing function '%s': %s. The function will not run.", name, exc)
+
+
 def _connection_string(name: str | None) -> str:
     name = name or "AzureWebJobsStorage"
     value = os.environ.get(name)
@@ -85,13 +91,18 @@ class BlobTriggers:
         self.duplicate_deliveries = duplicate_deliveries
         self._hosts = host_storage.get_container_client(HOSTS_CONTAINER)
         self.watches: list[dict[str, Any]] = []
+        self.function_errors: dict[str, str] = {}
         for fi in functions.values():
             if fi.trigger_type != "blobTrigger":
                 continue
-            path = resolve_settings(fi.trigger["path"])
-            container, prefix, regex = _blob_pattern(path)
-            conn_name = fi.trigger.get("connection") or "AzureWebJobsStorage"
-            svc = BlobServiceClient.from_connection_string(_connection_string(conn_name))
+            try:
+                path = resolve_settings(fi.trigger["path"])
+                container, prefix, regex = _blob_pattern(path)
+                conn_name = fi.trigger.get("connection") or "AzureWebJobsStorage"
+                svc = BlobServiceClient.from_connection_string(_connection_string(conn_name))
+            except AppConfigurationError as exc:
+                _indexing_error(self.function_errors, fi.name, exc)
+                continue
             self.watches.append({
                 "fi": fi, "container": container, "prefix": prefix, "regex": regex, "connection": conn_name,
                 "client": svc.get_container_client(container),
@@ -270,11 +281,16 @@ class TimerTriggers:
         self.host_id = host_id
         self._hosts = host_storage.get_container_client(HOSTS_CONTAINER) if host_storage else None
         self.schedules: dict[str, dict[str, Any]] = {}
+        self.function_errors: dict[str, str] = {}
         for fi in functions.values():
             if fi.trigger_type == "timerTrigger":
-                expr = resolve_settings(fi.trigger["schedule"])
-                self.schedules[fi.name] = {"fi": fi, "expr": expr, "timer": None}
-                self.next_after(fi.name, engine.clock.now())  # validates the expression at start-up
+                try:
+                    expr = resolve_settings(fi.trigger["schedule"])
+                    self.schedules[fi.name] = {"fi": fi, "expr": expr, "timer": None}
+                    self.next_after(fi.name, engine.clock.now())  # validates the expression at start-up
+                except (AppConfigurationError, ValueError, KeyError) as exc:
+                    self.schedules.pop(fi.name, None)
+                    _indexing_error(self.function_errors, fi.name, exc)
         self._pool = ThreadPoolExecutor(2, thread_name_prefix="timer-trigger")
         self._stopped = False
         self.fired: dict[str, int] = {}

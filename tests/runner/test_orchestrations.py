@@ -233,3 +233,16 @@ def test_purge_by_time_and_status_and_get_status_all(runner: LocalRunner) -> Non
         assert runner.get_status("old-1") is None
         assert runner.get_status(running)["runtimeStatus"] == "Running"
         runner.terminate(running, "done")
+
+
+def test_long_timer_is_split_like_azure_storage(runner: LocalRunner) -> None:
+    iid = runner.start_new("long_wait")
+    status = runner.wait_for_instance(iid)
+    assert status["output"] == 10 * 86400
+    fire_times = [e["FireAt"] for e in runner.history(iid) if e["EventType"] == 10]
+    # 3-day steps while more than 6 days remain, then the final timer
+    assert fire_times == [
+        "2026-01-08T08:00:00.000000Z",
+        "2026-01-11T08:00:00.000000Z",
+        "2026-01-15T08:00:00.000000Z",
+    ]

@@ -163,3 +163,13 @@ def test_http_routes_and_client_management_urls(make_runner) -> None:
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"{runner.http_base_url}/api/nothing-here")
     assert err.value.code == 404
+
+
+def test_unresolvable_trigger_setting_disables_only_that_function(make_runner, settings) -> None:
+    broken = {k: v for k, v in settings.items() if k != "DRAIN_SCHEDULE"}
+    runner = make_runner(trigger_app.app, settings=broken, clock=VirtualClock(START))
+    assert "DRAIN_SCHEDULE" in runner.function_errors["drain"]
+    with pytest.raises(LookupError):
+        runner.fire_timer("drain")
+    runner.wait_until_idle()
+    assert deliveries("warmup") == ["startup"]  # the other functions still run

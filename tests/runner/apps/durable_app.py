@@ -223,3 +223,11 @@ def many_tracked(context: df.DurableOrchestrationContext):
     n = context.get_input()
     done = yield context.task_all([context.call_activity("tracked", {"i": i, "n": n}) for i in range(n)])
     return done
+
+
+@app.orchestration_trigger(context_name="context")
+def long_wait(context: df.DurableOrchestrationContext):
+    """Ten days: longer than Azure Storage's six-day timers, so the SDK splits it."""
+    start = context.current_utc_datetime
+    yield context.create_timer(start + timedelta(days=10))
+    return (context.current_utc_datetime - start).total_seconds()
