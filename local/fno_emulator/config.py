@@ -32,6 +32,8 @@ class CatalogueEntity(_Model):
     keys: list[str]
     fields: list[EntityField]
     composite: bool = False
+    # Extended entities: mapped fields missing from the catalogue are accepted as untyped strings.
+    open_fields: bool = False
     # For a composite entity: labels of the child entities, root first; records nest in that order in XML.
     children: list[str] = Field(default_factory=list)
 
@@ -176,7 +178,12 @@ def default_catalogue() -> list[CatalogueEntity]:
                 _f("ADDRESSDESCRIPTION", max_length=60),
                 _f("ADDRESSDISTRICTNAME", max_length=60),
                 _f("LANGUAGEID", max_length=7),
+                _f("PAYMENTTERMS", max_length=10),
+                _f("SALESCURRENCYCODE", max_length=3),
+                _f("PERSONFIRSTNAME", max_length=25),
+                _f("PERSONLASTNAME", max_length=25),
             ],
+            open_fields=True,  # customers' extensions add fields (the shared F&O sample maps ~200)
         ),
         CatalogueEntity(
             label="Fixed asset major type",

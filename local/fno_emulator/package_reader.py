@@ -278,7 +278,7 @@ def read_entity_records(
     elif not entity.has_map_list:
         return []  # F&O imports nothing (and reports no error) without EntityMapList
     for m in entity.maps:
-        if cat.field(m.entity_field) is None:
+        if cat.field(m.entity_field) is None and not cat.open_fields:
             raise _mapping_error(entity.entity_name, m.entity_field)
     records: list[Record] = []
     if fmt.kind in ("xml-attribute", "xml-element"):

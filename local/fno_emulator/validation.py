@@ -113,6 +113,8 @@ def validate(records: list[Record], entity: CatalogueEntity) -> Validated:
         for name, value in rec.values.items():
             f = entity.field(name)
             if f is None:
+                if entity.open_fields and value is not None:
+                    row[name.upper()] = to_text(value).strip()
                 continue
             try:
                 row[f.name] = _convert(value, f)

@@ -75,3 +75,31 @@ def test_excel_sample_with_a_broken_workbook_fails(client: Client) -> None:
     client.emu.admin.advance(3600)
     assert client.status(eid) == "Failed"
     assert "Excel" in str(client.value("GetExecutionErrors", {"executionId": eid}))
+
+
+@pytest.mark.skipif(not CUSTOMER_DEFS.exists(), reason="shared samples not present")
+def test_current_manifest_imports_an_xml_attribute_file(client: Client) -> None:
+    """The F&O-written manifest (extension fields included) with a hand-written XML-Attribute file."""
+    data = (
+        '<?xml version="1.0" encoding="utf-8"?>\r\n<Document>\r\n'
+        '<CUSTCUSTOMERBASEENTITY CUSTOMERACCOUNT="C-001" NAME="Contoso" CUSTOMERGROUPID="10" PARTYTYPE="Organization"'
+        ' IFGNUMEROSIREN="123456789" ADDRESSCITY="Paris" />\r\n'
+        '<CUSTCUSTOMERBASEENTITY CUSTOMERACCOUNT="C-002" NAME="Bad" PARTYTYPE="Robot" />\r\n'
+        "</Document>"
+    ).encode("utf-8-sig")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        zf.writestr("Manifest.xml", (CUSTOMER_DEFS / "Manifest.xml").read_bytes())
+        zf.writestr("PackageHeader.xml", (CUSTOMER_DEFS / "PackageHeader.xml").read_bytes())
+        zf.writestr("CUSTCUSTOMERBASEENTITY.xml", data)
+    eid = client.import_package(client.upload_package(buf.getvalue()), project="IFG_CUSTCUSTOMERBASEENTITY")
+    client.emu.admin.advance(3600)
+    assert client.status(eid) == "PartiallySucceeded"  # C-002 has no such party type
+    (row,) = client.emu.admin.data("USMF", "Customer definitions")
+    assert (row["CUSTOMERACCOUNT"], row["IFGNUMEROSIREN"], row["ADDRESSCITY"]) == (
+        "C-001",
+        "123456789",
+        "Paris",
+    )
+    errors = client.value("GetExecutionErrors", {"executionId": eid})
+    assert "Robot" in str(errors) and "PARTYTYPE" in str(errors)
