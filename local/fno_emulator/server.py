@@ -202,7 +202,7 @@ class Handler(BaseHTTPRequestHandler):
         status = 500
         fault_kind = None
         try:
-            if not endpoint.startswith("admin"):
+            if not endpoint.startswith("admin") and endpoint not in ("discovery", "not-found"):
                 fault = app.faults.pick(endpoint)
                 if fault is not None:
                     fault_kind = fault.kind
