@@ -106,6 +106,7 @@ def recurring_drain(context: df.DurableOrchestrationContext):
             "started_at": started.isoformat(),
             "finished_at": _now(context),
             "guard": req.get("guard"),
+            "guard_token": req.get("guard_token"),
         },
     )
     context.set_custom_status({"stage": "done", "status": result["status"], **totals})
@@ -136,6 +137,7 @@ def scheduled_export(context: df.DurableOrchestrationContext):
         {
             **{k: req[k] for k in ("job", "run_id", "day", "execution_id", "package_name", "instance_id")},
             "guard": req.get("guard"),
+            "guard_token": req.get("guard_token"),
             "status": outcome["status"],
             "reason": outcome.get("reason"),
             "polls": outcome.get("polls"),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -42,15 +43,20 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def _token(run_id: str) -> str:
+    # Unique per firing: two firings in the same second (same run id) must not both own the guard.
+    return f"{run_id}#{uuid.uuid4().hex[:8]}"
+
+
 async def _take_guard(
-    svc: Services, client: df.DurableOrchestrationClient, instance_id: str, guard: str, run_id: str,
+    svc: Services, client: df.DurableOrchestrationClient, instance_id: str, guard: str, token: str,
     now: datetime, max_age: timedelta,
 ) -> str | None:  # fmt: skip
     """Start conditions for a singleton run: None when we may start, else why not."""
     status = await client.get_status(instance_id)
     if status is not None and status.runtime_status in _RUNNING:
         return f"{instance_id} is still {status.runtime_status.value}"
-    holder = svc.ledger.try_start_run(guard, run_id, now, max_age)
+    holder = svc.ledger.try_start_run(guard, token, now, max_age)
     if holder is None:
         return None
     # The guard's owner ended without releasing it (crashed or terminated run): its instance is not
@@ -61,9 +67,9 @@ async def _take_guard(
             last_input = json.loads(last_input)
         except ValueError:
             last_input = None
-    if isinstance(last_input, dict) and last_input.get("run_id") == holder:
+    if isinstance(last_input, dict) and last_input.get("guard_token") == holder:
         svc.ledger.finish_run(guard, holder)
-        if svc.ledger.try_start_run(guard, run_id, now, max_age) is None:
+        if svc.ledger.try_start_run(guard, token, now, max_age) is None:
             return None
     return f"run {holder} holds the guard {guard}"
 
@@ -78,10 +84,11 @@ async def start_drain(
     instance_id = outbound.drain_instance_id(export.name)
     run_id = outbound.drain_run_id(export.name, now)
     guard = f"drain:{export.name}"
+    token = _token(run_id)
     # A drain stops by itself after DRAIN_MAX_SECONDS (plus its last batch); twice that means it died.
     max_age = timedelta(seconds=2 * s.drain_max_seconds + 2 * outbound.BATCH_SECONDS)
     with log_context(instance_id=instance_id):
-        why_not = await _take_guard(svc, client, instance_id, guard, run_id, now, max_age)
+        why_not = await _take_guard(svc, client, instance_id, guard, token, now, max_age)
         if why_not:
             log.info("drain of %s not started: %s", export.name, why_not)
             return {"started": False, "instance_id": instance_id, "reason": why_not}
@@ -90,20 +97,26 @@ async def start_drain(
             "run_id": run_id,
             "day": day_key(now),
             "guard": guard,
+            "guard_token": token,
             "max_messages": s.drain_max_messages,
             "max_seconds": s.drain_max_seconds,
         }
         try:
             await client.start_new("recurring_drain", instance_id, payload)
         except Exception:
-            svc.ledger.finish_run(guard, run_id)
+            svc.ledger.finish_run(guard, token)
             raise
         log.info("started drain %s of %s", run_id, export.name)
         return {"started": True, "instance_id": instance_id, "run_id": run_id}
 
 
 async def start_export(
-    client: df.DurableOrchestrationClient, job: ExportJob, due: datetime, now: datetime | None = None
+    client: df.DurableOrchestrationClient,
+    job: ExportJob,
+    due: datetime,
+    now: datetime | None = None,
+    *,
+    manual: bool = False,
 ) -> dict[str, Any]:
     """Start one run of an export job for the scheduled time ``due`` unless its previous run is going."""
     svc = services()
@@ -111,9 +124,15 @@ async def start_export(
     instance_id = outbound_exports.export_instance_id(job.name)
     run_id = outbound_exports.export_run_id(job.name, due)
     guard = f"export:{job.name}"
+    token = _token(run_id)
     max_age = outbound_exports.guard_max_age(svc.settings.poll_deadline_minutes)
     with log_context(instance_id=instance_id, data_project=job.data_project):
-        why_not = await _take_guard(svc, client, instance_id, guard, run_id, now, max_age)
+        why_not = await _take_guard(svc, client, instance_id, guard, token, now, max_age)
+        if not why_not and not manual:
+            last = outbound_exports.export_schedule(svc).last_due(job.name)
+            if last is not None and last >= due:  # another firing started this very time already
+                svc.ledger.finish_run(guard, token)
+                why_not = f"the run for {due.isoformat()} was already started"
         if why_not:
             log.info("export %s not started: %s", job.name, why_not)
             return {"started": False, "instance_id": instance_id, "reason": why_not}
@@ -124,11 +143,12 @@ async def start_export(
             "execution_id": outbound_exports.export_execution_id(job.data_project, run_id),
             "package_name": outbound_exports.package_name(job, due),
             "guard": guard,
+            "guard_token": token,
         }
         try:
             await client.start_new("scheduled_export", instance_id, payload)
         except Exception:
-            svc.ledger.finish_run(guard, run_id)
+            svc.ledger.finish_run(guard, token)
             raise
         # Only a started run moves the schedule on; a skipped time is picked up by the next tick.
         outbound_exports.export_schedule(svc).mark_started(job.name, due, run_id)
@@ -211,5 +231,5 @@ async def export_now(req: func.HttpRequest, client: df.DurableOrchestrationClien
     if job is None:
         return _json({"error": f"no export job named {name!r} in EXPORT_JOBS"}, 404)
     now = _now()
-    res = await start_export(client, job, now, now)
+    res = await start_export(client, job, now, now, manual=True)
     return _json(res, 202 if res["started"] else 409)

@@ -64,7 +64,8 @@ _EXTENSIONS = {
 
 def drain_run_id(export_name: str, fired_at: datetime) -> str:
     """The id of one drain run: outcome summary row key and ledger run-guard owner."""
-    return f"drain-{safe_name(export_name)}-{fired_at.astimezone(UTC):%Y%m%dT%H%M%S}"
+    t = fired_at.astimezone(UTC)
+    return f"drain-{safe_name(export_name)}-{t:%Y%m%dT%H%M%S}{t.microsecond // 1000:03d}"
 
 
 def drain_instance_id(export_name: str) -> str:
@@ -479,5 +480,5 @@ def record_drain_result(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         },
     )
     if req.get("guard"):
-        svc.ledger.finish_run(req["guard"], req["run_id"])
+        svc.ledger.finish_run(req["guard"], req.get("guard_token") or req["run_id"])
     return {"status": status}

@@ -303,7 +303,7 @@ def record_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         },
     )
     if req.get("guard"):
-        svc.ledger.finish_run(req["guard"], req["run_id"])
+        svc.ledger.finish_run(req["guard"], req.get("guard_token") or req["run_id"])
     return {"status": status, "warnings": warnings}
 
 
