@@ -460,7 +460,9 @@ class _ContentScan:
         splitter = RecordSplitter()
         lines_seen = 0  # newlines before the current chunk, for the first LF-only line number
         prev_cr = False
-        lf_reported = False
+        first_lf_line: int | None = None
+        bare_lfs = 0  # LF not preceded by CR, anywhere
+        inner_breaks = 0  # line breaks inside quoted fields
         columns: list[str] | None = None
         key_idx: list[int] | None = None
         finder: DuplicateKeyFinder | None = None
@@ -470,9 +472,11 @@ class _ContentScan:
         offset = skip
 
         def handle(recs: list[str]) -> None:
-            nonlocal columns, key_idx, finder, row
+            nonlocal columns, key_idx, finder, row, inner_breaks
             if not recs:
                 return
+            if not splitter.quote_free:
+                inner_breaks += sum(r.count("\n") for r in recs)
             if columns is None:
                 columns = parse_fields(recs[0].lstrip("\ufeff"), rules.delimiter or ",")
                 key_idx = self._mapped_key_columns(columns)
@@ -498,17 +502,12 @@ class _ContentScan:
                     return None
                 if data is not None:
                     offset += len(data)
-                if not lf_reported and "\n" in text:
-                    pos = _first_bare_lf(text, prev_cr)
-                    if pos < len(text):
-                        lf_reported = True
-                        line = lines_seen + text.count("\n", 0, pos) + 1
-                        self.add(
-                            Code.LF_LINE_ENDINGS,
-                            f"line {line} ends with LF only; F&O needs CRLF (it reports "
-                            "a misleading mapping error otherwise)",
-                            row=line,
-                        )
+                if "\n" in text:
+                    n_bare = text.count("\n") - text.count("\r\n") - (prev_cr and text.startswith("\n"))
+                    if n_bare and first_lf_line is None:
+                        pos = _first_bare_lf(text, prev_cr)
+                        first_lf_line = lines_seen + text.count("\n", 0, pos) + 1
+                    bare_lfs += n_bare
                 lines_seen += text.count("\n")
                 if prev_cr:
                     text = "\r" + text
@@ -530,6 +529,10 @@ class _ContentScan:
             self.add(Code.UNTERMINATED_QUOTE, f"row {row + 1} opens a quote that never closes", row=row + 1)
             return None
         handle(rest)
+        if bare_lfs > inner_breaks:
+            # Some record ends with LF only (an LF inside a quoted field alone is data, not a row end).
+            self.add(Code.LF_LINE_ENDINGS, f"line {first_lf_line} ends with LF only; F&O needs CRLF (it reports a "
+                     "misleading mapping error otherwise)", row=first_lf_line)  # fmt: skip
         if columns is None:
             self.add(Code.NO_HEADER, "the file holds no header row")
             return None

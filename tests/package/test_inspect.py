@@ -226,3 +226,9 @@ def test_too_many_entries_and_encrypted_flag(tmp_path):
     enc = tmp_path / "enc.zip"
     enc.write_bytes(bytes(data))
     assert Code.ZIP_ENCRYPTED in codes(inspect_package(enc))
+
+
+def test_lf_inside_a_quoted_field_is_data_not_a_row_end(tmp_path):
+    text = 'CUSTOMERGROUPID,DESCRIPTION\r\n1,"two\nlines"\r\n2,b\r\n'
+    rep = inspect_package(groups_package(tmp_path, "", raw=b"\xff\xfe" + text.encode("utf-16-le")))
+    assert rep.ok and rep.row_counts == {"Customer groups": 2}
