@@ -176,6 +176,7 @@ class Engine:
         self._scheduler: threading.Thread | None = None
         self.errors: list[str] = []
         self.activity_calls = 0
+        self.client_binding_json: str | None = None  # set by LocalRunner once its HTTP API is up
         self.episodes = 0
         self.replay_seconds = 0.0  # time spent inside the SDK's orchestrator handle (the replay itself)
         self.clock_holds = 0  # while > 0 the virtual clock does not auto-advance
@@ -742,6 +743,10 @@ class Engine:
             meta.Datum(input_json or "null", "json"), trigger_metadata=None
         )
         kwargs: dict[str, Any] = {fi.trigger["name"]: value}
+        # Activities may take a durable client input binding too (e.g. to raise events to other instances).
+        client = fi.client_binding
+        if client is not None:
+            kwargs[client["name"]] = self.client_binding_json
         if "context" in fi.params and fi.trigger["name"] != "context":
             kwargs["context"] = FunctionContext(fi.name)
         result = self.invoker.call(

@@ -95,6 +95,7 @@ class LocalRunner:
             self.engine, self.functions, self._invoke_http, self.durable.route_prefix, self._http_port
         )
         self._client_json = self.http.client_binding(self.durable.hub_name)
+        self.engine.client_binding_json = self._client_json
         host_blobs = BlobServiceClient.from_connection_string(conn) if conn else None
         host_id = f"localrunner-{self.durable.hub_name.lower()}"
         blob_parallel = int(host.get("extensions", {}).get("blobs", {}).get("maxDegreeOfParallelism", 4))
