@@ -246,3 +246,14 @@ def test_long_timer_is_split_like_azure_storage(runner: LocalRunner) -> None:
         "2026-01-11T08:00:00.000000Z",
         "2026-01-15T08:00:00.000000Z",
     ]
+
+
+def test_activity_with_durable_client_binding_raises_event(runner: LocalRunner) -> None:
+    with runner.hold_clock():
+        waiting = runner.start_new("approval", "waits-for-activity")
+        deadline = time.monotonic() + 5
+        while (runner.get_status(waiting) or {}).get("customStatus") != "waiting":
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        assert runner.wait_for_instance(runner.start_new("waker", None, waiting))["output"] == waiting
+        assert runner.wait_for_instance(waiting)["output"] == {"approved": {"by": "activity"}}

@@ -231,3 +231,16 @@ def long_wait(context: df.DurableOrchestrationContext):
     start = context.current_utc_datetime
     yield context.create_timer(start + timedelta(days=10))
     return (context.current_utc_datetime - start).total_seconds()
+
+
+@app.activity_trigger(input_name="target")
+@app.durable_client_input(client_name="client")
+async def wake(target: str, client: df.DurableOrchestrationClient) -> str:
+    """An activity with a durable client binding: raises an event on another instance."""
+    await client.raise_event(target, "approve", {"by": "activity"})
+    return target
+
+
+@app.orchestration_trigger(context_name="context")
+def waker(context: df.DurableOrchestrationContext):
+    return (yield context.call_activity("wake", context.get_input()))
