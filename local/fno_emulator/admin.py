@@ -102,6 +102,14 @@ class Admin:
             )
         )
 
+    def cancel_execution(self, execution_id: str) -> None:
+        """The execution becomes Canceled now and writes nothing (as stopped by a user in F&O)."""
+        self._app.engine.cancel(execution_id)
+
+    def override_status(self, execution_id: str, status: str | None) -> None:
+        """Force what GetExecutionSummaryStatus answers (e.g. "Unknown"); None restores the real one."""
+        self._app.engine.override_status(execution_id, status)
+
     def clear_faults(self) -> None:
         self._app.faults.clear()
 

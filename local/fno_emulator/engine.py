@@ -105,11 +105,14 @@ class Execution:
     error_blobs: dict[str, str] = field(default_factory=dict)  # "staging:<label>" / "keys:<label>" -> blob
     message_id: str | None = None
     preview_count: int | None = None  # ExportToPackagePreview: rows per entity
+    status_override: str | None = None  # admin: "Canceled", or "Unknown" as some platform updates answered
 
     def status(self, now: datetime) -> str | None:
         """None while F&O would answer "Execution details were not found"."""
         if now < self.visible_at:
             return None
+        if self.status_override is not None:
+            return self.status_override
         if now < self.start_at:
             return "NotRun"
         if self.end_at is None or now < self.end_at:
@@ -569,6 +572,21 @@ class Engine:
             with self.lock:
                 e.error_blobs[kind] = name
         return self.blobs.read_url(name, self.config.timings.sas_ttl_seconds)
+
+    def cancel(self, execution_id: str) -> None:
+        """Stop an execution as a user would in F&O: it ends now, Canceled, and writes nothing."""
+        now = self.clock.now()
+        with self.lock:
+            e = self.executions[execution_id]
+            if e in self._pending:
+                self._pending.remove(e)
+            e.status_override = "Canceled"
+            e.end_at = min(e.end_at or now, max(now, e.created_at))
+            e.committed = True
+
+    def override_status(self, execution_id: str, status: str | None) -> None:
+        with self.lock:
+            self.executions[execution_id].status_override = status
 
     # -- inspection -------------------------------------------------------------------------------
     def peak_concurrent_imports(self) -> int:

@@ -64,3 +64,19 @@ def test_documented_nested_value_quirk(make_emulator) -> None:
     client.emu.admin.advance(3600)
     url = client.value("GetExportedPackageUrl", {"executionId": "n"})
     assert isinstance(url, dict) and url["value"].startswith("http")
+
+
+def test_canceled_and_unknown_statuses(client: Client) -> None:
+    eid = client.import_package(client.upload_package(customer_groups_package(ROWS)))
+    client.emu.admin.advance(4)
+    assert client.status(eid) == "Executing"
+    client.emu.admin.cancel_execution(eid)
+    assert client.status(eid) == "Canceled"
+    client.emu.admin.advance(3600)
+    assert client.status(eid) == "Canceled"
+    assert client.emu.admin.data("USMF", "Customer groups") == []  # a canceled import writes nothing
+    second = client.import_package(client.upload_package(customer_groups_package(ROWS)))  # slot is free
+    client.emu.admin.override_status(second, "Unknown")
+    client.emu.admin.advance(3600)
+    assert client.status(second) == "Unknown"
+    assert len(client.emu.admin.data("USMF", "Customer groups")) == 2  # rows written all the same
