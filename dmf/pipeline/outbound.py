@@ -18,6 +18,7 @@ Safety rules, and why:
 from __future__ import annotations
 
 import base64
+import hashlib
 import itertools
 import logging
 import threading
@@ -50,6 +51,7 @@ BATCH_MESSAGES = 100  # per activity call: keeps one activity well under the fun
 BATCH_SECONDS = 120.0
 ACK_ATTEMPTS = 3  # on top of the HTTP layer's own retries (ack is idempotent)
 ACK_PAUSE_SECONDS = 1.0
+SMALL_MESSAGE_BYTES = 4 * 2**20  # up to this, one Put Blob; larger messages are staged in blocks
 
 _EXTENSIONS = {
     "application/zip": ".zip",
@@ -82,9 +84,13 @@ def message_row(run_id: str, correlation_id: str) -> str:
     return f"{run_id}~{correlation_id}"
 
 
+def archive_stem(export_name: str, day: str, correlation_id: str) -> str:
+    """``<export>/<yyyy>/<MM>/<dd>/<correlation id>`` inside the archive container (extension added later)."""
+    return f"{safe_name(export_name)}/{day[:4]}/{day[4:6]}/{day[6:8]}/{correlation_id}"
+
+
 def archive_path(export_name: str, day: str, correlation_id: str, ext: str) -> str:
-    """``<export>/<yyyy>/<MM>/<dd>/<correlation id><ext>`` inside the archive container."""
-    return f"{safe_name(export_name)}/{day[:4]}/{day[4:6]}/{day[6:8]}/{correlation_id}{ext}"
+    return archive_stem(export_name, day, correlation_id) + ext
 
 
 def _ext_for(content_type: str | None, head: bytes = b"") -> str:
@@ -104,10 +110,11 @@ def _ext_for(content_type: str | None, head: bytes = b"") -> str:
 
 @dataclass(frozen=True)
 class IndexEntry:
-    path: str
+    path: str  # the blob name once archived; the claimed name without extension before
     archived: bool
     size: int | None = None
     md5: str | None = None
+    fresh: bool = False  # claimed just now (no earlier attempt)
 
 
 class ArchiveIndex:
@@ -138,7 +145,7 @@ class ArchiveIndex:
         }
         try:
             self.table.create_entity(entity)
-            return IndexEntry(path, False)
+            return IndexEntry(path, False, fresh=True)
         except ResourceExistsError:
             found = self.get(activity_id, correlation_id)
             assert found is not None
@@ -265,34 +272,32 @@ def process_message(
 ) -> dict[str, Any]:
     """Archive (once) and ack one dequeued message, then write its outcome row."""
     cid = msg.correlation_id
-    dequeued_at = datetime.now(UTC)
+    container = svc.settings.archive_container
     row: dict[str, Any] = {
         "Kind": "message",
         "Environment": export.environment,
         "Export": export.name,
         "ActivityId": export.activity_id,
         "CorrelationId": cid,
-        "DequeuedAt": dequeued_at,
+        "DequeuedAt": datetime.now(UTC),
         "LastDequeueDateTime": msg.last_dequeue_datetime,
         "InstanceId": run_id,
     }
     with log_context(blob_name=cid):
         try:
-            entry = index.get(export.activity_id, cid)
-            if entry is not None and entry.archived:
+            # The claim comes first: one create for a first delivery; a redelivery finds the earlier
+            # claim (and its path), so a message is never archived under a second name.
+            entry = index.claim(export.activity_id, cid, archive_stem(export.name, day, cid), run_id)
+            if entry.archived:
                 status, key = "Duplicate", "duplicate"
-                row.update(
-                    ArchivedBlob=f"{svc.settings.archive_container}/{entry.path}", SizeBytes=entry.size
-                )
+                row.update(ArchivedBlob=f"{container}/{entry.path}", SizeBytes=entry.size)
                 row["Reason"] = (
                     "already archived (redelivered message); acknowledged without a second archive"
                 )
             else:
-                size, md5, path, adopted = _archive(svc, index, export, msg, entry, run_id, day)
+                size, md5, path, adopted = _archive(svc, index, export, msg, entry, run_id)
                 status, key = "Archived", "archived"
-                row.update(
-                    ArchivedBlob=f"{svc.settings.archive_container}/{path}", SizeBytes=size, ContentMd5=md5
-                )
+                row.update(ArchivedBlob=f"{container}/{path}", SizeBytes=size, ContentMd5=md5)
                 if adopted:
                     row["Reason"] = "archive found from an earlier attempt; not written again"
         except FileGone as exc:
@@ -319,7 +324,8 @@ def process_message(
             row.update(Status="ArchivedNotAcked", Reason=reason, Acked=False, FinishedAt=datetime.now(UTC))
             svc.outcomes.upsert(day, message_row(run_id, cid), row)
             return {"status_key": "not_acked", "reason": reason}
-        row.update(Status=status, Acked=True, AckedAt=datetime.now(UTC), FinishedAt=datetime.now(UTC))
+        now = datetime.now(UTC)
+        row.update(Status=status, Acked=True, AckedAt=now, FinishedAt=now)
         svc.outcomes.upsert(day, message_row(run_id, cid), row)
         return {"status_key": key, "reason": ""}
 
@@ -333,50 +339,75 @@ def _archive(
     index: ArchiveIndex,
     export: RecurringExport,
     msg: DequeuedMessage,
-    entry: IndexEntry | None,
+    entry: IndexEntry,
     run_id: str,
-    day: str,
 ) -> tuple[int, str | None, str, bool]:
-    """Stream the download into the archive blob; returns (size, md5, path, adopted-existing)."""
+    """Stream the download into the archive blob; returns (size, md5, path, adopted-existing).
+
+    ``entry.path`` is the claimed name without its extension (known only once the first bytes arrive).
+    """
     s = svc.settings
     cid = msg.correlation_id
-    if entry is not None:
-        # A claimed but unfinished archive: the blob may have been committed before a crash.
-        adopted = _adopt_existing(svc.blob(s.archive_container, entry.path), cid)
-        if adopted is not None:
-            index.mark_archived(export.activity_id, cid, entry.path, adopted[0], adopted[1])
-            return adopted[0], adopted[1], entry.path, True
+    cc = clients.container(s, s.archive_container)
+    if not entry.fresh:
+        # Claimed by an earlier attempt that did not finish: its blob may have been committed before a crash.
+        for props in cc.list_blobs(name_starts_with=entry.path, include=["metadata"]):
+            adopted = _adopt_existing(cc.get_blob_client(props.name), cid)
+            if adopted is not None:
+                index.mark_archived(export.activity_id, cid, props.name, adopted[0], adopted[1])
+                return adopted[0], adopted[1], props.name, True
     if msg.is_download_file_exist is False:
         raise FileGone(
             f"F&O reports the file is gone: {msg.file_download_error_message or 'IsDownLoadFileExist=false'}"
         )
     api = recurring_api(s, export.environment)
+    metadata = {
+        "correlation_id": cid,
+        "activity_id": export.activity_id.strip("{}"),
+        "export": safe_name(export.name),
+        "environment": export.environment,
+        "source": "recurring-export",
+        "dequeued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "last_dequeue": msg.last_dequeue_datetime or "",
+        "run_id": run_id,
+    }
     with api.download(msg) as stream:
         chunks = stream.iter_bytes()
         first = next(chunks, b"")
-        ext = _ext_for(stream.content_type, first)
-        path = entry.path if entry else archive_path(export.name, day, cid, ext)
-        entry = index.claim(export.activity_id, cid, path, run_id)
-        path = entry.path
-        blob = svc.blob(s.archive_container, path)
-        metadata = {
-            "correlation_id": cid,
-            "activity_id": export.activity_id.strip("{}"),
-            "export": safe_name(export.name),
-            "environment": export.environment,
-            "source": "recurring-export",
-            "dequeued_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "last_dequeue": msg.last_dequeue_datetime or "",
-            "run_id": run_id,
-        }
-        result = stream_to_blob(
-            itertools.chain((first,), chunks), blob, metadata=metadata, content_type=stream.content_type
-        )
-        expected = stream.content_length
-    _verify(blob, result.size, result.md5, expected)
-    index.mark_archived(export.activity_id, cid, path, result.size, result.md5)
-    log.info("archived message %s as %s (%d bytes)", cid, path, result.size)
-    return result.size, result.md5, path, False
+        path = entry.path + _ext_for(stream.content_type, first)
+        blob = cc.get_blob_client(path)
+        second = next(chunks, None) if len(first) < SMALL_MESSAGE_BYTES else b""
+        if second is None:
+            # The whole message fits in one read: one Put Blob whose Content-MD5 the service checks.
+            size, md5 = _put_small(blob, first, metadata, stream.content_type)
+        else:
+            rest = itertools.chain((first, second), chunks)
+            result = stream_to_blob(rest, blob, metadata=metadata, content_type=stream.content_type)
+            size, md5 = result.size, result.md5
+            _verify(blob, size, md5)
+        if stream.content_length is not None and stream.content_length != size:
+            raise ArchiveMismatch(f"F&O announced {stream.content_length} bytes, {size} arrived")
+    index.mark_archived(export.activity_id, cid, path, size, md5)
+    log.info("archived message %s as %s (%d bytes)", cid, path, size)
+    return size, md5, path, False
+
+
+def _put_small(
+    blob: BlobClient, data: bytes, metadata: dict[str, str], content_type: str | None
+) -> tuple[int, str]:
+    from azure.storage.blob import ContentSettings
+
+    digest = hashlib.md5(data).digest()  # noqa: S324 - Azure's Content-MD5 integrity check, not security
+    blob.upload_blob(
+        data,
+        overwrite=True,
+        metadata=metadata,
+        validate_content=True,  # transactional MD5: the service rejects a body that differs
+        content_settings=ContentSettings(
+            content_type=content_type or "application/octet-stream", content_md5=bytearray(digest)
+        ),
+    )
+    return len(data), base64.b64encode(digest).decode()
 
 
 def _adopt_existing(blob: BlobClient, correlation_id: str) -> tuple[int, str | None] | None:
@@ -390,16 +421,14 @@ def _adopt_existing(blob: BlobClient, correlation_id: str) -> tuple[int, str | N
     return props.size, base64.b64encode(bytes(md5)).decode()
 
 
-def _verify(blob: BlobClient, size: int, md5: str | None, expected_size: int | None) -> None:
-    """Read back the committed blob's properties: size and MD5 must match what was streamed."""
+def _verify(blob: BlobClient, size: int, md5: str | None) -> None:
+    """Read back a block-committed blob's properties: size and MD5 must match what was streamed."""
     props = blob.get_blob_properties()
     stored = props.content_settings.content_md5
     stored_b64 = base64.b64encode(bytes(stored)).decode() if stored else None
     problems = []
     if props.size != size:
         problems.append(f"archive holds {props.size} bytes, {size} were downloaded")
-    if expected_size is not None and expected_size != size:
-        problems.append(f"F&O announced {expected_size} bytes, {size} arrived")
     if md5 and stored_b64 != md5:
         problems.append("archive MD5 differs from the downloaded bytes")
     if problems:
