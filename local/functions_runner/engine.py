@@ -341,6 +341,12 @@ class Engine:
             msg = f"runner error in orchestration {inst.name} ({instance_id}): {exc}"
             log.exception(redact(msg))
             self.errors.append(msg)
+            # Never leave an instance silently stuck on a runner fault (e.g. storage down): fail it visibly.
+            inst.status, inst.output = "Failed", json.dumps(redact(msg))
+            try:
+                self.store.put_instance(inst.row())
+            except Exception:
+                log.exception("could not record the failure of %s", instance_id)
         finally:
             with self.cond:
                 inst.episode_active = False
