@@ -161,24 +161,18 @@ def _plan_batch_manifest(
         manifest = parse_batch_manifest(blob.download_blob().readall())
     except ValueError as exc:
         return _rejected(f"batch manifest is invalid: {exc}")
-    folder = str(PurePosixPath(name).parent)
+    # Members wait in "_<manifest stem>/" beside the manifest: "_" folders never start a drop of their own,
+    # so the parts can be uploaded first and the manifest last.
+    manifest_path = PurePosixPath(name)
+    parts_folder = manifest_path.parent / ("_" + manifest_path.name[: -len(".batch.json")])
     items, missing = [], []
     for seq, entry in enumerate(manifest.items, start=1):
-        member = str(PurePosixPath(folder) / entry.file) if folder != "." else entry.file
-        if ".." in PurePosixPath(entry.file).parts:
-            return _rejected(
-                f"batch manifest names {entry.file!r}: paths may not leave the manifest's folder"
-            )
+        member = str(parts_folder / entry.file)
         if not svc.blob(container, member).exists():
             missing.append(member)
             continue
-        kind = "package" if member.lower().endswith(".zip") else "raw"
-        entity = getattr(entry, "entity", None) or (route.entity if kind == "raw" else None)
-        if kind == "raw" and not entity:
-            from dmf.routing import entity_from_file_name
-
-            entity = entity_from_file_name(member)
-        items.append({"seq": seq, "kind": kind, "source": f"{container}/{member}", "entity": entity})
+        kind = "package" if entry.is_package else "raw"
+        items.append({"seq": seq, "kind": kind, "source": f"{container}/{member}", "entity": entry.entity})
     if missing:
         return _rejected("batch manifest names files that do not exist: " + ", ".join(missing))
     if not items:
@@ -322,7 +316,13 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     name = source.partition("/")[2]
     archived = f"{target}/{name}"
     records = sum(int(r.get("records") or 0) for r in results) if results else None
-    errors = [r.get("error_summary") or r.get("reason") for r in results if r.get("error_summary") or r.get("reason")]
+    errors = [
+        f"package {r.get('seq')} {r.get('status')}: {r.get('error_summary') or r.get('reason')}"
+        for r in results
+        if r.get("error_summary") or r.get("reason")
+    ]
+    if status not in OK_STATUSES and not reason and errors:
+        reason = " | ".join(errors)
     finished = _now()
     summary = {
         "Status": status,

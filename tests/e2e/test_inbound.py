@@ -46,13 +46,11 @@ def test_package_raw_csv_and_batch_of_three_arriving_together(stack: Stack) -> N
         for n in range(3):
             zf.writestr(f"{n}-part.zip", customer_groups_package([f"B{n}"]))
     stack.drop("USRT/CustomerGroups-Import/batch-of-three.zip", batch.getvalue())
-    stack.drop("DEMF/CustomerGroups-Import/_parts/a.csv", customer_groups_csv(["M1"]))
-    stack.drop("DEMF/CustomerGroups-Import/_parts/b.zip", customer_groups_package(["M2"]))
+    stack.drop("DEMF/CustomerGroups-Import/_two/a.csv", customer_groups_csv(["M1"]))
+    stack.drop("DEMF/CustomerGroups-Import/_two/b.zip", customer_groups_package(["M2"]))
     stack.drop(
         "DEMF/CustomerGroups-Import/two.batch.json",
-        json.dumps(
-            {"items": [{"file": "_parts/b.zip"}, {"file": "_parts/a.csv", "entity": "Customer groups"}]}
-        ).encode(),
+        json.dumps({"items": [{"file": "b.zip"}, {"file": "a.csv", "entity": "Customer groups"}]}).encode(),
     )
     stack.settle()
 
@@ -72,7 +70,7 @@ def test_package_raw_csv_and_batch_of_three_arriving_together(stack: Stack) -> N
     _no_overlap(stack)
     assert [n for n in stack.blob_names("INBOUND_CONTAINER")] == []
     assert "USMF/CustomerGroups-Import/Customer groups.csv" in stack.blob_names("PROCESSED_CONTAINER")
-    assert "DEMF/CustomerGroups-Import/_parts/a.csv" in stack.blob_names("PROCESSED_CONTAINER")
+    assert "DEMF/CustomerGroups-Import/_two/a.csv" in stack.blob_names("PROCESSED_CONTAINER")
 
 
 def test_five_drops_together_import_strictly_one_at_a_time(stack: Stack) -> None:
@@ -148,7 +146,7 @@ def _bad_inputs() -> dict[str, tuple[bytes, str]]:
             "Customer groups.csv",
         ),
         "traversal.zip": (_zip({**good, "../evil.csv": b"x"}), "evil"),
-        "bomb.zip": (bomb, "ratio"),
+        "bomb.zip": (bomb, "zip_bomb"),
         "empty.csv": (b"", "empty"),
         "lf-only.zip": (
             _zip(
