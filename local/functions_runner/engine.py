@@ -301,6 +301,7 @@ class Engine:
                 if rec is not None and rec.retry is not None:
                     special = ["retry_failed", rec.idx]
         msg = Msg(_msg_id(), ev, special)
+        ev["RunnerMessageId"] = msg.id  # lets recovery tell applied messages from unapplied ones
         self.store.put_pending(instance_id, msg.id, {"event": ev, "special": special, "exec": exec_id})
         with self.cond:
             inst = self.instances.get(instance_id)
@@ -409,7 +410,8 @@ class Engine:
             return self._commit(inst, start_len, new, msgs, effects)
 
         scheduled: list[dict[str, Any]] = []
-        for i in range(len(inst.records), len(flat)):
+        # A failing replay's new actions are never started: the instance is about to fail.
+        for i in range(len(inst.records), len(flat) if error is None else 0):
             unsupported = self._new_action(inst, i, flat[i], now, scheduled, effects)
             if unsupported:
                 self._finish(
@@ -932,8 +934,10 @@ class Engine:
                 inst.needs_start = True
             pending = self.store.load_pending(instance_id)
             inbox_keys: set[tuple[int, Any]] = set()
+            applied = {ev.get("RunnerMessageId") for ev in inst.history}
             for msg_id, body in pending:
-                if body.get("exec") not in (None, inst.execution_id):
+                # killed between committing an episode and deleting its messages: already applied
+                if body.get("exec") not in (None, inst.execution_id) or msg_id in applied:
                     self.store.delete_pending(instance_id, [msg_id])
                     continue
                 ev = body["event"]

@@ -257,3 +257,19 @@ def test_activity_with_durable_client_binding_raises_event(runner: LocalRunner) 
             time.sleep(0.01)
         assert runner.wait_for_instance(runner.start_new("waker", None, waiting))["output"] == waiting
         assert runner.wait_for_instance(waiting)["output"] == {"approved": {"by": "activity"}}
+
+
+def test_waiting_instance_resumes_in_a_new_runner(make_runner) -> None:
+    first = make_runner(durable_app.app)  # real clock: the one-hour timeout stays pending
+    iid = first.start_new("approval", "survives-restart")
+    deadline = time.monotonic() + 5
+    while (first.get_status(iid) or {}).get("customStatus") != "waiting":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    first.stop()
+    second = make_runner(durable_app.app)
+    assert second.engine.pending_orchestration_timers() == 1  # the timeout timer was re-armed from storage
+    second.raise_event(iid, "approve", "after restart")
+    status = second.wait_for_instance(iid)
+    assert status["output"] == {"approved": "after restart"}
+    assert second.engine.pending_orchestration_timers() == 0  # cancelled with the instance's completion
