@@ -307,11 +307,17 @@ class EmulatorConfig(_Model):
     def load(cls, path: str | Path) -> EmulatorConfig:
         return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
 
-    def entity(self, name: str) -> CatalogueEntity | None:
-        """Look up by label (as manifests do) or by target entity name, case-insensitively."""
+    def entity(self, name: str, label_only: bool = False) -> CatalogueEntity | None:
+        """Look up by label or (unless ``label_only``, as for manifests) by target entity name,
+        case-insensitively."""
         low = name.strip().lower()
         return next(
-            (e for e in self.catalogue if e.label.lower() == low or e.target_entity.lower() == low), None
+            (
+                e
+                for e in self.catalogue
+                if e.label.lower() == low or (not label_only and e.target_entity.lower() == low)
+            ),
+            None,
         )
 
     def project(self, name: str) -> DataProject | None:

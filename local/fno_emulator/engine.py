@@ -307,7 +307,7 @@ class Engine:
     ) -> None:
         composites = 0
         for me in pkg.manifest.entities:
-            cat = self.config.entity(me.entity_name)
+            cat = self.config.entity(me.entity_name, label_only=True)
             if cat is None:
                 raise ODataError(
                     400, f"Entity {me.entity_name} does not exist in the target environment.", action
@@ -333,7 +333,7 @@ class Engine:
         failed_units: set[int] = set()
         failed_levels: set[tuple[int, int]] = set()
         for me in sorted(pkg.manifest.entities, key=lambda m: m.order):
-            cat = self.config.entity(me.entity_name)
+            cat = self.config.entity(me.entity_name, label_only=True)
             fmt = self.config.source_format(me.source_format)
             assert cat is not None and fmt is not None  # checked by _check_manifest
             result = EntityResult(

@@ -153,8 +153,17 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.body()
 
+    def _record(self, status: int) -> None:
+        """Log the call before the response goes out, so a client that got an answer finds it logged."""
+        if self._logged:
+            return
+        self._logged = True
+        ms = (time.perf_counter() - self._started) * 1000
+        self.server.app.log_call(self.command, self._path, self._endpoint, status, ms, self._fault)
+
     def send(self, status: int, body: bytes, content_type: str = "application/json", headers=None) -> None:
         self._drain()
+        self._record(status)
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
@@ -166,6 +175,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def send_stream(self, size: int, chunks: Iterator[bytes], content_type: str) -> None:
         self._drain()
+        self._record(200)
         self.send_response(200)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(size))
@@ -193,19 +203,22 @@ class Handler(BaseHTTPRequestHandler):
     # -- dispatch ---------------------------------------------------------------------------------
     def _handle(self, method: str) -> None:
         app = self.server.app
-        started = time.perf_counter()
-        self._body: bytes | None = None  # handler objects live as long as the keep-alive connection
+        # Handler objects live as long as the keep-alive connection: reset per-request state.
+        self._started = time.perf_counter()
+        self._body: bytes | None = None
+        self._logged = False
+        self._fault: str | None = None
         parts = urlsplit(self.path)
-        path = unquote(parts.path)
+        path = self._path = unquote(parts.path)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         endpoint, handler = app.route(method, path)
+        self._endpoint = endpoint
         status = 500
-        fault_kind = None
         try:
             if not endpoint.startswith("admin") and endpoint not in ("discovery", "not-found"):
                 fault = app.faults.pick(endpoint)
                 if fault is not None:
-                    fault_kind = fault.kind
+                    self._fault = fault.kind
                     if fault.kind == "slow":
                         time.sleep(fault.delay_seconds)
                     elif fault.kind == "drop":
@@ -233,6 +246,7 @@ class Handler(BaseHTTPRequestHandler):
                 self.send(status, body, ctype, headers)
         except _Drop:
             status = 0
+            self._record(status)
             self.drop()
         except _Reply as r:
             status = r.status
@@ -257,7 +271,7 @@ class Handler(BaseHTTPRequestHandler):
             app.errors.append(redact(traceback.format_exc()))
             self.send(500, odata_error_body(redact(f"{type(exc).__name__}: {exc}")))
         finally:
-            app.log_call(method, path, endpoint, status, (time.perf_counter() - started) * 1000, fault_kind)
+            self._record(status)  # dropped connections and failures while sending
 
 
 def _odata_headers() -> dict[str, str]:

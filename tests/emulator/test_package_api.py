@@ -224,11 +224,19 @@ def _odata_400(r: requests.Response) -> str:
             "Entity Customer grups does not exist in the target environment",
         ),
         (
+            {
+                "g.csv": b"",
+                "Manifest.xml": manifest("P", [entity_xml("CustCustomerGroupEntity", "g.csv", GROUP_FIELDS)]),
+                "PackageHeader.xml": header(),
+            },
+            "Entity CustCustomerGroupEntity does not exist",  # manifests carry labels, not AOT names
+        ),
+        (
             {"Manifest.xml": b"<DataManagementPackageManifest/>", "PackageHeader.xml": header()},
             "Expecting element 'DataManagementPackageManifest' from namespace",
         ),
     ],
-    ids=["not-a-zip", "no-header", "files-in-a-folder", "unknown-entity", "wrong-namespace"],
+    ids=["not-a-zip", "no-header", "files-in-a-folder", "unknown-entity", "aot-name", "wrong-namespace"],
 )
 def test_unreadable_packages_fail_the_call_with_400(client: Client, files, message: str) -> None:
     data = b"this is not a zip" if files is None else zip_files(files)
