@@ -45,13 +45,15 @@ class Holder:
     instance_id: str
     lease_until: datetime
     since: datetime
+    execution_id: str | None = None  # the F&O execution this permit covers, when known
 
-    def to_json(self) -> dict[str, str]:
+    def to_json(self) -> dict[str, str | None]:
         return {
             "ticket": self.ticket,
             "instance_id": self.instance_id,
             "lease_until": self.lease_until.isoformat(),
             "since": self.since.isoformat(),
+            "execution_id": self.execution_id,
         }
 
     @classmethod
@@ -61,6 +63,7 @@ class Holder:
             d["instance_id"],
             datetime.fromisoformat(d["lease_until"]),
             datetime.fromisoformat(d["since"]),
+            d.get("execution_id"),
         )
 
 
@@ -141,6 +144,7 @@ class ImportGate:
         *,
         lease_seconds: float,
         stale_after_seconds: float,
+        execution_id: str | None = None,
     ) -> Acquire:
         now = _aware(now)
         for _ in range(MAX_ATTEMPTS):
@@ -169,7 +173,8 @@ class ImportGate:
             position = queue.index(mine)
             free = self.permits - len(live)
             if position < free:
-                new = [*live, Holder(ticket, instance_id, now + timedelta(seconds=lease_seconds), now)]
+                lease_until = now + timedelta(seconds=lease_seconds)
+                new = [*live, Holder(ticket, instance_id, lease_until, now, execution_id)]
                 ops = [
                     (
                         "update",
@@ -222,7 +227,11 @@ class ImportGate:
         raise RuntimeError(f"gate {self.pk}: too much contention releasing {ticket}")
 
     def evict(self, instance_ids: set[str], now: datetime, *, stale_after_seconds: float) -> list[str]:
-        """Remove holders and waiters belonging to orchestrations seen in a terminal state."""
+        """Remove holders and waiters belonging to orchestrations seen in a terminal state.
+
+        The caller decides which ended holders may go: one whose F&O execution is still running keeps
+        its permit (``renew``) until F&O finishes, so ending an orchestration never lets a second import in.
+        """
         for _ in range(MAX_ATTEMPTS):
             holders, etag = self._load()
             remaining = [h for h in holders if h.instance_id not in instance_ids]

@@ -41,7 +41,12 @@ def import_package(context: df.DurableOrchestrationContext):
     req["execution_id"] = execution_id(route["data_project"], context.instance_id)
     cfg = yield context.call_activity("pipeline_config", None)
     policy = PollPolicy(**cfg["poll"])
-    gate_req = {"environment": env, "ticket": ticket, "instance_id": context.instance_id}
+    gate_req = {
+        "environment": env,
+        "ticket": ticket,
+        "instance_id": context.instance_id,
+        "execution_id": req["execution_id"],
+    }
 
     # 1. Wait for the gate (FIFO across every orchestration importing into this environment).
     yield context.call_activity_with_retry("gate_enqueue", RETRY, gate_req | {"now": _now(context)})

@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
 
 from activities.gate import notify, stale_after
+from dmf.fno.clients import package_api
+from dmf.fno.errors import FnoError
 from dmf.pipeline.services import services
 
 bp = df.Blueprint()
@@ -24,25 +27,51 @@ _ENDED = {
 
 
 async def sweep(client: df.DurableOrchestrationClient) -> dict[str, list[str]]:
-    """Evict gate holders and waiters whose orchestration has ended (terminated, failed, crashed out)."""
+    """Evict gate holders and waiters whose orchestration has ended (terminated, failed, crashed out).
+
+    A holder whose F&O execution is still running keeps its permit until F&O finishes it: ending our
+    orchestration does not stop F&O, and a second import meanwhile would fail.
+    """
     svc = services()
     now = datetime.now(UTC)
     evicted: dict[str, list[str]] = {}
     for name in svc.settings.environments:
         gate = svc.gate(name)
         snap = gate.snapshot()
-        ids = {h["instance_id"] for h in snap["holders"]} | {w["instance_id"] for w in snap["waiters"]}
+        holders = {h["instance_id"]: h for h in snap["holders"]}
+        ids = set(holders) | {w["instance_id"] for w in snap["waiters"]}
         ended = set()
         for instance_id in ids:
             status = await client.get_status(instance_id)
             if status is None or status.runtime_status is None or status.runtime_status in _ENDED:
                 ended.add(instance_id)
+        for instance_id in sorted(ended & set(holders)):
+            holder = holders[instance_id]
+            if _still_running_in_fno(svc, name, holder.get("execution_id")):
+                log.warning(
+                    "gate %s: %s ended but F&O execution %s still runs; keeping its permit",
+                    name,
+                    instance_id,
+                    holder.get("execution_id"),
+                )
+                gate.renew(holder["ticket"], now, lease_seconds=svc.settings.gate_lease_seconds)
+                ended.discard(instance_id)
         if ended:
             log.warning("gate %s: evicting ended orchestrations %s", name, sorted(ended))
             wake = gate.evict(ended, now, stale_after_seconds=stale_after(svc.settings.gate_recheck_seconds))
             await notify(client, wake)
             evicted[name] = sorted(ended)
     return evicted
+
+
+def _still_running_in_fno(svc: Any, environment: str, execution_id: str | None) -> bool:
+    if not execution_id:
+        return False
+    try:
+        status = package_api(svc.settings, environment).get_execution_summary_status(execution_id)
+    except FnoError:
+        return True  # can't tell: keep the permit rather than risk two imports in flight
+    return status.value in ("NotRun", "Executing", "Unknown")
 
 
 @bp.timer_trigger(schedule="0 * * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)

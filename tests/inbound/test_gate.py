@@ -91,7 +91,6 @@ def test_concurrent_acquirers_never_exceed_permits(table, permits: int) -> None:
         g = ImportGate(table, "main", permits=permits)  # own client view, like separate activity workers
         ticket = f"t{n:02d}"
         try:
-            g.enqueue(ticket, f"i{n}", T0 + timedelta(milliseconds=n))
             while not g.try_acquire(
                 ticket, f"i{n}", T0, lease_seconds=LEASE, stale_after_seconds=STALE
             ).granted:
@@ -100,14 +99,16 @@ def test_concurrent_acquirers_never_exceed_permits(table, permits: int) -> None:
                 holding += 1
                 peak = max(peak, holding)
                 order.append(ticket)
-            time.sleep(0.02)
+            time.sleep(0.1)
             with lock:
                 holding -= 1
             g.release(ticket, T0, stale_after_seconds=STALE)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker, args=(n,)) for n in range(8)]
+    for n in range(8):  # arrival order is the FIFO order
+        gate.enqueue(f"t{n:02d}", f"i{n}", T0 + timedelta(milliseconds=n))
+    threads = [threading.Thread(target=worker, args=(n,)) for n in reversed(range(8))]
     for t in threads:
         t.start()
     for t in threads:
