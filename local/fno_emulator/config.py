@@ -300,6 +300,7 @@ class EmulatorConfig(_Model):
     download_location_http: bool = False  # DownloadLocation comes back as http:// (behind the LB)
     nested_value_quirk: bool = False  # ExportToPackage/GetExportedPackageUrl as the docs print them
     blob_container: str = "dmf"
+    max_enqueue_bytes: int | None = None  # enqueue bodies above this get 413 (a 50 MB XML did, RIS #135)
     admin_key: str | None = None  # when set, /_emulator/* requires header x-emulator-admin-key
     fault_seed: int | None = None
 

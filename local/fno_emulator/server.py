@@ -131,6 +131,21 @@ class Handler(BaseHTTPRequestHandler):
             self._body = b"".join(self.body_chunks())
         return self._body
 
+    def body_limited(self, limit: int) -> bytes | None:
+        """The body, or None as soon as it exceeds ``limit`` bytes (the rest is left unread)."""
+        if int(self.headers.get("Content-Length") or 0) > limit:
+            self._body = b""  # nothing more will be read from this connection
+            return None
+        parts, size = [], 0
+        for chunk in self.body_chunks():
+            size += len(chunk)
+            if size > limit:
+                self._body = b""
+                return None
+            parts.append(chunk)
+        self._body = b"".join(parts)
+        return self._body
+
     def json_body(self) -> dict:
         raw = self.body()
         if not raw.strip():

@@ -138,3 +138,19 @@ def test_seeded_bytes_http_download_location_and_expiry(make_emulator) -> None:
     later = client.get(connector(client, "dequeue", EXPORT_ID)).json()
     assert later["IsDownLoadFileExist"] is False
     assert client.get("https://" + later["DownloadLocation"].split("://", 1)[1]).status_code == 404
+
+
+def test_enqueue_too_large(make_emulator) -> None:
+    client = Client(make_emulator(EmulatorConfig(max_enqueue_bytes=1000)))
+    url = connector(client, "enqueue", IMPORT_ID)
+    assert client.post(url, params={"entity": "Customer groups"}, data=b"x" * 1001).status_code == 413
+
+    def chunks():  # without Content-Length: refused once the limit is passed
+        for _ in range(10):
+            yield b"y" * 200
+
+    assert client.post(url, params={"entity": "Customer groups"}, data=chunks()).status_code == 413
+    ok = client.post(
+        url, params={"entity": "Customer groups"}, data=csv_unicode(GROUP_FIELDS, [["1", "a", ""]])
+    )
+    assert ok.status_code == 200
