@@ -63,6 +63,17 @@ class EntityResult:
     skipped: bool = False  # not run because an earlier level failed with FailLevelOnError
     child_good: dict[str, list[tuple[tuple[str, ...], dict[str, str]]]] = field(default_factory=dict)
     exported: bool = False  # an export entity: nothing to validate
+    released: int | None = None  # good-row count once the rows moved to the data store
+
+    @property
+    def good_count(self) -> int:
+        return self.released if self.released is not None else len(self.good)
+
+    def release_rows(self) -> None:
+        """After commit the rows live in the data store; keep only their count."""
+        self.released = self.good_count
+        self.good = []
+        self.child_good = {}
 
     @property
     def error_record_count(self) -> int:
@@ -78,7 +89,7 @@ class EntityResult:
             return "Succeeded"
         if self.skipped:
             return "NotRun"
-        if self.file_error or (self.total and not self.good):
+        if self.file_error or (self.total and not self.good_count):
             return "Failed"
         return "PartiallySucceeded" if self.errors else "Succeeded"
 
@@ -129,7 +140,7 @@ class Execution:
         statuses = {r.status for r in self.results}
         if statuses <= {"Succeeded"}:
             return "Succeeded"
-        if any(r.good for r in self.results):
+        if any(r.good_count for r in self.results):
             return "PartiallySucceeded"
         return "Failed"
 
@@ -158,7 +169,7 @@ class Execution:
                 {
                     "entity": r.label,
                     "total": r.total,
-                    "good": len(r.good),
+                    "good": r.good_count,
                     "errors": len(r.errors),
                     "fileError": r.file_error,
                     "status": r.status,
@@ -396,6 +407,8 @@ class Engine:
                     self.store.upsert(e.legal_entity, label, rows, self._columns(label))
             else:
                 self.store.upsert(e.legal_entity, r.label, r.good, self._columns(r.label))
+        for r in e.results:
+            r.release_rows()
 
     def _columns(self, label: str) -> list[str]:
         cat = self.config.entity(label)
