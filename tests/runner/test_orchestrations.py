@@ -272,4 +272,5 @@ def test_waiting_instance_resumes_in_a_new_runner(make_runner) -> None:
     second.raise_event(iid, "approve", "after restart")
     status = second.wait_for_instance(iid)
     assert status["output"] == {"approved": "after restart"}
+    second.wait_until_idle()
     assert second.engine.pending_orchestration_timers() == 0  # cancelled with the instance's completion
