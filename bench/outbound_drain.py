@@ -135,26 +135,30 @@ def naive(svc, archive: bool) -> int:
     return n
 
 
-def throughput(az: Azurite, emu: EmulatorProcess, messages: int) -> list[tuple[str, int, float]]:
+def throughput(az: Azurite, emu: EmulatorProcess, messages: int, rounds: int) -> list[tuple[str, int, float]]:
+    """Each variant ``rounds`` times, interleaved (the machine is shared: noise hits all alike); best kept."""
     payloads = [os.urandom(2048) for _ in range(messages)]
-    results = []
     variants = [("app drain_batch, 4 workers", "app4"), ("naive loop (no archive)", "naive"),
                 ("naive loop + archive blob", "naive-archive"), ("app drain_batch, 1 worker", "app1")]  # fmt: skip
-    for label, kind in variants:
-        emu.reset()
-        svc = services_for(app_env(az, emu, "b" + uuid.uuid4().hex[:10]))
-        for p in payloads:
-            emu.seed(p)
-        t0 = time.perf_counter()
-        if kind.startswith("app"):
-            res = drain(svc, messages, 4 if kind == "app4" else 1, f"bench-{kind}")
-            done = res["archived"]
-            assert res["failed"] == 0, res
-        else:
-            done = naive(svc, archive=kind == "naive-archive")
-        results.append((label, done, time.perf_counter() - t0))
-        print(f"{label}: {done} messages in {results[-1][2]:.2f}s", flush=True)
-    return results
+    best: dict[str, tuple[str, int, float]] = {}
+    for _ in range(rounds):
+        for label, kind in variants:
+            emu.reset()
+            svc = services_for(app_env(az, emu, "b" + uuid.uuid4().hex[:10]))
+            for p in payloads:
+                emu.seed(p)
+            t0 = time.perf_counter()
+            if kind.startswith("app"):
+                res = drain(svc, messages, 4 if kind == "app4" else 1, f"bench-{kind}")
+                done = res["archived"]
+                assert res["failed"] == 0 and done == messages, res
+            else:
+                done = naive(svc, archive=kind == "naive-archive")
+            secs = time.perf_counter() - t0
+            print(f"{label}: {done} messages in {secs:.2f}s", flush=True)
+            if kind not in best or secs < best[kind][2]:
+                best[kind] = (label, done, secs)
+    return [best[k] for _, k in variants]
 
 
 # -- memory (child process) -------------------------------------------------------------------------------
@@ -217,6 +221,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--messages", type=int, default=500)
     ap.add_argument("--big-mib", type=int, default=1024)
+    ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/outbound.md")
     ap.add_argument("--child")
     ns = ap.parse_args()
@@ -226,7 +231,7 @@ def main() -> int:
     with Azurite() as az:
         emu = EmulatorProcess(az.connection_string)
         try:
-            tp = throughput(az, emu, ns.messages)
+            tp = throughput(az, emu, ns.messages, ns.rounds)
             mem = memory(az, emu, ns.big_mib) if ns.big_mib else None
         finally:
             emu.stop()
@@ -246,9 +251,11 @@ def report(ns: argparse.Namespace, tp: list[tuple[str, int, float]], mem: dict |
         "",
         f"## Draining {ns.messages} small messages (2 KiB each)",
         "",
-        "The app's drain archives each message to a blob (staged blocks, MD5), reads the archive's "
-        "properties back to verify size and MD5, writes an index row and an outcome row, then acks. "
-        "The naive loops do less work per message; the baseline is the naive loop without archive.",
+        "Per message the app's drain makes 7 round trips: dequeue, claim in the archive index, download, "
+        "one Put Blob with a service-checked Content-MD5, mark archived, ack, outcome row. The naive loops "
+        "make 3 (4 with the archive blob) and keep no record; the baseline is the naive loop without "
+        f"archive. Best of {ns.rounds} interleaved rounds per variant (2 shared CPUs also run the emulator "
+        "and Azurite, so the drain is CPU-bound and extra workers buy little here).",
         "",
         "| variant | messages | seconds | messages/s | vs naive |",
         "|---|---:|---:|---:|---:|",
