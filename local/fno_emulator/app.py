@@ -282,7 +282,6 @@ class EmulatorApp:
             limit = self.config.max_enqueue_bytes
             body = h.body_limited(limit) if limit else h.body()
             if body is None:
-                h.close_connection = True  # the rest of the upload is not read
                 return _json(413, {"Message": "The request entity is too large (RequestEntityTooLarge)."})
             message_id = self.recurring.enqueue(
                 activity,

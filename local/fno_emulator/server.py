@@ -133,13 +133,26 @@ class Handler(BaseHTTPRequestHandler):
 
     def body_limited(self, limit: int) -> bytes | None:
         """The body, or None as soon as it exceeds ``limit`` bytes (the rest is left unread)."""
-        if int(self.headers.get("Content-Length") or 0) > limit:
-            self._body = b""  # nothing more will be read from this connection
+        declared = int(self.headers.get("Content-Length") or 0)
+        if declared > limit:
+            if declared <= max(limit * 16, 64 << 20):
+                for _ in self.body_chunks():  # drop it, so the client reads the 413 (no TCP reset)
+                    pass
+            else:
+                self.close_connection = True  # too big even to drain
+            self._body = b""
             return None
         parts, size = [], 0
-        for chunk in self.body_chunks():
+        chunks = self.body_chunks()
+        for chunk in chunks:
             size += len(chunk)
             if size > limit:
+                # Read (and drop) the rest of a streamed body, up to a cap, so the client gets the 413.
+                for rest in chunks:
+                    size += len(rest)
+                    if size > max(limit * 16, 64 << 20):
+                        self.close_connection = True
+                        break
                 self._body = b""
                 return None
             parts.append(chunk)
