@@ -172,6 +172,7 @@ class Engine:
         self._orch_timers = 0
         self._orch_pool = ThreadPoolExecutor(durable.max_orchestrators, thread_name_prefix="orchestrator")
         self._activity_pool = ThreadPoolExecutor(durable.max_activities, thread_name_prefix="activity")
+        self._cleanup = ThreadPoolExecutor(1, thread_name_prefix="pending-cleanup")
         self._stopping = False
         self._scheduler: threading.Thread | None = None
         self.errors: list[str] = []
@@ -195,6 +196,7 @@ class Engine:
             self._scheduler.join(5)
         self._orch_pool.shutdown(wait=False, cancel_futures=True)
         self._activity_pool.shutdown(wait=False, cancel_futures=True)
+        self._cleanup.shutdown(wait=True)
 
     def add_clock_hold(self, n: int) -> None:
         with self.cond:
@@ -697,8 +699,17 @@ class Engine:
             self.store.append_history(inst.instance_id, inst.execution_id, start, new)
         self.store.put_instance(inst.row())
         if msgs:
-            self.store.delete_pending(inst.instance_id, [m.id for m in msgs])
+            # Off the critical path: recovery ignores messages whose RunnerMessageId is already in history.
+            self._cleanup.submit(self._delete_pending, inst.instance_id, [m.id for m in msgs])
         return effects
+
+    def _delete_pending(self, instance_id: str, msg_ids: list[str]) -> None:
+        try:
+            self.store.delete_pending(instance_id, msg_ids)
+        except Exception:
+            log.warning(
+                "could not delete applied messages of %s (harmless: skipped on recovery)", instance_id
+            )
 
     # ------------------------------------------------------------------ effects: activities, timers, children
     def _activity_effect(self, inst: Instance, rec: Record) -> Callable[[], None]:

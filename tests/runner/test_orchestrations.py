@@ -274,3 +274,25 @@ def test_waiting_instance_resumes_in_a_new_runner(make_runner) -> None:
     assert status["output"] == {"approved": "after restart"}
     second.wait_until_idle()
     assert second.engine.pending_orchestration_timers() == 0  # cancelled with the instance's completion
+
+
+def test_recovery_skips_messages_already_applied(make_runner) -> None:
+    first = make_runner(durable_app.app)
+    iid = first.start_new("two_events", "dedupe")
+    first.raise_event(iid, "a", 1)
+    deadline = time.monotonic() + 5
+    while (first.get_status(iid) or {}).get("customStatus") != "got a":
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    first.wait_until_idle()
+    applied = next(e for e in first.history(iid) if e["EventType"] == 15)
+    first.stop()
+    # as if killed after committing the episode but before deleting the message it applied
+    first.store.put_pending(
+        iid, applied["RunnerMessageId"], {"event": applied, "special": None, "exec": None}
+    )
+    second = make_runner(durable_app.app)
+    assert second.store.load_pending(iid) == []
+    second.raise_event(iid, "b", 2)
+    assert second.wait_for_instance(iid)["output"] == [1, 2]
+    assert sum(1 for e in second.history(iid) if e["EventType"] == 15) == 2

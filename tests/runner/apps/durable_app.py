@@ -244,3 +244,11 @@ async def wake(target: str, client: df.DurableOrchestrationClient) -> str:
 @app.orchestration_trigger(context_name="context")
 def waker(context: df.DurableOrchestrationContext):
     return (yield context.call_activity("wake", context.get_input()))
+
+
+@app.orchestration_trigger(context_name="context")
+def two_events(context: df.DurableOrchestrationContext):
+    a = yield context.wait_for_external_event("a")
+    context.set_custom_status("got a")
+    b = yield context.wait_for_external_event("b")
+    return [a, b]
