@@ -8,6 +8,8 @@ from typing import Any
 
 import azure.durable_functions as df
 
+from dmf.fno.clients import package_api
+from dmf.fno.errors import FnoError
 from dmf.logs import log_context
 from dmf.pipeline.services import services
 
@@ -15,6 +17,17 @@ bp = df.Blueprint()
 log = logging.getLogger(__name__)
 
 GATE_EVENT = "gate_open"
+
+
+def fno_execution_running(environment: str, execution_id: str | None) -> bool:
+    """Whether F&O is still running an execution (a permit must not be freed under it)."""
+    if not execution_id:
+        return False
+    try:
+        status = package_api(services().settings, environment).get_execution_summary_status(execution_id)
+    except FnoError:
+        return True  # can't tell: keep the permit rather than risk two imports in flight
+    return status.value in ("NotRun", "Executing", "Unknown")
 
 
 def stale_after(recheck_seconds: float) -> float:
@@ -34,16 +47,15 @@ def gate_enqueue(req: dict[str, Any]) -> None:
 def gate_try_acquire(req: dict[str, Any]) -> dict[str, Any]:
     s = services().settings
     with log_context(instance_id=req["instance_id"]):
-        r = (
-            services()
-            .gate(req["environment"])
-            .try_acquire(
-                req["ticket"],
-                req["instance_id"],
-                datetime.fromisoformat(req["now"]),
-                lease_seconds=s.gate_lease_seconds,
-                stale_after_seconds=stale_after(s.gate_recheck_seconds),
-            )
+        gate = services().gate(req["environment"])
+        r = gate.try_acquire(
+            req["ticket"],
+            req["instance_id"],
+            datetime.fromisoformat(req["now"]),
+            lease_seconds=s.gate_lease_seconds,
+            stale_after_seconds=stale_after(s.gate_recheck_seconds),
+            execution_id=req.get("execution_id"),
+            still_running=lambda h: fno_execution_running(req["environment"], h.execution_id),
         )
     return {"granted": r.granted, "position": r.position, "holders": r.holders}
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -145,12 +146,33 @@ class ImportGate:
         lease_seconds: float,
         stale_after_seconds: float,
         execution_id: str | None = None,
+        still_running: Callable[[Holder], bool] | None = None,
     ) -> Acquire:
+        """Take a permit if ``ticket`` is first in line and one is free.
+
+        ``still_running`` is asked about each holder whose lease has run out: when its F&O execution is
+        still going (the holder's orchestration died mid-import), the permit stays taken, its lease extended.
+        """
         now = _aware(now)
         for _ in range(MAX_ATTEMPTS):
             holders, etag = self._load()
             live = [h for h in holders if h.lease_until > now]
             expired = [h for h in holders if h.lease_until <= now]
+            kept = [h for h in expired if still_running is not None and still_running(h)]
+            if kept:
+                for h in kept:
+                    log.warning(
+                        "gate %s: %s's lease ran out but its F&O execution %s still runs; keeping the permit",
+                        self.pk,
+                        h.instance_id,
+                        h.execution_id,
+                    )
+                    h.lease_until = now + timedelta(seconds=lease_seconds)
+                live += kept
+                expired = [h for h in expired if h not in kept]
+                if not self._replace_holders(live, etag):
+                    continue
+                holders, etag = self._load()
             for h in expired:
                 log.warning(
                     "gate %s: lease of %s (%s) expired; freeing its permit", self.pk, h.ticket, h.instance_id

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 import azure.durable_functions as df
 import azure.functions as func
 
-from activities.gate import notify, stale_after
-from dmf.fno.clients import package_api
-from dmf.fno.errors import FnoError
+from activities.gate import fno_execution_running, notify, stale_after
 from dmf.pipeline.services import services
 
 bp = df.Blueprint()
@@ -47,7 +44,7 @@ async def sweep(client: df.DurableOrchestrationClient) -> dict[str, list[str]]:
                 ended.add(instance_id)
         for instance_id in sorted(ended & set(holders)):
             holder = holders[instance_id]
-            if _still_running_in_fno(svc, name, holder.get("execution_id")):
+            if fno_execution_running(name, holder.get("execution_id")):
                 log.warning(
                     "gate %s: %s ended but F&O execution %s still runs; keeping its permit",
                     name,
@@ -62,16 +59,6 @@ async def sweep(client: df.DurableOrchestrationClient) -> dict[str, list[str]]:
             await notify(client, wake)
             evicted[name] = sorted(ended)
     return evicted
-
-
-def _still_running_in_fno(svc: Any, environment: str, execution_id: str | None) -> bool:
-    if not execution_id:
-        return False
-    try:
-        status = package_api(svc.settings, environment).get_execution_summary_status(execution_id)
-    except FnoError:
-        return True  # can't tell: keep the permit rather than risk two imports in flight
-    return status.value in ("NotRun", "Executing", "Unknown")
 
 
 @bp.timer_trigger(schedule="0 * * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
