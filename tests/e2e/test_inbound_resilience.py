@@ -38,7 +38,11 @@ def test_twenty_percent_faults_on_every_endpoint_still_import_exactly_once(azuri
         faults = [c for c in stack.emu.admin.calls() if c["fault"]]
         calls = stack.emu.admin.calls()
         assert len(faults) >= 0.1 * len(calls), f"only {len(faults)} of {len(calls)} calls faulted"
-        assert {f["endpoint"] for f in faults} & {"ImportFromPackageAsync", "GetExecutionSummaryStatus", "token"}
+        assert {f["endpoint"] for f in faults} & {
+            "ImportFromPackageAsync",
+            "GetExecutionSummaryStatus",
+            "token",
+        }
         drops = stack.drops()
         assert len(drops) == 8
         assert all(d["Status"] == "Succeeded" for d in drops), [
