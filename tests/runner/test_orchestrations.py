@@ -296,3 +296,20 @@ def test_recovery_skips_messages_already_applied(make_runner) -> None:
     second.raise_event(iid, "b", 2)
     assert second.wait_for_instance(iid)["output"] == [1, 2]
     assert sum(1 for e in second.history(iid) if e["EventType"] == 15) == 2
+
+
+def test_any_state_override_replaces_a_running_instance(make_runner, tmp_path) -> None:
+    import json
+
+    from tests.runner.conftest import ROOT
+
+    host = json.loads((ROOT / "host.json").read_text())
+    host["extensions"]["durableTask"]["overridableExistingInstanceStates"] = "AnyState"
+    (tmp_path / "host.json").write_text(json.dumps(host))
+    runner = make_runner(durable_app.app, host_json=tmp_path / "host.json", clock=VirtualClock(START))
+    with runner.hold_clock():
+        runner.start_new("approval", "replace-me", {"v": 1})
+        runner.start_new("approval", "replace-me", {"v": 2})
+        runner.raise_event("replace-me", "approve", "second")
+        status = runner.wait_for_instance("replace-me")
+    assert status["input"] == {"v": 2} and status["output"] == {"approved": "second"}
