@@ -19,7 +19,7 @@ from azure.data.tables import TableClient, UpdateMode
 
 from dmf.storage.outcomes import safe_key
 
-EWMA_WEIGHT = 0.3
+EWMA_WEIGHT = 0.5
 
 
 @dataclass(frozen=True)

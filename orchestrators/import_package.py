@@ -176,8 +176,9 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
             {"stage": "polling", "status": last, "polls": polls, "execution_id": req["execution_id"]}
         )
         if last in TERMINAL:
-            # First call already terminal: the usual duration overestimates, so learn a little shorter.
-            observed = 0.85 * elapsed if polls == 1 and expected else (last_pending_at + elapsed) / 2
+            # Done by the first call: it may have ended well before, so learn a little shorter; otherwise
+            # it ended between the last two calls.
+            observed = 0.9 * elapsed if polls == 1 and expected else (last_pending_at + elapsed) / 2
             return {
                 "status": last,
                 "polls": polls,

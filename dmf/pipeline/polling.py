@@ -1,8 +1,9 @@
 """Status polling schedule: pure and deterministic, so orchestrators can use it during replay.
 
 When a data project's usual import duration is known (learned in the ledger), the first status call is
-made when the import should be done (one long timer; the gate lease is extended to cover it), and later calls back off from a small fraction of that duration:
-a typical import costs one or two calls and finishes within a few percent of its real end. Unknown
+made just before the import should be done (one long timer; the gate lease is extended to cover it), and
+later calls back off from a small fraction of that duration: a typical import costs one to three calls and
+is seen finished within a few percent of its real end. Unknown
 projects start at ``initial`` seconds and grow by ``factor`` up to ``max_interval``: about
 log_factor(duration / initial) + 1 calls. No wait passes the deadline.
 """
@@ -16,6 +17,8 @@ from dmf.settings import Settings
 TERMINAL = frozenset({"Succeeded", "PartiallySucceeded", "Failed", "Canceled"})
 PENDING = frozenset({"NotRun", "Executing", "Unknown", "NotFound"})
 TAIL_FRACTION = 0.05
+# The first call comes a little before the usual end: a learned duration then converges from both sides.
+EARLY_FRACTION = 0.9
 
 
 @dataclass(frozen=True)
@@ -45,14 +48,13 @@ class PollPolicy:
         if remaining <= 0:
             return 0.0
         if expected and expected > 0:
-            if elapsed < expected:
-                # Waiting for the usual duration is one long wait, not a series: no max_interval cap.
-                return max(1.0, min(expected - elapsed, remaining))
-            else:
-                # Past the usual duration: back off from a small slice of it.
-                tail_polls = max(polls_done - 1, 0)
-                base = max(self.initial, TAIL_FRACTION * expected)
-                wait = base * self.factor**tail_polls
+            first = EARLY_FRACTION * expected
+            if elapsed < first:
+                # Waiting for (just under) the usual duration is one long timer: no max_interval cap.
+                return max(1.0, min(first - elapsed, remaining))
+            # Past it: back off from a small slice of the usual duration.
+            tail_polls = max(polls_done - 1, 0)
+            wait = max(self.initial, TAIL_FRACTION * expected) * self.factor**tail_polls
         else:
             wait = self.initial * self.factor**polls_done
         return max(1.0, min(wait, self.max_interval, remaining))
