@@ -69,6 +69,34 @@ class LocalRunner:
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> LocalRunner:
+        try:
+            return self._start()
+        except BaseException:
+            self._started = True  # let stop() undo whatever did start, and restore the environment
+            self._safe_stop()
+            raise
+
+    def _safe_stop(self) -> None:
+        for part in ("blobs", "timers", "engine", "http", "invoker"):
+            obj = getattr(self, part, None)
+            if obj is None:
+                continue
+            try:
+                obj.close() if part == "invoker" else obj.stop()
+            except Exception:  # noqa: S112 - best effort: the start-up error is what matters
+                continue
+        self._started = False
+        self._restore_env()
+
+    def _restore_env(self) -> None:
+        for k, v in self._saved_env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        self._saved_env.clear()
+
+    def _start(self) -> LocalRunner:
         for k, v in self._settings.items():
             self._saved_env[k] = os.environ.get(k)
             os.environ[k] = str(v)
@@ -135,11 +163,7 @@ class LocalRunner:
         self.engine.stop()
         self.http.stop()
         self.invoker.close()
-        for k, v in self._saved_env.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        self._restore_env()
 
     def __enter__(self) -> LocalRunner:
         return self.start()

@@ -173,3 +173,16 @@ def test_unresolvable_trigger_setting_disables_only_that_function(make_runner, s
         runner.fire_timer("drain")
     runner.wait_until_idle()
     assert deliveries("warmup") == ["startup"]  # the other functions still run
+
+
+def test_a_failed_start_restores_the_environment(azurite) -> None:
+    import os
+
+    assert "RUNNER_PROBE" not in os.environ
+    before = os.environ.get("AzureWebJobsStorage")
+    runner = LocalRunner(app_module="tests.runner.apps.no_such_app", settings={"RUNNER_PROBE": "1"},
+                         storage_connection_string=azurite.connection_string, task_hub="rtfailstart")  # fmt: skip
+    with pytest.raises(ModuleNotFoundError):
+        runner.start()
+    assert "RUNNER_PROBE" not in os.environ
+    assert os.environ.get("AzureWebJobsStorage") == before
