@@ -224,3 +224,52 @@ def test_enqueue_route_records_processed_with_errors_and_preprocessing_error(sta
         "Q2",
         "Q3",
     }
+
+
+def test_count_budget_stops_the_run_and_the_next_run_continues(azurite, unique_name) -> None:
+    with Stack(
+        azurite,
+        unique_name,
+        RECURRING_EXPORTS=json.dumps(
+            [{"name": "cust-groups", "environment": "main", "activity_id": EXPORT_ACTIVITY}]
+        ),
+        DRAIN_SCHEDULE=NEVER,
+        EXPORT_SCHEDULE=NEVER,
+        HOUSEKEEPING_SCHEDULE=NEVER,
+        DRAIN_MAX_MESSAGES="5",
+    ) as stack:
+        for n in range(8):
+            stack.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(n))
+        out = _drain(stack)
+        assert out["archived"] == 5 and "count budget" in out["stop_reason"]
+        assert sorted(_acks(stack).values()) == ["Acked"] * 5 + ["Enqueued"] * 3  # the rest never dequeued
+        out2 = _drain(stack)
+        assert out2["archived"] == 3 and out2["stop_reason"] == "queue empty"
+
+
+def test_housekeeping_purges_old_terminal_histories_and_old_archives(azurite, unique_name) -> None:
+    with Stack(
+        azurite,
+        unique_name,
+        virtual_clock=False,  # retention compares real instance timestamps and blob Last-Modified
+        RECURRING_EXPORTS=json.dumps(
+            [{"name": "cust-groups", "environment": "main", "activity_id": EXPORT_ACTIVITY}]
+        ),
+        DRAIN_SCHEDULE=NEVER,
+        EXPORT_SCHEDULE=NEVER,
+        HOUSEKEEPING_SCHEDULE=NEVER,
+        HISTORY_RETENTION_DAYS="0.00005",  # about 4 seconds
+        ARCHIVE_RETENTION_DAYS="0.00005",
+    ) as stack:
+        stack.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(1))
+        _drain(stack)
+        assert stack.runner.get_status(DRAIN_ID) is not None
+        assert len(_archives(stack)) == 1
+        stack.runner.fire_timer("housekeeping_timer")  # too young: kept
+        assert stack.runner.get_status(DRAIN_ID) is not None and len(_archives(stack)) == 1
+        import time
+
+        time.sleep(5)
+        stack.runner.fire_timer("housekeeping_timer")
+        assert stack.runner.get_status(DRAIN_ID) is None
+        assert _archives(stack) == []
