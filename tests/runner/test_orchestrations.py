@@ -313,3 +313,12 @@ def test_any_state_override_replaces_a_running_instance(make_runner, tmp_path) -
         runner.raise_event("replace-me", "approve", "second")
         status = runner.wait_for_instance("replace-me")
     assert status["input"] == {"v": 2} and status["output"] == {"approved": "second"}
+
+
+def test_orchestrator_concurrency_limit(make_runner) -> None:
+    durable_app.ORCH_ACTIVE.update(now=0, max=0)
+    runner = make_runner(durable_app.app, max_concurrent_orchestrators=2, in_memory=True)
+    ids = [runner.start_new("busy_orchestrator") for _ in range(8)]
+    for iid in ids:
+        assert runner.wait_for_instance(iid)["output"] == 2
+    assert durable_app.ORCH_ACTIVE["max"] == 2

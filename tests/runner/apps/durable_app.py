@@ -252,3 +252,18 @@ def two_events(context: df.DurableOrchestrationContext):
     context.set_custom_status("got a")
     b = yield context.wait_for_external_event("b")
     return [a, b]
+
+
+ORCH_ACTIVE = {"now": 0, "max": 0}
+
+
+@app.orchestration_trigger(context_name="context")
+def busy_orchestrator(context: df.DurableOrchestrationContext):
+    # Not deterministic-safe code on purpose: it only measures how many episodes run at once.
+    with _calls_lock:
+        ORCH_ACTIVE["now"] += 1
+        ORCH_ACTIVE["max"] = max(ORCH_ACTIVE["max"], ORCH_ACTIVE["now"])
+    time.sleep(0.05)
+    with _calls_lock:
+        ORCH_ACTIVE["now"] -= 1
+    return (yield context.call_activity("double", 1))
