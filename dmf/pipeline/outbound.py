@@ -50,7 +50,7 @@ DEFAULT_WORKERS = 4  # messages in flight per drain; each finishes (ack included
 BATCH_MESSAGES = 100  # per activity call: keeps one activity well under the function timeout
 BATCH_SECONDS = 120.0
 ACK_ATTEMPTS = 3  # on top of the HTTP layer's own retries (ack is idempotent)
-ACK_PAUSE_SECONDS = 1.0
+ACK_PAUSE_SECONDS = 0.5
 SMALL_MESSAGE_BYTES = 4 * 2**20  # up to this, one Put Blob; larger messages are staged in blocks
 
 _EXTENSIONS = {

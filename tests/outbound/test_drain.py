@@ -225,3 +225,14 @@ def test_extension_from_content_type_or_bytes(ct, head, ext) -> None:
     from dmf.pipeline.outbound import _ext_for
 
     assert _ext_for(ct, head) == ext
+
+
+def test_file_deleted_by_retention_is_acked_and_recorded_failed(env: Env) -> None:
+    cid = env.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(4))
+    env.emu.admin.advance(8 * 24 * 3600)  # past F&O's 7-day blob retention
+    res = _drain(env)
+    assert res["failed"] == 1 and res["archived"] == 0
+    assert _statuses(env)[cid] == "Acked"  # otherwise it would come back every 30 minutes forever
+    row = env.rows("message")[0]
+    assert row["Status"] == "Failed" and row["Acked"] is True and "gone" in row["Reason"]
+    assert env.archive_blobs() == []

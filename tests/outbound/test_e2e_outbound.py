@@ -273,3 +273,21 @@ def test_housekeeping_purges_old_terminal_histories_and_old_archives(azurite, un
         stack.runner.fire_timer("housekeeping_timer")
         assert stack.runner.get_status(DRAIN_ID) is None
         assert _archives(stack) == []
+
+
+def test_http_routes_start_an_export_and_refuse_an_overlapping_one(stack: Stack) -> None:
+    import requests
+
+    base = stack.runner.http_base_url
+    stack.emu.admin.seed_rows("USMF", "Customer groups", [{"CUSTOMERGROUPID": "H1", "DESCRIPTION": "h"}])
+    with stack.runner.hold_clock():  # keep the export running (polling on a durable timer)
+        first = requests.post(f"{base}/api/outbound/exports/groups-nightly", timeout=30)
+        assert first.status_code == 202, first.text
+        second = requests.post(f"{base}/api/outbound/exports/groups-nightly", timeout=30)
+        assert second.status_code == 409 and "still" in second.json()["reason"]
+        assert requests.post(f"{base}/api/outbound/exports/nope", timeout=30).status_code == 404
+    status = stack.runner.wait_for_instance("export-groups-nightly", timeout=120)
+    assert status["output"]["status"] == "Succeeded"
+    assert len(stack.emu.admin.calls("ExportToPackageAsync")) == 1
+    drained = requests.post(f"{base}/api/outbound/drains/cust-groups", timeout=30)
+    assert drained.status_code == 202 and drained.json()["instance_id"] == DRAIN_ID
