@@ -110,6 +110,7 @@ class Instance:
     episode_active: bool = False
     episode_queued: bool = False
     timer_keys: set[tuple[str, int]] = field(default_factory=set)
+    seq_map: dict[int, Record] = field(default_factory=dict, repr=False)
 
     def row(self) -> dict[str, Any]:
         state = {"records": [vars(r) for r in self.records], "next_seq": self.next_seq}
@@ -121,10 +122,12 @@ class Instance:
         }  # fmt: skip
 
     def rec_by_seq(self, seq: int) -> Record | None:
-        for r in self.records:
-            if r.seq == seq:
-                return r
-        return None
+        r = self.seq_map.get(seq)
+        if r is not None and r.seq == seq:
+            return r
+        # sequence numbers change with retries and new actions: rebuild the index on a miss
+        self.seq_map = {x.seq: x for x in self.records if x.seq is not None}
+        return self.seq_map.get(seq)
 
 
 def _user_traceback(exc: BaseException) -> str:
@@ -360,7 +363,12 @@ class Engine:
                     self._schedule_episode(inst)
                 else:
                     self._cancel_timers(inst)
-                    inst.history, inst.records, inst.inbox = [], [], []  # kept in storage, not in memory
+                    inst.history, inst.records, inst.inbox, inst.seq_map = (
+                        [],
+                        [],
+                        [],
+                        {},
+                    )  # kept in storage, not in memory
                 self.busy -= 1
                 self.cond.notify_all()
 
@@ -685,7 +693,7 @@ class Engine:
             self.store.delete_history(inst.instance_id)
             inst.execution_id = uuid.uuid4().hex
             inst.input = can[1]
-            inst.history, inst.records, inst.next_seq = [], [], 0
+            inst.history, inst.records, inst.next_seq, inst.seq_map = [], [], 0, {}
             inst.output, inst.needs_start = None, True
             with self.cond:
                 keep = [m for m in inst.inbox if m.event["EventType"] == EventType.EventRaised]
