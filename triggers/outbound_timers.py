@@ -53,7 +53,7 @@ async def _take_guard(
     now: datetime, max_age: timedelta,
 ) -> str | None:  # fmt: skip
     """Start conditions for a singleton run: None when we may start, else why not."""
-    status = await client.get_status(instance_id)
+    status = await client.get_status(instance_id, show_input=True)
     if status is not None and status.runtime_status in _RUNNING:
         return f"{instance_id} is still {status.runtime_status.value}"
     holder = svc.ledger.try_start_run(guard, token, now, max_age)

@@ -18,6 +18,7 @@ Safety rules, and why:
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import itertools
 import logging
@@ -239,7 +240,11 @@ def drain_batch(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 budget.release()
                 budget.mark_empty()
                 return
-            res = process_message(svc, api, index, export, msg, req["run_id"], req["day"])
+            try:
+                res = process_message(svc, api, index, export, msg, req["run_id"], req["day"])
+            except Exception as exc:  # a bug or an outage mid-message: not acked, F&O offers it again
+                log.exception("message %s: unexpected failure", msg.correlation_id)
+                res = {"status_key": "failed", "reason": f"unexpected {type(exc).__name__}: {exc}"}
             with lock:
                 counts[res["status_key"]] += 1
                 if res["status_key"] in ("failed", "not_acked"):
@@ -250,7 +255,9 @@ def drain_batch(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             worker()
         else:
             with ThreadPoolExecutor(workers, thread_name_prefix="drain") as pool:
-                for f in [pool.submit(worker) for _ in range(workers)]:
+                # Each thread runs in a copy of this context, so log lines keep the run id.
+                futures = [pool.submit(contextvars.copy_context().run, worker) for _ in range(workers)]
+                for f in futures:
                     f.result()
     return {
         **counts,
@@ -326,7 +333,10 @@ def process_message(
             return {"status_key": "not_acked", "reason": reason}
         now = datetime.now(UTC)
         row.update(Status=status, Acked=True, AckedAt=now, FinishedAt=now)
-        svc.outcomes.upsert(day, message_row(run_id, cid), row)
+        try:
+            svc.outcomes.upsert(day, message_row(run_id, cid), row)
+        except AzureError as exc:  # archived and acked: the work is done; the record is what failed
+            log.error("message %s archived and acked, but its outcome row failed: %s", cid, exc)
         return {"status_key": key, "reason": ""}
 
 

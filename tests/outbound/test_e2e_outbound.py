@@ -291,3 +291,19 @@ def test_http_routes_start_an_export_and_refuse_an_overlapping_one(stack: Stack)
     assert len(stack.emu.admin.calls("ExportToPackageAsync")) == 1
     drained = requests.post(f"{base}/api/outbound/drains/cust-groups", timeout=30)
     assert drained.status_code == 202 and drained.json()["instance_id"] == DRAIN_ID
+
+
+def test_a_terminated_drain_does_not_block_the_next_one(stack: Stack) -> None:
+    for n in range(3):
+        stack.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(n))
+    stack.emu.admin.inject_fault("download", "slow", next_n=1, delay_seconds=1.0)
+    stack.runner.fire_timer("drain_timer")
+    first = stack.runner.get_status(DRAIN_ID)["input"]
+    stack.runner.terminate(DRAIN_ID, "operator stopped it")
+    assert stack.runner.wait_for_instance(DRAIN_ID, timeout=30)["runtimeStatus"] == "Terminated"
+    stack.runner.wait_until_idle(30)
+    # Its run guard was never released, but its instance has ended: the next firing takes over at once.
+    out = _drain(stack)
+    assert stack.runner.get_status(DRAIN_ID)["input"] != first
+    assert out["archived"] + out["duplicate"] >= 2
+    assert set(_acks(stack).values()) <= {"Acked", "Dequeued"}
