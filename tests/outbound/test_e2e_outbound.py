@@ -307,3 +307,22 @@ def test_a_terminated_drain_does_not_block_the_next_one(stack: Stack) -> None:
     assert stack.runner.get_status(DRAIN_ID)["input"] != first
     assert out["archived"] + out["duplicate"] >= 2
     assert set(_acks(stack).values()) <= {"Acked", "Dequeued"}
+
+
+def test_enqueue_route_times_out_when_f_and_o_never_finishes(azurite, unique_name) -> None:
+    with Stack(
+        azurite,
+        unique_name,
+        DRAIN_SCHEDULE=NEVER,
+        EXPORT_SCHEDULE=NEVER,
+        HOUSEKEEPING_SCHEDULE=NEVER,
+        ROUTES_JSON=json.dumps(ROUTES),
+        POLL_DEADLINE_MINUTES="0.05",  # 3 s: F&O picks messages up only after 5 s
+    ) as stack:
+        stack.drop("xslt/USMF/slow.csv", b"\xff\xfe" + customer_groups_csv(["S1"], encoding="utf-16-le"))
+        stack.settle()
+        drop = stack.drops()[0]
+        assert drop["Status"] == "Failed"
+        row = next(r for r in stack.outcomes() if r.get("Kind") == "enqueue")
+        assert row["Status"] == "TimedOut" and row["MessageStatus"] == "Enqueued"
+        assert "not processed after" in row["Reason"]
