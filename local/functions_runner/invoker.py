@@ -50,6 +50,22 @@ def _find_app_log_context() -> Callable[..., Any] | None:
         return None
 
 
+def _adopt_sdk_session(loop: asyncio.AbstractEventLoop) -> None:
+    """Drop the SDK's shared aiohttp session if another event loop created it.
+
+    The Python worker has one loop per process; a test calling ``asyncio.run(client.start_new(...))``
+    makes the SDK create its session on a short-lived loop, which would break every later client call
+    made by the app's functions here. Runs on the runner's loop.
+    """
+    try:
+        from azure.durable_functions.models.utils import http_utils
+    except ImportError:
+        return
+    session = http_utils._client_session
+    if session is not None and getattr(session, "_loop", loop) is not loop:
+        http_utils._client_session = None
+
+
 class Invoker:
     def __init__(self, app_log_context: Callable[..., Any] | bool | None = True) -> None:
         _install_record_factory()
@@ -84,6 +100,7 @@ class Invoker:
         if is_async:
 
             async def scoped() -> Any:
+                _adopt_sdk_session(self.loop)
                 with self.scope(**fields):
                     return await func(**kwargs)
 
@@ -93,7 +110,12 @@ class Invoker:
 
     def run(self, coro: Any, timeout: float | None = None) -> Any:
         """Run a coroutine (e.g. a DurableOrchestrationClient call) on the runner's loop and wait for it."""
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+        async def adopted() -> Any:
+            _adopt_sdk_session(self.loop)
+            return await coro
+
+        return asyncio.run_coroutine_threadsafe(adopted(), self.loop).result(timeout)
 
     def close(self) -> None:
         if self.loop.is_running():

@@ -186,3 +186,16 @@ def test_a_failed_start_restores_the_environment(azurite) -> None:
         runner.start()
     assert "RUNNER_PROBE" not in os.environ
     assert os.environ.get("AzureWebJobsStorage") == before
+
+
+def test_client_used_from_another_event_loop_does_not_break_the_app(make_runner) -> None:
+    import asyncio
+
+    runner = make_runner(durable_app.app, clock=VirtualClock(START))
+    iid = asyncio.run(runner.client().start_new("sequence", None, 1))  # the SDK session is made on this loop
+    runner.wait_for_instance(iid)
+    req = urllib.request.Request(f"{runner.http_base_url}/api/start/sequence", data=b"2", method="POST")
+    with urllib.request.urlopen(req) as r:  # the app's client function runs on the runner's loop
+        assert r.status == 202
+        started = json.loads(r.read())["id"]
+    assert runner.wait_for_instance(started)["output"] == 4
