@@ -123,6 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-port", type=int, default=10002)
     parser.add_argument("--location", type=Path, default=None, help="data dir (default: temporary)")
     ns = parser.parse_args(argv)
+    # Block the signals first so sigwait receives them instead of their default action killing us
+    # (which would orphan Azurite, running in its own session).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     az = Azurite(ns.blob_port, ns.queue_port, ns.table_port, ns.location).start()
     print(az.connection_string, flush=True)
     try:
