@@ -111,6 +111,7 @@ class Instance:
     episode_queued: bool = False
     timer_keys: set[tuple[str, int]] = field(default_factory=set)
     seq_map: dict[int, Record] = field(default_factory=dict, repr=False)
+    continue_with: tuple[str, str | None] | None = None  # (old execution, new input) until committed
 
     def row(self) -> dict[str, Any]:
         state = {"records": [vars(r) for r in self.records], "next_seq": self.next_seq}
@@ -673,7 +674,7 @@ class Engine:
         )
         self._cancel_timers(inst)
         old_exec = inst.execution_id
-        inst._can = (old_exec, new_input)  # type: ignore[attr-defined]
+        inst.continue_with = (old_exec, new_input)
         log.info("orchestration %s (%s) continued as new", inst.name, inst.instance_id)
 
     def _commit(
@@ -685,12 +686,11 @@ class Engine:
         effects: list[Callable[[], None]],
     ) -> list[Callable[[], None]]:
         new.append(event(EventType.OrchestratorCompleted, self.clock.now()))
-        can = getattr(inst, "_can", None)
+        can = inst.continue_with
         if can is not None:
-            del inst._can  # type: ignore[attr-defined]
+            inst.continue_with = None
             # Continue-as-new: the old execution's history goes; messages not yet delivered carry over,
             # results addressed to the old execution do not.
-            self.store.delete_history(inst.instance_id)
             inst.execution_id = uuid.uuid4().hex
             inst.input = can[1]
             inst.history, inst.records, inst.next_seq, inst.seq_map = [], [], 0, {}
@@ -706,6 +706,9 @@ class Engine:
             inst.history.extend(new)
             self.store.append_history(inst.instance_id, inst.execution_id, start, new)
         self.store.put_instance(inst.row())
+        if can is not None:
+            # only once the new execution is recorded: a crash in between must not lose the instance
+            self.store.delete_history(inst.instance_id)
         if msgs:
             # Off the critical path: recovery ignores messages whose RunnerMessageId is already in history.
             self._cleanup.submit(self._delete_pending, inst.instance_id, [m.id for m in msgs])
