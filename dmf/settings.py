@@ -226,6 +226,7 @@ class Settings(BaseSettings):
     housekeeping_schedule: str = Field(
         default="0 30 2 * * *", validation_alias=_alias("HOUSEKEEPING_SCHEDULE")
     )
+    gate_sweep_schedule: str = Field(default="0 * * * * *", validation_alias=_alias("GATE_SWEEP_SCHEDULE"))
 
     applicationinsights_connection_string: SecretStr | None = Field(
         default=None, validation_alias=_alias("APPLICATIONINSIGHTS_CONNECTION_STRING")

@@ -89,6 +89,9 @@ param exportSchedule string = '0 * * * * *'
 @description('NCRONTAB (6 fields) for history and archive housekeeping.')
 param housekeepingSchedule string = '0 30 2 * * *'
 
+@description('NCRONTAB of the import-gate sweeper, which frees permits held by ended orchestrations.')
+param gateSweepSchedule string = '0 * * * * *'
+
 @description('Recurring-integration export activities to drain: [{ name, environment, activity_id }].')
 param recurringExports array = []
 
@@ -303,6 +306,7 @@ var runtimeSettings = {
   DRAIN_SCHEDULE: drainSchedule
   EXPORT_SCHEDULE: exportSchedule
   HOUSEKEEPING_SCHEDULE: housekeepingSchedule
+  GATE_SWEEP_SCHEDULE: gateSweepSchedule
   RECURRING_EXPORTS: string(recurringExports)
   EXPORT_JOBS: string(exportJobs)
 }

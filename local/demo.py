@@ -161,29 +161,32 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def outbound_demo(stack: Any) -> None:
-    """Recurring-export drain and a scheduled export, when the outbound functions are present."""
-    names = (
-        {f.get_function_name() for f in stack.runner.app.get_functions()}
-        if hasattr(stack.runner, "app")
-        else set()
-    )
-    drain = next((n for n in ("drain_timer", "recurring_drain_timer") if n in names), None)
+    """Drain a recurring export (dequeue → archive → verify → ack) and run a scheduled export into the archive."""
+    import urllib.request
+
     admin = stack.emu.admin
-    if not drain:
-        print("\n(outbound functions not available in this build)")
-        return
     activity = "{6D31E09F-0249-459F-94F0-AAD9C2C47B64}"
-    for n in range(3):
-        admin.seed_outbound(activity, f"CUSTOMERGROUPID,DESCRIPTION\r\nOUT{n},Outbound {n}\r\n".encode())
+    admin.seed_rows("USMF", "Customer groups", [{"CUSTOMERGROUPID": "EXPORTED", "DESCRIPTION": "From F&O"}])
+    for _ in range(3):
+        admin.seed_outbound(activity, legal_entity="USMF")
     print(
-        f"\nOutbound: {len(admin.outbound(activity))} recurring-export messages waiting; firing '{drain}' …"
+        f"\nOutbound: {len(admin.outbound(activity))} recurring-export messages queued in F&O; firing the drain timer …"
     )
-    stack.runner.fire_timer(drain)
+    stack.runner.fire_timer("drain_timer")
     stack.settle()
-    print("  archive:")
+    print(f"  messages still queued in F&O: {len(admin.outbound(activity))}")
+    print("Scheduled export 'groups-nightly' (ExportToPackage → poll → archive), started on demand …")
+    req = urllib.request.Request(
+        f"{stack.runner.http_base_url}/api/outbound/exports/groups-nightly", method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=30) as resp:  # loopback only
+        print(f"  POST /api/outbound/exports/groups-nightly -> {resp.status}")
+    stack.settle()
+    print(f"  archive container '{stack.names['ARCHIVE_CONTAINER']}':")
     for n in stack.blob_names("ARCHIVE_CONTAINER"):
         print(f"    {n}")
-    print(f"  messages still queued: {len(admin.outbound(activity))}")
+    rows = [r for r in stack.outcomes() if r.get("Kind") in ("drain", "message", "export")]
+    print(_table(rows, ["Kind", "Status", "Export", "CorrelationId", "ArchivedBlob", "Acked", "Reason"]))
 
 
 if __name__ == "__main__":

@@ -61,7 +61,7 @@ async def sweep(client: df.DurableOrchestrationClient) -> dict[str, list[str]]:
     return evicted
 
 
-@bp.timer_trigger(schedule="0 * * * * *", arg_name="timer", run_on_startup=False, use_monitor=False)
+@bp.timer_trigger(schedule="%GATE_SWEEP_SCHEDULE%", arg_name="timer", run_on_startup=False, use_monitor=False)
 @bp.durable_client_input(client_name="client")
 async def gate_sweeper(timer: func.TimerRequest, client: df.DurableOrchestrationClient) -> None:
     await sweep(client)
