@@ -10,6 +10,7 @@ import azure.durable_functions as df
 
 from dmf.fno.clients import package_api
 from dmf.fno.errors import FnoError
+from dmf.gate import stale_after
 from dmf.logs import log_context
 from dmf.pipeline.services import services
 
@@ -28,11 +29,6 @@ def fno_execution_running(environment: str, execution_id: str | None) -> bool:
     except FnoError:
         return True  # can't tell: keep the permit rather than risk two imports in flight
     return status.value in ("NotRun", "Executing", "Unknown")
-
-
-def stale_after(recheck_seconds: float) -> float:
-    """A waiter refreshes itself every recheck; missing several in a row means it is gone."""
-    return max(5 * recheck_seconds, 300.0)
 
 
 @bp.activity_trigger(input_name="req")

@@ -36,6 +36,19 @@ from dmf.storage.outcomes import safe_key
 log = logging.getLogger(__name__)
 
 STATE = "state"
+MAX_RECHECK_FACTOR = 4
+
+
+def recheck_seconds(base: float, position: int) -> float:
+    """A waiter's safety-net recheck (hand-over normally comes as an event): rarer further back in line."""
+    return base * min(1 + position, MAX_RECHECK_FACTOR)
+
+
+def stale_after(recheck: float) -> float:
+    """Waiters refresh at least every ``MAX_RECHECK_FACTOR`` rechecks; missing far more means they are gone."""
+    return max(10 * recheck, 300.0)
+
+
 WAITER_PREFIX = "w~"
 MAX_ATTEMPTS = 20
 

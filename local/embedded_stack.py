@@ -37,7 +37,7 @@ def app_settings(az: Azurite, emu: Emulator, **overrides: Any) -> dict[str, str]
         "FNO_MAIN_LEGAL_ENTITY": "USMF",
         "FNO_CA_BUNDLE": emu.ca_bundle_path,
         "POLL_INITIAL_SECONDS": "5",
-        "GATE_RECHECK_SECONDS": "30",
+        "GATE_RECHECK_SECONDS": "300",
         "FNO_HTTP_TIMEOUT_SECONDS": "20",
         "ROUTES_JSON": '{"version": 1, "routes": []}',
     }

@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import azure.durable_functions as df
 
+from dmf.gate import recheck_seconds
 from dmf.pipeline.ids import execution_id
 from dmf.pipeline.polling import TERMINAL, PollPolicy
 
@@ -59,7 +60,7 @@ def import_package(context: df.DurableOrchestrationContext):
         context.set_custom_status(
             {"stage": "waiting-for-gate", "position": acq["position"], "holders": acq["holders"]}
         )
-        timer = _wait(context, cfg["gate_recheck_seconds"])
+        timer = _wait(context, recheck_seconds(cfg["gate_recheck_seconds"], acq["position"]))
         opened = context.wait_for_external_event(GATE_EVENT)
         winner = yield context.task_any([opened, timer])
         if winner is opened and not timer.is_completed:

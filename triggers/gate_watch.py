@@ -9,7 +9,8 @@ from datetime import UTC, datetime
 import azure.durable_functions as df
 import azure.functions as func
 
-from activities.gate import fno_execution_running, notify, stale_after
+from activities.gate import fno_execution_running, notify
+from dmf.gate import stale_after
 from dmf.pipeline.services import services
 
 bp = df.Blueprint()
