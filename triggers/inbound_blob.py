@@ -6,7 +6,6 @@ The parameter is an SDK-typed ``BlobClient``: the host never streams the blob's 
 No ``from __future__ import annotations`` here: the worker binds SDK types by the real annotation object.
 """
 
-
 import logging
 import os
 from datetime import UTC, datetime
