@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     with Azurite() as az:
         exports = [
             {
-                "name": "groups-drain",
+                "name": "groups",
                 "environment": "main",
                 "activity_id": "{6D31E09F-0249-459F-94F0-AAD9C2C47B64}",
             }
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
             "demo" + datetime.now(UTC).strftime("%H%M%S"),
             virtual_clock=not ns.real_clock,
             RECURRING_EXPORTS=json.dumps(exports),
+            LOG_LEVEL="INFO" if ns.verbose else "WARNING",
             EXPORT_JOBS=json.dumps(jobs),
         )
         with stack:
@@ -174,7 +175,8 @@ def outbound_demo(stack: Any) -> None:
     )
     stack.runner.fire_timer("drain_timer")
     stack.settle()
-    print(f"  messages still queued in F&O: {len(admin.outbound(activity))}")
+    left = [m for m in admin.outbound(activity) if m["status"] != "Acked"]
+    print(f"  messages F&O still holds un-acknowledged: {len(left)}")
     print("Scheduled export 'groups-nightly' (ExportToPackage → poll → archive), started on demand …")
     req = urllib.request.Request(
         f"{stack.runner.http_base_url}/api/outbound/exports/groups-nightly", method="POST"
