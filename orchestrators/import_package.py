@@ -15,6 +15,7 @@ import azure.durable_functions as df
 from dmf.gate import recheck_seconds
 from dmf.pipeline.ids import execution_id
 from dmf.pipeline.polling import TERMINAL, PollPolicy
+from orchestrators.timing import now_iso, timer_in
 
 bp = df.Blueprint()
 
@@ -23,14 +24,6 @@ GATE_EVENT = "gate_open"
 MAX_START_RETRIES = 5
 MAX_RECALLS = 2
 TARGET_KEY_TRIES = 6
-
-
-def _now(context: df.DurableOrchestrationContext) -> str:
-    return context.current_utc_datetime.isoformat()
-
-
-def _wait(context: df.DurableOrchestrationContext, seconds: float):
-    return context.create_timer(context.current_utc_datetime + timedelta(seconds=seconds))
 
 
 @bp.orchestration_trigger(context_name="context")
@@ -50,30 +43,30 @@ def import_package(context: df.DurableOrchestrationContext):
     }
 
     # 1. Wait for the gate (FIFO across every orchestration importing into this environment).
-    yield context.call_activity_with_retry("gate_enqueue", RETRY, gate_req | {"now": _now(context)})
+    yield context.call_activity_with_retry("gate_enqueue", RETRY, gate_req | {"now": now_iso(context)})
     while True:
         acq = yield context.call_activity_with_retry(
-            "gate_try_acquire", RETRY, gate_req | {"now": _now(context)}
+            "gate_try_acquire", RETRY, gate_req | {"now": now_iso(context)}
         )
         if acq["granted"]:
             break
         context.set_custom_status(
             {"stage": "waiting-for-gate", "position": acq["position"], "holders": acq["holders"]}
         )
-        timer = _wait(context, recheck_seconds(cfg["gate_recheck_seconds"], acq["position"]))
+        timer = timer_in(context, recheck_seconds(cfg["gate_recheck_seconds"], acq["position"]))
         opened = context.wait_for_external_event(GATE_EVENT)
         winner = yield context.task_any([opened, timer])
         if winner is opened and not timer.is_completed:
             timer.cancel()
 
     # 2. Import and poll, holding the gate; always release it.
-    started_at = _now(context)
+    started_at = now_iso(context)
     try:
         outcome = yield from _import_and_poll(context, req, policy, cfg["gate_lease_seconds"])
     except Exception as exc:  # unexpected: still free the gate and record the package
         outcome = {"status": "Failed", "reason": f"import step failed: {exc}", "polls": 0}
     try:
-        yield context.call_activity_with_retry("gate_release", RETRY, gate_req | {"now": _now(context)})
+        yield context.call_activity_with_retry("gate_release", RETRY, gate_req | {"now": now_iso(context)})
     except Exception:  # the lease expires and the sweeper evicts us: the outcome still gets recorded
         context.set_custom_status({"stage": "gate-release-failed"})
 
@@ -93,7 +86,7 @@ def import_package(context: df.DurableOrchestrationContext):
             "last_status": outcome.get("last_status"),
             "polls": outcome.get("polls"),
             "started_at": started_at,
-            "finished_at": _now(context),
+            "finished_at": now_iso(context),
             "confirmed_start_at": outcome.get("confirmed_start_at"),
             "observed_seconds": outcome.get("observed_seconds"),
             "errors": errors,
@@ -121,7 +114,7 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
         if st["state"] != "retry" or attempt >= MAX_START_RETRIES:
             break
         attempt += 1
-        yield _wait(context, policy.initial * 2**attempt)
+        yield timer_in(context, policy.initial * 2**attempt)
     if st["state"] in ("failed", "retry"):
         return {"status": "Failed", "reason": st.get("error"), "polls": 0}
 
@@ -154,11 +147,11 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
                     "environment": req["route"]["environment"],
                     "ticket": req["instance_id"],
                     "instance_id": req["instance_id"],
-                    "now": _now(context),
+                    "now": now_iso(context),
                     "lease_seconds": wait + lease,
                 },
             )
-        yield _wait(context, wait)
+        yield timer_in(context, wait)
         chk = yield context.call_activity_with_retry(
             "check_import",
             RETRY,
@@ -166,7 +159,7 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
                 "environment": req["route"]["environment"],
                 "execution_id": req["execution_id"],
                 "ticket": req["instance_id"],
-                "now": _now(context),
+                "now": now_iso(context),
             },
         )
         polls += 1
@@ -220,7 +213,7 @@ def _collect_errors(context: df.DurableOrchestrationContext, req: dict):
     pending = errors.pop("pending_target_keys", [])
     tries = 0
     while pending and tries < TARGET_KEY_TRIES:
-        yield _wait(context, 15 * 2**tries)
+        yield timer_in(context, 15 * 2**tries)
         got = yield context.call_activity_with_retry(
             "fetch_target_error_keys", RETRY, base | {"entities": pending}
         )

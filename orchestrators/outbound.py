@@ -13,11 +13,10 @@ Orchestrators only yield tasks; configuration comes from the ``outbound_config``
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import azure.durable_functions as df
 
 from dmf.pipeline.polling import TERMINAL, PollPolicy
+from orchestrators.timing import now_iso, timer_in
 
 bp = df.Blueprint()
 
@@ -26,14 +25,6 @@ BATCH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2_000, max_nu
 MAX_START_RETRIES = 5
 MAX_URL_TRIES = 10
 MAX_FETCH_FAILURES = 3
-
-
-def _now(context: df.DurableOrchestrationContext) -> str:
-    return context.current_utc_datetime.isoformat()
-
-
-def _wait(context: df.DurableOrchestrationContext, seconds: float):
-    return context.create_timer(context.current_utc_datetime + timedelta(seconds=seconds))
 
 
 # -- recurring-export drain ---------------------------------------------------------------------------
@@ -104,7 +95,7 @@ def recurring_drain(context: df.DurableOrchestrationContext):
             "errors": errors[:5],
             "stop_reason": stop,
             "started_at": started.isoformat(),
-            "finished_at": _now(context),
+            "finished_at": now_iso(context),
             "guard": req.get("guard"),
             "guard_token": req.get("guard_token"),
         },
@@ -146,7 +137,7 @@ def scheduled_export(context: df.DurableOrchestrationContext):
             "size": outcome.get("size"),
             "method": outcome.get("method"),
             "started_at": started.isoformat(),
-            "finished_at": _now(context),
+            "finished_at": now_iso(context),
         },
     )
     context.set_custom_status({"stage": "done", "status": result["status"]})
@@ -166,7 +157,7 @@ def _export_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
         if st["state"] != "retry" or attempt >= MAX_START_RETRIES:
             break
         attempt += 1
-        yield _wait(context, max(st.get("retry_after") or 0, policy.initial * 2**attempt))
+        yield timer_in(context, max(st.get("retry_after") or 0, policy.initial * 2**attempt))
     if st["state"] in ("failed", "retry"):
         return {"status": "Failed", "reason": st.get("error"), "polls": 0}
     confirmed = st["state"] == "started"
@@ -185,7 +176,7 @@ def _export_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
                 "polls": polls,
                 "started": True,
             }
-        yield _wait(context, wait)
+        yield timer_in(context, wait)
         chk = yield context.call_activity_with_retry(
             "export_check", RETRY, {"environment": env, "execution_id": req["execution_id"]}
         )
@@ -229,7 +220,7 @@ def _fetch_package(context: df.DurableOrchestrationContext, req: dict, policy: P
             last_error = got["error"]
             if got.get("permanent") or failures >= MAX_FETCH_FAILURES:
                 break
-        yield _wait(context, min(policy.initial * 2**n, policy.max_interval))
+        yield timer_in(context, min(policy.initial * 2**n, policy.max_interval))
     return {
         "status": "Failed",
         "reason": last_error or f"F&O handed out no package URL after {MAX_URL_TRIES} tries",
@@ -269,7 +260,7 @@ def recurring_enqueue(context: df.DurableOrchestrationContext):
             if sent["state"] != "retry" or attempt >= MAX_START_RETRIES:
                 break
             attempt += 1
-            yield _wait(context, max(sent.get("retry_after") or 0, policy.initial * 2**attempt))
+            yield timer_in(context, max(sent.get("retry_after") or 0, policy.initial * 2**attempt))
         if sent["state"] != "enqueued":
             status, reason = "Failed", sent.get("error")
         else:
@@ -282,7 +273,7 @@ def recurring_enqueue(context: df.DurableOrchestrationContext):
                     status = "TimedOut"
                     reason = f"message {message_id} not processed after {policy.deadline / 60:.0f} minutes"
                     break
-                yield _wait(context, wait)
+                yield timer_in(context, wait)
                 chk = yield context.call_activity_with_retry(
                     "enqueue_check", RETRY, {"environment": route["environment"], "message_id": message_id}
                 )
@@ -306,7 +297,7 @@ def recurring_enqueue(context: df.DurableOrchestrationContext):
             "reason": reason,
             "polls": polls,
             "started_at": started.isoformat(),
-            "finished_at": _now(context),
+            "finished_at": now_iso(context),
         },
     )
     context.set_custom_status({"stage": "done", "status": result["status"]})

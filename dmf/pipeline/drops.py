@@ -212,38 +212,16 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                     if problems:
                         return {"ok": False, "seq": seq, "problems": problems, "packages": []}
                     for k, bp in enumerate(built.packages, start=1):
-                        report = inspect_package(
-                            bp.path,
-                            limits=limits,
-                            catalogue=svc.catalogue,
-                            overwrite=route.overwrite,
-                            data_project=route.data_project,
-                        )
-                        if not report.ok:
-                            return {
-                                "ok": False,
-                                "seq": seq,
-                                "problems": [str(p) for p in report.problems if _is_error(p)],
-                                "packages": [],
-                            }
+                        report, rejection = _validate(svc, bp.path, route, limits, seq)
+                        if rejection:
+                            return rejection
                         staged = f"{svc.settings.staging_container}/{drop_id}/{seq:03d}-{k:02d}.zip"
                         upload_file(bp.path, svc.blob_at(staged), {"source": _ascii(item["source"])})
                         packages.append(_staged(staged, report, bp.rows))
             else:
-                report = inspect_package(
-                    path,
-                    limits=limits,
-                    catalogue=svc.catalogue,
-                    overwrite=route.overwrite,
-                    data_project=route.data_project,
-                )
-                if not report.ok:
-                    return {
-                        "ok": False,
-                        "seq": seq,
-                        "problems": [str(p) for p in report.problems if _is_error(p)],
-                        "packages": [],
-                    }
+                report, rejection = _validate(svc, path, route, limits, seq)
+                if rejection:
+                    return rejection
                 staged = f"{svc.settings.staging_container}/{drop_id}/{seq:03d}-01.zip"
                 if item["source"].startswith(f"{svc.settings.staging_container}/"):
                     staged = item["source"]  # batch members were staged when the batch was unpacked
@@ -253,6 +231,23 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     except ResourceNotFoundError:
         return {"ok": False, "seq": seq, "problems": [f"{item['source']} no longer exists"], "packages": []}
     return {"ok": True, "seq": seq, "problems": [], "packages": packages}
+
+
+def _validate(
+    svc: Services, path: Path, route: ResolvedRoute, limits: Any, seq: int
+) -> tuple[Any, dict[str, Any] | None]:
+    """The package's validation report, and a rejection result when it has errors."""
+    report = inspect_package(
+        path,
+        limits=limits,
+        catalogue=svc.catalogue,
+        overwrite=route.overwrite,
+        data_project=route.data_project,
+    )
+    if report.ok:
+        return report, None
+    problems = [str(p) for p in report.problems if _is_error(p)]
+    return report, {"ok": False, "seq": seq, "problems": problems, "packages": []}
 
 
 def _ascii(text: str) -> str:
