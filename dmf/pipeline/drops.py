@@ -21,7 +21,7 @@ from dmf.package.catalogue import EntityInfo
 from dmf.package.inspect import inspect_package
 from dmf.pipeline.blobio import downloaded, sha256_blob, upload_file
 from dmf.pipeline.services import Services
-from dmf.routing import ResolvedRoute, RoutingError, resolve
+from dmf.routing import RAW_EXTENSIONS, ResolvedRoute, RoutingError, resolve
 from dmf.settings import Deployment
 from dmf.storage.transfer import copy_blob
 
@@ -121,7 +121,7 @@ def plan_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_batch_zip(blob: Any) -> bool:
-    """A zip whose root holds only .zip entries (no Manifest.xml) is a batch of packages."""
+    """A zip with no Manifest.xml at its root that holds packages (or a batch manifest) is a batch."""
     import zipfile
 
     with downloaded(blob, ".zip") as path:
@@ -130,7 +130,10 @@ def _is_batch_zip(blob: Any) -> bool:
                 names = [n for n in zf.namelist() if not n.endswith("/")]
         except zipfile.BadZipFile:
             return False
-    return bool(names) and all(n.lower().endswith(".zip") for n in names)
+    lower = [n.lower() for n in names]
+    if "manifest.xml" in lower:
+        return False
+    return any(n.endswith(".zip") or n.endswith(".batch.json") for n in lower)
 
 
 def _plan_batch_zip(
@@ -138,14 +141,17 @@ def _plan_batch_zip(
 ) -> dict[str, Any]:
     with downloaded(svc.blob(container, name), ".zip") as path, tempfile.TemporaryDirectory() as out:
         result = extract_batch_zip(path, Path(out), svc.limits(route.max_rows_per_package))
-        problems = [str(p) for p in getattr(result, "problems", [])]
-        if problems:
-            return _rejected("batch zip rejected: " + "; ".join(problems))
+        errors = [str(p) for p in result.problems if _is_error(p)]
+        if errors:
+            return _rejected("batch zip rejected: " + "; ".join(errors))
         items = []
-        for seq, inner in enumerate(result.packages, start=1):
-            staged = f"{svc.settings.staging_container}/{drop_id}/batch/{seq:03d}-{Path(inner).name}"
-            upload_file(Path(inner), svc.blob_at(staged))
-            items.append({"seq": seq, "kind": "package", "source": staged, "label": Path(inner).name})
+        for seq, entry in enumerate(result.entries, start=1):
+            staged = f"{svc.settings.staging_container}/{drop_id}/batch/{seq:03d}-{entry.path.name}"
+            upload_file(entry.path, svc.blob_at(staged))
+            item = {"seq": seq, "kind": entry.kind, "source": staged, "entity": entry.entity}
+            if entry.source_format:
+                item["source_format"] = entry.source_format
+            items.append(item)
     if not items:
         return _rejected("batch zip holds no packages")
     return {"action": "import", "items": items}
@@ -202,7 +208,7 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                         f,
                         file_name=PurePosixPath(item["source"]).name,
                         entity=entity,
-                        source_format=route.source_format or "CSV-Unicode",
+                        source_format=_source_format(item, route),
                         data_project=route.data_project or "",
                         limits=limits,
                         out_dir=Path(out),
@@ -231,6 +237,11 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     except ResourceNotFoundError:
         return {"ok": False, "seq": seq, "problems": [f"{item['source']} no longer exists"], "packages": []}
     return {"ok": True, "seq": seq, "problems": [], "packages": packages}
+
+
+def _source_format(item: dict[str, Any], route: ResolvedRoute) -> str:
+    suffix = PurePosixPath(item["source"].lower()).suffix
+    return item.get("source_format") or route.source_format or RAW_EXTENSIONS.get(suffix, "CSV-Unicode")
 
 
 def _validate(

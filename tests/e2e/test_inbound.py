@@ -228,3 +228,28 @@ def test_an_import_that_takes_hours_is_waited_on_with_timers(azurite, unique_nam
         assert (stack.clock.now() - start).total_seconds() >= 3 * 3600
         status_calls = [c for c in stack.emu.admin.calls() if c["endpoint"] == "GetExecutionSummaryStatus"]
         assert len(status_calls) == pkg["PollCount"] <= 12, len(status_calls)
+
+
+def test_batch_zip_with_its_own_manifest_orders_packages_and_raw_files(stack: Stack) -> None:
+    batch = io.BytesIO()
+    with zipfile.ZipFile(batch, "w") as zf:
+        zf.writestr("b.zip", customer_groups_package(["ZB"]))
+        zf.writestr("a.csv", customer_groups_csv(["ZA"]))
+        zf.writestr(
+            "readme.txt", b"notes for humans"
+        )  # not named by the manifest: a warning, not a rejection
+        zf.writestr(
+            "order.batch.json",
+            json.dumps({"items": [{"file": "a.csv", "entity": "Customer groups"}, {"file": "b.zip"}]}),
+        )
+    stack.drop("USRT/CustomerGroups-Import/mixed.zip", batch.getvalue())
+    stack.settle()
+    drop = stack.drop_row("mixed.zip")
+    assert drop["Status"] == "Succeeded" and drop["PackageCount"] == 2, drop
+    packages = stack.packages(drop)
+    assert [p["Status"] for p in packages] == ["Succeeded", "Succeeded"]
+    # Imported in the manifest's order: the raw file first.
+    assert packages[0]["SourceBlob"].endswith("-a.csv") and packages[1]["SourceBlob"].endswith("-b.zip"), (
+        packages
+    )
+    assert {r["CUSTOMERGROUPID"] for r in stack.emu.admin.data("USRT", "Customer groups")} == {"ZA", "ZB"}

@@ -303,10 +303,13 @@ def test_a_terminated_drain_does_not_block_the_next_one(stack: Stack) -> None:
     assert stack.runner.wait_for_instance(DRAIN_ID, timeout=30)["runtimeStatus"] == "Terminated"
     stack.runner.wait_until_idle(30)
     # Its run guard was never released, but its instance has ended: the next firing takes over at once.
-    out = _drain(stack)
+    _drain(stack)
     assert stack.runner.get_status(DRAIN_ID)["input"] != first
-    assert out["archived"] + out["duplicate"] >= 2
-    assert set(_acks(stack).values()) <= {"Acked", "Dequeued"}
+    stack.settle()
+    # Terminating does not stop an activity already running (as in Azure), so either drain may have handled
+    # the messages: what matters is that the second one ran and every message was archived exactly once.
+    assert len(stack.blob_names("ARCHIVE_CONTAINER")) == 3
+    assert set(_acks(stack).values()) == {"Acked"}
 
 
 def test_enqueue_route_times_out_when_f_and_o_never_finishes(azurite, unique_name) -> None:
