@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Benchmarks: each writes its figures (ratios against a baseline measured in the same run) to
-# bench/results/<area>.md; bench/RESULTS.md gathers them.
+# bench/results/<area>.md; bench/RESULTS.md gathers them. About 20 minutes on 2 cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-for b in bench/*_*.py; do
-  [ -f "$b" ] || continue
+export PYTHONPATH=.
+benches=(
+  bench.emulator_status_rps       # emulator: status calls/s on one core vs a bare HTTPS server
+  bench.fno_client                # F&O client: streamed transfers and per-call overhead
+  bench.runner_overhead           # local runner: overhead per activity call and per replay
+  bench.package_csv_throughput    # raw CSV → package vs zip -6; 1 GiB conversion memory
+  bench.inbound_memory_1gb        # staging + uploading a 1 GB package: peak memory vs read-it-all
+  bench.inbound_fifty_packages    # 50 packages at once: elapsed vs sum of durations, status calls
+  bench.outbound_drain            # draining 500 messages vs a naive loop; 1 GiB message memory
+)
+for b in "${benches[@]}"; do
   echo "== $b"
-  PYTHONPATH=. .venv/bin/python "$b" "$@"
+  .venv/bin/python -m "$b"
 done
-.venv/bin/python bench/gather.py
+.venv/bin/python -m bench.gather
