@@ -53,6 +53,8 @@ class Route(BaseModel):
     execute: bool = True
     overwrite: bool = True
     allow_duplicate_content: bool = False
+    # A template data package for raw files, as a blob path "<container>/<name>" in the data storage:
+    # its Manifest.xml (mapping, source format) is reused for the generated packages.
     template_package: str | None = None
     activity_id: str | None = None
     max_rows_per_package: int | None = None

@@ -6,6 +6,7 @@ result object for every expected failure instead of raising, so one bad item nev
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import tempfile
@@ -203,7 +204,15 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                     entity = EntityInfo(
                         label=item["entity"] or "Unknown", target_entity=item["entity"] or "Unknown"
                     )
-                with tempfile.TemporaryDirectory() as out, path.open("rb") as f:
+                with contextlib.ExitStack() as stack:
+                    out = stack.enter_context(tempfile.TemporaryDirectory())
+                    f = stack.enter_context(path.open("rb"))
+                    # A route's template package (a blob, "<container>/<name>") supplies mapping and format.
+                    template = (
+                        stack.enter_context(downloaded(svc.blob_at(route.template_package), ".zip"))
+                        if route.template_package
+                        else None
+                    )
                     built = build_packages_from_raw(
                         f,
                         file_name=PurePosixPath(item["source"]).name,
@@ -212,7 +221,7 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                         data_project=route.data_project or "",
                         limits=limits,
                         out_dir=Path(out),
-                        template=None,
+                        template=template,
                     )
                     problems = [str(p) for p in built.problems if _is_error(p)]
                     if problems:

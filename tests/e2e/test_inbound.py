@@ -253,3 +253,43 @@ def test_batch_zip_with_its_own_manifest_orders_packages_and_raw_files(stack: St
         packages
     )
     assert {r["CUSTOMERGROUPID"] for r in stack.emu.admin.data("USRT", "Customer groups")} == {"ZA", "ZB"}
+
+
+def test_raw_file_split_by_rows_and_wrapped_with_the_routes_template(azurite, unique_name) -> None:
+    templates = f"{unique_name}-templates"
+    routes = {
+        "version": 1,
+        "routes": [
+            {
+                "name": "templated",
+                "pattern": "templated/*.csv",
+                "data_project": "CustomerGroups-Import",
+                "legal_entity": "demf",
+                "entity": "Customer groups",
+                "template_package": f"{templates}/customer-groups.zip",
+                "max_rows_per_package": 3,
+            }
+        ],
+    }
+    with Stack(azurite, unique_name, ROUTES_JSON=json.dumps(routes)) as stack:
+        stack.blobs.create_container(templates).upload_blob(
+            "customer-groups.zip", customer_groups_package(["T"], project="TemplateMarker")
+        )
+        ids = [f"S{i}" for i in range(7)]
+        stack.drop("templated/new-groups.csv", customer_groups_csv(ids))
+        stack.settle()
+        drop = stack.drop_row("new-groups.csv")
+        assert (
+            drop["Status"] == "Succeeded" and drop["Route"] == "templated" and drop["LegalEntity"] == "DEMF"
+        )
+        packages = stack.packages(drop)
+        assert [p["Records"] for p in packages] == [3, 3, 1]
+        assert len(stack.import_calls()) == 3
+        assert {r["CUSTOMERGROUPID"] for r in stack.emu.admin.data("DEMF", "Customer groups")} == set(ids)
+        # The staged packages carry the template's manifest (its description names the template's project).
+        staged = (
+            stack.blobs.get_blob_client(*packages[0]["StagedBlob"].split("/", 1)).download_blob().readall()
+        )
+        with zipfile.ZipFile(io.BytesIO(staged)) as zf:
+            manifest = zf.read("Manifest.xml").decode("utf-16")
+        assert "TemplateMarker" in manifest and "CUSTOMERGROUPID" in manifest
