@@ -48,7 +48,7 @@ def test_failures_and_debug_logs_carry_no_secrets(
     good_sas = sas_url(container, "pkg.zip")
     readonly_sas = sas_url(container, "ro.zip", perm="r")
     dead_sas = f"https://127.0.0.1:{_closed_port()}/dmf/x.zip?sv=2020-01-01&sr=b&sig=DeadPortSig%3D"
-    fno_sas = fno.url_for("/dmf/export.zip") + "?sv=2020-01-01&sr=b&sig=ExportSig%2Bsecret%3D"
+    fno_sas = fno.url_for("/dmf/export.zip") + "?sv=2020-01-01&sr=b&sig=ExportSig-fake%2B%3D"
     secrets = [CLIENT_SECRET, ACCESS_TOKEN, "DeadPortSig", "ExportSig", "EchoedSig"]
     secrets += [u.split("sig=", 1)[1].split("&")[0] for u in (good_sas, readonly_sas)]
 
