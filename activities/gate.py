@@ -73,18 +73,20 @@ def gate_renew(req: dict[str, Any]) -> dict[str, Any]:
 @bp.activity_trigger(input_name="req")
 @bp.durable_client_input(client_name="client")
 async def gate_release(req: dict[str, Any], client: df.DurableOrchestrationClient) -> list[str]:
-    """Release, then tell the next waiters at once so none sits out its recheck interval."""
+    """Release, then tell the next waiters at once so none sits out its recheck interval.
+
+    After an import whose end we did not see (timed out, failed mid-poll), the permit is kept while F&O
+    still runs the execution: the sweeper or the next waiter frees it once F&O is done.
+    """
     s = services().settings
-    with log_context(instance_id=req["instance_id"]):
-        wake = (
-            services()
-            .gate(req["environment"])
-            .release(
-                req["ticket"],
-                datetime.fromisoformat(req["now"]),
-                stale_after_seconds=stale_after(s.gate_recheck_seconds),
-            )
-        )
+    with log_context(instance_id=req["instance_id"], execution_id=req.get("execution_id")):
+        gate = services().gate(req["environment"])
+        now = datetime.fromisoformat(req["now"])
+        if req.get("maybe_running") and fno_execution_running(req["environment"], req.get("execution_id")):
+            log.warning("F&O still runs %s: keeping the import permit until it ends", req.get("execution_id"))
+            gate.renew(req["ticket"], now, lease_seconds=s.gate_lease_seconds)
+            return []
+        wake = gate.release(req["ticket"], now, stale_after_seconds=stale_after(s.gate_recheck_seconds))
         await notify(client, wake)
     return wake
 

@@ -123,7 +123,13 @@ class ImportGate:
     def _waiters(self) -> list[dict[str, Any]]:
         q = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
         rows = self.table.query_entities(q, parameters={"pk": self.pk, "lo": WAITER_PREFIX, "hi": "w\x7f"})
-        return sorted((dict(r) for r in rows), key=lambda r: r["RowKey"])
+        out = []
+        for r in rows:
+            if not all(k in r for k in ("Ticket", "InstanceId", "EnqueuedAt", "SeenAt")):
+                self._delete_quietly(r["RowKey"])  # a fragment left by a race: never let it jam the gate
+                continue
+            out.append({**dict(r), "_etag": r.metadata["etag"]})
+        return sorted(out, key=lambda r: r["RowKey"])
 
     @staticmethod
     def _waiter_key(ticket: str, enqueued_at: datetime) -> str:
@@ -183,9 +189,8 @@ class ImportGate:
                     h.lease_until = now + timedelta(seconds=lease_seconds)
                 live += kept
                 expired = [h for h in expired if h not in kept]
-                if not self._replace_holders(live, etag):
-                    continue
-                holders, etag = self._load()
+                self._replace_holders(live, etag)
+                continue  # start over from the stored state either way
             for h in expired:
                 log.warning(
                     "gate %s: lease of %s (%s) expired; freeing its permit", self.pk, h.ticket, h.instance_id
@@ -204,7 +209,7 @@ class ImportGate:
                     log.warning(
                         "gate %s: dropping stale waiter %s (%s)", self.pk, w["Ticket"], w["InstanceId"]
                     )
-                    self._delete_quietly(w["RowKey"])
+                    self._delete_quietly(w["RowKey"], w["_etag"])  # unless it just refreshed itself
             position = queue.index(mine)
             free = self.permits - len(live)
             if position < free:
@@ -228,9 +233,16 @@ class ImportGate:
                     log.info("gate %s: lost a race acquiring for %s (%s); retrying", self.pk, ticket, exc)
                     continue
                 return Acquire(True, 0, [h.instance_id for h in new])
-            self.table.upsert_entity(
-                {"PartitionKey": self.pk, "RowKey": mine["RowKey"], "SeenAt": now}, mode=UpdateMode.MERGE
-            )
+            try:
+                # Update, never upsert: a row dropped as stale meanwhile must not come back half-empty.
+                self.table.update_entity(
+                    {"PartitionKey": self.pk, "RowKey": mine["RowKey"], "SeenAt": now},
+                    mode=UpdateMode.MERGE,
+                    etag=mine["_etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except HttpResponseError:
+                continue  # our row changed or vanished: look again
             if expired:
                 self._replace_holders(live, etag)
             return Acquire(False, position, [h.instance_id for h in live])
@@ -254,7 +266,8 @@ class ImportGate:
         now = _aware(now)
         for _ in range(MAX_ATTEMPTS):
             holders, etag = self._load()
-            remaining = [h for h in holders if h.ticket != ticket and h.lease_until > now]
+            # Only our own ticket: other holders' expired leases are judged by try_acquire (F&O may still run).
+            remaining = [h for h in holders if h.ticket != ticket]
             if len(remaining) != len(holders) and not self._replace_holders(remaining, etag):
                 continue
             self._delete_waiter(ticket)
@@ -330,8 +343,13 @@ class ImportGate:
             if w["Ticket"] == ticket:
                 self._delete_quietly(w["RowKey"])
 
-    def _delete_quietly(self, row_key: str) -> None:
+    def _delete_quietly(self, row_key: str, etag: str | None = None) -> None:
         try:
-            self.table.delete_entity(self.pk, row_key)
-        except ResourceNotFoundError:
+            if etag:
+                self.table.delete_entity(
+                    self.pk, row_key, etag=etag, match_condition=MatchConditions.IfNotModified
+                )
+            else:
+                self.table.delete_entity(self.pk, row_key)
+        except (ResourceNotFoundError, HttpResponseError):
             pass

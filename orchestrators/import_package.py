@@ -15,6 +15,7 @@ import azure.durable_functions as df
 from dmf.gate import recheck_seconds
 from dmf.pipeline.ids import execution_id
 from dmf.pipeline.polling import TERMINAL, PollPolicy
+from dmf.redact import redact
 from orchestrators.timing import now_iso, timer_in
 
 bp = df.Blueprint()
@@ -24,6 +25,7 @@ GATE_EVENT = "gate_open"
 MAX_START_RETRIES = 5
 MAX_RECALLS = 2
 TARGET_KEY_TRIES = 6
+LOST_GATE = "LostGate"
 
 
 @bp.orchestration_trigger(context_name="context")
@@ -42,31 +44,24 @@ def import_package(context: df.DurableOrchestrationContext):
         "execution_id": req["execution_id"],
     }
 
-    # 1. Wait for the gate (FIFO across every orchestration importing into this environment).
-    yield context.call_activity_with_retry("gate_enqueue", RETRY, gate_req | {"now": now_iso(context)})
-    while True:
-        acq = yield context.call_activity_with_retry(
-            "gate_try_acquire", RETRY, gate_req | {"now": now_iso(context)}
-        )
-        if acq["granted"]:
-            break
-        context.set_custom_status(
-            {"stage": "waiting-for-gate", "position": acq["position"], "holders": acq["holders"]}
-        )
-        timer = timer_in(context, recheck_seconds(cfg["gate_recheck_seconds"], acq["position"]))
-        opened = context.wait_for_external_event(GATE_EVENT)
-        winner = yield context.task_any([opened, timer])
-        if winner is opened and not timer.is_completed:
-            timer.cancel()
-
-    # 2. Import and poll, holding the gate; always release it.
     started_at = now_iso(context)
+    while True:
+        # 1. Wait for the gate (FIFO across every orchestration importing into this environment).
+        yield from _wait_for_gate(context, gate_req, cfg)
+        # 2. Import and poll, holding the gate; then release it (kept while F&O may still be importing).
+        try:
+            outcome = yield from _import_and_poll(context, req, policy, cfg["gate_lease_seconds"])
+        except Exception as exc:  # unexpected: still free the gate and record the package
+            outcome = {"status": "Failed", "reason": redact(f"import step failed: {exc}"), "polls": 0}
+        if outcome["status"] != LOST_GATE:
+            break
+        # Our permit lapsed before ImportFromPackage was called: queue again rather than import unguarded.
+        context.set_custom_status({"stage": "gate-lost", "execution_id": req["execution_id"]})
+    maybe_running = outcome["status"] not in TERMINAL and bool(outcome.get("started"))
     try:
-        outcome = yield from _import_and_poll(context, req, policy, cfg["gate_lease_seconds"])
-    except Exception as exc:  # unexpected: still free the gate and record the package
-        outcome = {"status": "Failed", "reason": f"import step failed: {exc}", "polls": 0}
-    try:
-        yield context.call_activity_with_retry("gate_release", RETRY, gate_req | {"now": now_iso(context)})
+        yield context.call_activity_with_retry(
+            "gate_release", RETRY, gate_req | {"now": now_iso(context), "maybe_running": maybe_running}
+        )
     except Exception:  # the lease expires and the sweeper evicts us: the outcome still gets recorded
         context.set_custom_status({"stage": "gate-release-failed"})
 
@@ -74,7 +69,14 @@ def import_package(context: df.DurableOrchestrationContext):
     errors = None
     if outcome.get("status") in ("PartiallySucceeded", "Failed", "Canceled") and outcome.get("started"):
         context.set_custom_status({"stage": "collecting-errors", "execution_id": req["execution_id"]})
-        errors = yield from _collect_errors(context, req)
+        try:
+            errors = yield from _collect_errors(context, req)
+        except Exception as exc:  # the import happened: a missing error file must not turn it into a failure
+            errors = {
+                "error_count": None,
+                "messages": [redact(f"could not collect errors: {exc}")],
+                "files": [],
+            }
 
     result = yield context.call_activity_with_retry(
         "record_import_result",
@@ -106,15 +108,38 @@ def import_package(context: df.DurableOrchestrationContext):
     }
 
 
+def _wait_for_gate(context: df.DurableOrchestrationContext, gate_req: dict, cfg: dict):
+    yield context.call_activity_with_retry("gate_enqueue", RETRY, gate_req | {"now": now_iso(context)})
+    while True:
+        acq = yield context.call_activity_with_retry(
+            "gate_try_acquire", RETRY, gate_req | {"now": now_iso(context)}
+        )
+        if acq["granted"]:
+            return
+        context.set_custom_status(
+            {"stage": "waiting-for-gate", "position": acq["position"], "holders": acq["holders"]}
+        )
+        timer = timer_in(context, recheck_seconds(cfg["gate_recheck_seconds"], acq["position"]))
+        opened = context.wait_for_external_event(GATE_EVENT)
+        winner = yield context.task_any([opened, timer])
+        if winner is opened and not timer.is_completed:
+            timer.cancel()
+
+
 def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy, lease: float):
     context.set_custom_status({"stage": "importing", "execution_id": req["execution_id"]})
     attempt = 0
     while True:
-        st = yield context.call_activity_with_retry("start_import", RETRY, req | {"allow_recall": False})
+        st = yield context.call_activity_with_retry(
+            "start_import", RETRY, req | {"allow_recall": False, "now": now_iso(context)}
+        )
         if st["state"] != "retry" or attempt >= MAX_START_RETRIES:
             break
         attempt += 1
-        yield timer_in(context, policy.initial * 2**attempt)
+        # Short enough that the permit's lease outlives the wait (start_import renews it first thing).
+        yield timer_in(context, min(policy.initial * 2**attempt, lease / 2))
+    if st["state"] == "lost-gate":
+        return {"status": LOST_GATE}
     if st["state"] in ("failed", "retry"):
         return {"status": "Failed", "reason": st.get("error"), "polls": 0}
 
@@ -192,7 +217,11 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
                 }
             # The import call never reached F&O: now, and only now, call it again.
             recalls += 1
-            st = yield context.call_activity_with_retry("start_import", RETRY, req | {"allow_recall": True})
+            st = yield context.call_activity_with_retry(
+                "start_import", RETRY, req | {"allow_recall": True, "now": now_iso(context)}
+            )
+            if st["state"] == "lost-gate":
+                return {"status": LOST_GATE}
             if st["state"] == "failed":
                 return {"status": "Failed", "reason": st.get("error"), "polls": polls}
             confirmed = bool(st.get("confirmed"))

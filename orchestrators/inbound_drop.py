@@ -10,6 +10,7 @@ from __future__ import annotations
 import azure.durable_functions as df
 
 from dmf.pipeline.ids import package_instance_id
+from dmf.redact import redact
 
 bp = df.Blueprint()
 
@@ -24,9 +25,14 @@ def inbound_drop(context: df.DurableOrchestrationContext):
         "instance_id": drop_id,
         "day": drop["day"],
         "source": f"{drop['container']}/{drop['name']}",
+        "etag": drop.get("etag"),
     }
     context.set_custom_status({"stage": "planning"})
-    plan = yield context.call_activity_with_retry("plan_drop", RETRY, drop)
+    try:
+        plan = yield context.call_activity_with_retry("plan_drop", RETRY, drop)
+    except Exception as exc:  # storage kept failing: record it and move the blob aside, don't lose it
+        final.update(action="error", reason=redact(f"planning the drop failed: {exc}"))
+        return (yield context.call_activity_with_retry("finalize_drop", RETRY, final))
     if plan["action"] in ("gone", "already-done"):
         return {"status": plan["action"], "reason": plan.get("reason")}
     final.update(sha256=plan.get("sha256"), members=plan.get("members", []))
@@ -58,7 +64,7 @@ def inbound_drop(context: df.DurableOrchestrationContext):
             ]
         )
     except Exception as exc:  # an activity kept failing unexpectedly: record it, don't lose the drop
-        final.update(action="error", reason=f"preparing the drop failed: {exc}")
+        final.update(action="error", reason=redact(f"preparing the drop failed: {exc}"))
         return (yield context.call_activity_with_retry("finalize_drop", RETRY, final))
 
     by_seq = {it["seq"]: it for it in items}
@@ -91,7 +97,8 @@ def inbound_drop(context: df.DurableOrchestrationContext):
                 "import_package", sub_input, package_instance_id(drop_id, n)
             )
         except Exception as exc:
-            res = {"seq": n, "status": "Failed", "reason": f"import orchestration failed: {exc}"}
+            # F&O may or may not have imported it: "Unknown" keeps the content claim (no re-import).
+            res = {"seq": n, "status": "Unknown", "reason": redact(f"import orchestration failed: {exc}")}
         results.append(res)
 
     final.update(action="import", results=results, rejected=rejected)

@@ -14,7 +14,8 @@ from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from azure.core.exceptions import ResourceNotFoundError
+from azure.core import MatchConditions
+from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from dmf.package.batch import extract_batch_zip, parse_batch_manifest
 from dmf.package.build import build_packages_from_raw
@@ -22,6 +23,7 @@ from dmf.package.catalogue import EntityInfo
 from dmf.package.inspect import inspect_package
 from dmf.pipeline.blobio import downloaded, sha256_blob, upload_file
 from dmf.pipeline.services import Services
+from dmf.redact import redact
 from dmf.routing import RAW_EXTENSIONS, ResolvedRoute, RoutingError, resolve
 from dmf.settings import Deployment
 from dmf.storage.transfer import copy_blob
@@ -30,6 +32,9 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_MANIFEST_BYTES = 1 * 2**20
 OK_STATUSES = {"Succeeded", "PartiallySucceeded"}
+FINAL_DROP_STATUSES = {"Succeeded", "PartiallySucceeded", "Failed", "Rejected", "Duplicate", "Gone"}
+# Outcomes that leave F&O's side unknown: the content claim stays, so a re-drop cannot import twice.
+UNSETTLED = {"TimedOut", "Unknown"}
 
 
 def _now() -> datetime:
@@ -45,6 +50,14 @@ def plan_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     """Route the blob, detect duplicates and list the items to prepare."""
     drop_id, day, container, name = req["instance_id"], req["day"], req["container"], req["name"]
     source = f"{container}/{name}"
+    previous = svc.outcomes.get(day, drop_id) or {}
+    if previous.get("Status") in FINAL_DROP_STATUSES:
+        # This blob version was handled already (its orchestration was started again): touch nothing.
+        return {
+            "action": "already-done",
+            "reason": f"drop {drop_id} already ended {previous['Status']}",
+            "items": [],
+        }
     svc.outcomes.upsert(
         day,
         drop_id,
@@ -96,7 +109,9 @@ def plan_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     try:
         sha, size = sha256_blob(blob)
     except ResourceNotFoundError:
-        return {"action": "gone", "reason": f"{source} no longer exists", "items": []}
+        reason = f"{source} no longer exists (deleted or replaced before it was read)"
+        svc.outcomes.upsert(day, drop_id, {"Status": "Gone", "Reason": reason, "FinishedAt": _now()})
+        return {"action": "gone", "reason": reason, "items": []}
     if size == 0:
         return _rejected(f"{source} is empty", route=route.model_dump())
     svc.outcomes.upsert(day, drop_id, {"ContentSha256": sha, "SizeBytes": size})
@@ -329,7 +344,7 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         "Failed": s.failed_container,
     }.get(status, s.rejected_container)
     name = source.partition("/")[2]
-    archived = f"{target}/{name}"
+    archived = _free_destination(svc, f"{target}/{name}", drop_id)
     records = sum(int(r.get("records") or 0) for r in results) if results else None
     errors = [
         f"package {r.get('seq')} {r.get('status')}: {r.get('error_summary') or r.get('reason')}"
@@ -355,33 +370,72 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         summary["DurationSeconds"] = round((finished - started["StartedAt"]).total_seconds(), 3)
     # The outcome row is written before the source blob is touched.
     svc.outcomes.upsert(day, drop_id, summary)
-    _move(svc, source, archived, reason if status not in OK_STATUSES else None, drop_id, status)
+    _move(
+        svc, source, archived, reason if status not in OK_STATUSES else None, drop_id, status, req.get("etag")
+    )
     for member in req.get("members", []):
         if member != source:
-            _move(svc, member, f"{target}/{member.partition('/')[2]}", None, drop_id, status)
-    if status in {"Rejected", "Failed"} and req.get("sha256") and action != "duplicate":
+            dest = _free_destination(svc, f"{target}/{member.partition('/')[2]}", drop_id)
+            _move(svc, member, dest, None, drop_id, status)
+    unsettled = any(r.get("status") in UNSETTLED for r in results)
+    if status in {"Rejected", "Failed"} and req.get("sha256") and action != "duplicate" and not unsettled:
         svc.ledger.release_content(req["sha256"], drop_id)
     return {"status": status, "archived": archived}
 
 
-def _move(svc: Services, source: str, dest: str, reason: str | None, drop_id: str, status: str) -> None:
+def _move(
+    svc: Services,
+    source: str,
+    dest: str,
+    reason: str | None,
+    drop_id: str,
+    status: str,
+    etag: str | None = None,
+) -> None:
+    """Copy ``source`` to ``dest`` (beside any reason file), then delete the source. Returns where it went.
+
+    The source is deleted only if it is still the version this drop handled (``etag``), so a file
+    re-uploaded meanwhile under the same name is left for its own drop.
+    """
     src = svc.blob_at(source)
     dst = svc.blob_at(dest)
-    if src.exists():
-        copy_blob(src, dst, metadata={"drop": drop_id, "status": status})
-        if reason:
-            svc.blob_at(dest + ".reason.txt").upload_blob(
-                _reason_text(source, drop_id, status, reason).encode("utf-8"), overwrite=True
-            )
-        src.delete_blob()
-    elif not dst.exists():
-        log.warning("neither %s nor %s exists; nothing to move", source, dest)
+    if not src.exists():
+        if not dst.exists():
+            log.warning("neither %s nor %s exists; nothing to move", source, dest)
+        return
+    copy_blob(src, dst, metadata={"drop": drop_id, "status": status})
+    if reason:
+        svc.blob_at(dest + ".reason.txt").upload_blob(
+            _reason_text(source, drop_id, status, reason).encode("utf-8"), overwrite=True
+        )
+    try:
+        if etag:
+            src.delete_blob(etag=etag, match_condition=MatchConditions.IfNotModified)
+        else:
+            src.delete_blob()
+    except ResourceModifiedError:
+        log.warning("%s changed since this drop read it; leaving the new version for its own drop", source)
+
+
+def _free_destination(svc: Services, dest: str, drop_id: str) -> str:
+    """``dest``, or a name with the drop id in it when an earlier drop's file already sits there."""
+    blob = svc.blob_at(dest)
+    if blob.exists() and (blob.get_blob_properties().metadata or {}).get("drop") != drop_id:
+        path = PurePosixPath(dest)
+        return str(path.with_name(f"{path.stem}.{drop_id[-12:]}{path.suffix}"))
+    return dest
 
 
 def _reason_text(source: str, drop_id: str, status: str, reason: str) -> str:
     return (
         json.dumps(
-            {"source": source, "drop": drop_id, "status": status, "reason": reason, "at": _now().isoformat()},
+            {
+                "source": source,
+                "drop": drop_id,
+                "status": status,
+                "reason": redact(reason),
+                "at": _now().isoformat(),
+            },
             indent=2,
         )
         + "\n"

@@ -12,11 +12,14 @@ from datetime import UTC, datetime
 from pathlib import PurePosixPath
 from typing import Any
 
+from azure.core.exceptions import AzureError
+
 from dmf.fno.clients import package_api
 from dmf.fno.errors import FnoError
 from dmf.fno.models import ExecutionStatus
 from dmf.logs import log_context
 from dmf.pipeline.services import Services
+from dmf.redact import redact
 from dmf.storage.transfer import blob_client_for_url, copy_blob
 
 log = logging.getLogger(__name__)
@@ -39,6 +42,12 @@ def start_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     base = {"execution_id": exec_id, "expected_seconds": expected}
     existing = svc.outcomes.get(day, row) or {}
     with log_context(execution_id=exec_id, data_project=route["data_project"], blob_name=req["staged"]):
+        # Only a holder of the environment's gate may call ImportFromPackage: make sure ours has not lapsed.
+        if req.get("now") and not svc.gate(route["environment"]).renew(
+            req["instance_id"], datetime.fromisoformat(req["now"]), lease_seconds=s.gate_lease_seconds
+        ):
+            log.warning("the import permit for %s lapsed before the import; queueing again", exec_id)
+            return {**base, "state": "lost-gate"}
         if existing.get("ImportRequestedAt"):
             # A previous attempt may have reached F&O: ask before calling again.
             try:
@@ -80,6 +89,9 @@ def start_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         except FnoError as exc:
             # Nothing reached ImportFromPackage yet: safe to let the orchestrator retry later.
             return {**base, "state": "retry" if exc.transient else "failed", "error": str(exc)}
+        except (AzureError, OSError) as exc:
+            # The copy into F&O's blob failed (its URL may have expired): a fresh URL next time.
+            return {**base, "state": "retry", "error": redact(f"upload to F&O's blob failed: {exc}")}
         svc.outcomes.upsert(
             day,
             row,
@@ -177,12 +189,12 @@ def fetch_target_error_keys(svc: Services, req: dict[str, Any]) -> dict[str, Any
     for entity in req["entities"]:
         try:
             url = api.get_import_target_error_keys_file_url(req["execution_id"], entity)
-        except FnoError:
-            url = None
-        if url:
-            files.append(_copy_error_file(svc, url, f"{prefix}/{_safe(entity)}-target-error-keys.csv"))
-        else:
-            pending.append(entity)
+            if url:
+                files.append(_copy_error_file(svc, url, f"{prefix}/{_safe(entity)}-target-error-keys.csv"))
+                continue
+        except FnoError as exc:
+            log.info("target error keys for %s not fetched yet: %s", entity, exc)
+        pending.append(entity)
     return {"files": files, "pending": pending}
 
 
@@ -220,7 +232,10 @@ def record_import_result(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
 def _copy_error_file(svc: Services, url: str, dest: str) -> str:
     s = svc.settings
     src = blob_client_for_url(url, ca_bundle=s.fno_ca_bundle)
-    copy_blob(src, svc.blob_at(dest), source_url=url)
+    try:
+        copy_blob(src, svc.blob_at(dest), source_url=url)
+    except (AzureError, OSError) as exc:
+        raise FnoError(redact(f"copying an error file from F&O failed: {exc}"), transient=True) from None
     return dest
 
 
