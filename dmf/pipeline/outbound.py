@@ -396,7 +396,13 @@ def _archive(
             size, md5 = result.size, result.md5
             _verify(blob, size, md5)
         if stream.content_length is not None and stream.content_length != size:
+            try:
+                blob.delete_blob()  # never leave a short archive for a later attempt to adopt
+            except AzureError:
+                pass
             raise ArchiveMismatch(f"F&O announced {stream.content_length} bytes, {size} arrived")
+        # Only a fully checked archive carries this mark; an interrupted one is never adopted later.
+        blob.set_blob_metadata({**metadata, "verified": "1"})
     index.mark_archived(export.activity_id, cid, path, size, md5)
     log.info("archived message %s as %s (%d bytes)", cid, path, size)
     return size, md5, path, False
@@ -426,7 +432,8 @@ def _adopt_existing(blob: BlobClient, correlation_id: str) -> tuple[int, str | N
     except ResourceNotFoundError:
         return None
     md5 = props.content_settings.content_md5
-    if (props.metadata or {}).get("correlation_id") != correlation_id or not md5:
+    meta = props.metadata or {}
+    if meta.get("correlation_id") != correlation_id or meta.get("verified") != "1" or not md5:
         return None
     return props.size, base64.b64encode(bytes(md5)).decode()
 
