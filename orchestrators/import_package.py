@@ -145,14 +145,16 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
 
     confirmed = bool(st.get("confirmed"))
     expected = st.get("expected_seconds")
-    began = context.current_utc_datetime
+    began = first_began = context.current_utc_datetime  # ``began`` restarts on a recall; the deadline doesn't
     lease_until = began + timedelta(seconds=lease)  # try_acquire and every check renew for ``lease``
     polls = recalls = 0
     last = None
+    lease_lost = False
     last_pending_at = 0.0
     while True:
         elapsed = (context.current_utc_datetime - began).total_seconds()
-        wait = policy.next_wait(polls, elapsed, expected)
+        total = (context.current_utc_datetime - first_began).total_seconds()
+        wait = min(policy.next_wait(polls, elapsed, expected), policy.deadline - total)
         if wait <= 0:
             return {
                 "status": "TimedOut",
@@ -191,8 +193,16 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
         lease_until = context.current_utc_datetime + timedelta(seconds=lease)
         last = chk["status"]
         elapsed = (context.current_utc_datetime - began).total_seconds()
+        # A lost lease means another import may have been let in: keep going, but say so where operators look.
+        lease_lost = lease_lost or not chk.get("lease_ok", True)
         context.set_custom_status(
-            {"stage": "polling", "status": last, "polls": polls, "execution_id": req["execution_id"]}
+            {
+                "stage": "polling",
+                "status": last,
+                "polls": polls,
+                "execution_id": req["execution_id"],
+                "lease_lost": lease_lost,
+            }
         )
         if last in TERMINAL:
             # Done by the first call: it may have ended well before, so learn a little shorter; otherwise
@@ -227,6 +237,7 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
             confirmed = bool(st.get("confirmed"))
             began = context.current_utc_datetime
             polls = 0
+            last_pending_at = 0.0
 
 
 def _collect_errors(context: df.DurableOrchestrationContext, req: dict):
