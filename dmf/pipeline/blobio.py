@@ -14,22 +14,22 @@ from azure.storage.blob import BlobClient
 from dmf.storage.transfer import iter_file, stream_blob, stream_to_blob
 
 
-def sha256_blob(blob: BlobClient) -> tuple[str, int]:
+def sha256_blob(blob: BlobClient, etag: str | None = None) -> tuple[str, int]:
     h = hashlib.sha256()
     size = 0
-    for chunk in stream_blob(blob):
+    for chunk in stream_blob(blob, etag=etag):
         h.update(chunk)
         size += len(chunk)
     return h.hexdigest(), size
 
 
 @contextmanager
-def downloaded(blob: BlobClient, suffix: str = "") -> Iterator[Path]:
-    """The blob in a temporary file, removed afterwards."""
+def downloaded(blob: BlobClient, suffix: str = "", etag: str | None = None) -> Iterator[Path]:
+    """The blob (pinned to ``etag`` when given) in a temporary file, removed afterwards."""
     fd, name = tempfile.mkstemp(suffix=suffix, prefix="dmf-")
     try:
         with os.fdopen(fd, "wb") as f:
-            for chunk in stream_blob(blob):
+            for chunk in stream_blob(blob, etag=etag):
                 f.write(chunk)
         yield Path(name)
     finally:

@@ -106,8 +106,13 @@ def plan_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 route=route.model_dump(),
             )
     blob = svc.blob(container, name)
+    etag = req.get("etag")
     try:
-        sha, size = sha256_blob(blob)
+        sha, size = sha256_blob(blob, etag)
+    except ResourceModifiedError:
+        reason = f"{source} was replaced by a newer upload before it was read; that version is its own drop"
+        svc.outcomes.upsert(day, drop_id, {"Status": "Gone", "Reason": reason, "FinishedAt": _now()})
+        return {"action": "gone", "reason": reason, "items": []}
     except ResourceNotFoundError:
         reason = f"{source} no longer exists (deleted or replaced before it was read)"
         svc.outcomes.upsert(day, drop_id, {"Status": "Gone", "Reason": reason, "FinishedAt": _now()})
@@ -130,17 +135,17 @@ def plan_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         return {**base, "action": "enqueue", "items": [{"seq": 1, "kind": route.kind, "source": source}]}
     if route.kind == "batch":
         return {**base, **_plan_batch_manifest(svc, drop_id, container, name, route)}
-    if route.kind == "package" and _is_batch_zip(blob):
+    if route.kind == "package" and _is_batch_zip(blob, etag):
         return {**base, **_plan_batch_zip(svc, drop_id, container, name, route)}
-    item = {"seq": 1, "kind": route.kind, "source": source, "entity": route.entity}
+    item = {"seq": 1, "kind": route.kind, "source": source, "entity": route.entity, "etag": etag}
     return {**base, "action": "import", "items": [item]}
 
 
-def _is_batch_zip(blob: Any) -> bool:
+def _is_batch_zip(blob: Any, etag: str | None) -> bool:
     """A zip with no Manifest.xml at its root that holds packages (or a batch manifest) is a batch."""
     import zipfile
 
-    with downloaded(blob, ".zip") as path:
+    with downloaded(blob, ".zip", etag) as path:
         try:
             with zipfile.ZipFile(path) as zf:
                 names = [n for n in zf.namelist() if not n.endswith("/")]
@@ -212,7 +217,7 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     src = svc.blob_at(item["source"])
     packages: list[dict[str, Any]] = []
     try:
-        with downloaded(src, PurePosixPath(item["source"]).suffix) as path:
+        with downloaded(src, PurePosixPath(item["source"]).suffix, item.get("etag")) as path:
             if item["kind"] == "raw":
                 entity = svc.catalogue.get(item["entity"]) if item.get("entity") else None
                 if entity is None:
@@ -256,10 +261,14 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 if item["source"].startswith(f"{svc.settings.staging_container}/"):
                     staged = item["source"]  # batch members were staged when the batch was unpacked
                 else:
-                    copy_blob(src, svc.blob_at(staged))
+                    # Stage the very bytes just validated (not a copy of whatever the blob holds now).
+                    upload_file(path, svc.blob_at(staged), {"source": _ascii(item["source"])})
                 packages.append(_staged(staged, report, None))
     except ResourceNotFoundError:
         return {"ok": False, "seq": seq, "problems": [f"{item['source']} no longer exists"], "packages": []}
+    except ResourceModifiedError:
+        problem = f"{item['source']} was replaced by a newer upload while being prepared; that version is its own drop"
+        return {"ok": False, "seq": seq, "problems": [problem], "packages": []}
     return {"ok": True, "seq": seq, "problems": [], "packages": packages}
 
 

@@ -142,3 +142,18 @@ def test_outcome_rows_round_trip_and_are_redacted(storage_conn: str, unique_name
     assert pkg["ErrorFiles"] == '["import-errors/in-abc123/001/staging.csv"]'
     assert store.get(day, "nope") is None
     assert safe_key("a/b\\c#d?e\x01") == "a_b_c_d_e_"
+
+
+def test_reads_pinned_to_a_version_refuse_a_replaced_blob(containers) -> None:
+    from azure.core.exceptions import ResourceModifiedError
+
+    from dmf.storage.transfer import stream_blob
+
+    src_c, _ = containers
+    blob = src_c.get_blob_client("v.csv")
+    first = blob.upload_blob(b"version one")["etag"]
+    assert b"".join(stream_blob(blob, etag=first)) == b"version one"
+    blob.upload_blob(b"version two", overwrite=True)
+    with pytest.raises(ResourceModifiedError):
+        b"".join(stream_blob(blob, etag=first))
+    assert b"".join(stream_blob(blob)) == b"version two"
