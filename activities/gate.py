@@ -32,7 +32,7 @@ def fno_execution_running(environment: str, execution_id: str | None) -> bool:
 
 
 @bp.activity_trigger(input_name="req")
-def gate_enqueue(req: dict[str, Any]) -> None:
+def gate_enqueue(req: dict) -> None:
     with log_context(instance_id=req["instance_id"]):
         services().gate(req["environment"]).enqueue(
             req["ticket"], req["instance_id"], datetime.fromisoformat(req["now"])
@@ -40,7 +40,7 @@ def gate_enqueue(req: dict[str, Any]) -> None:
 
 
 @bp.activity_trigger(input_name="req")
-def gate_try_acquire(req: dict[str, Any]) -> dict[str, Any]:
+def gate_try_acquire(req: dict) -> dict[str, Any]:
     s = services().settings
     with log_context(instance_id=req["instance_id"]):
         gate = services().gate(req["environment"])
@@ -57,7 +57,7 @@ def gate_try_acquire(req: dict[str, Any]) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="req")
-def gate_renew(req: dict[str, Any]) -> dict[str, Any]:
+def gate_renew(req: dict) -> dict[str, Any]:
     """Extend the holder's lease to cover a long planned wait (e.g. a learned import duration)."""
     with log_context(instance_id=req["instance_id"]):
         ok = (
@@ -72,7 +72,7 @@ def gate_renew(req: dict[str, Any]) -> dict[str, Any]:
 
 @bp.activity_trigger(input_name="req")
 @bp.durable_client_input(client_name="client")
-async def gate_release(req: dict[str, Any], client: df.DurableOrchestrationClient) -> list[str]:
+async def gate_release(req: dict, client: df.DurableOrchestrationClient) -> list[str]:
     """Release, then tell the next waiters at once so none sits out its recheck interval.
 
     After an import whose end we did not see (timed out, failed mid-poll), the permit is kept while F&O

@@ -26,48 +26,48 @@ def pipeline_config(req: Any) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="req")
-def plan_drop(req: dict[str, Any]) -> dict[str, Any]:
+def plan_drop(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["instance_id"], blob_name=req["name"]):
         return drops.plan_drop(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def prepare_item(req: dict[str, Any]) -> dict[str, Any]:
+def prepare_item(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["drop_id"], blob_name=req["item"]["source"]):
         return drops.prepare_item(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def finalize_drop(req: dict[str, Any]) -> dict[str, Any]:
+def finalize_drop(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["instance_id"], blob_name=req["source"]):
         return drops.finalize_drop(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def start_import(req: dict[str, Any]) -> dict[str, Any]:
+def start_import(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["instance_id"], blob_name=req["staged"]):
         return imports.start_import(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def check_import(req: dict[str, Any]) -> dict[str, Any]:
+def check_import(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["ticket"], execution_id=req["execution_id"]):
         return imports.check_import(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def collect_errors(req: dict[str, Any]) -> dict[str, Any]:
+def collect_errors(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["drop_id"], execution_id=req["execution_id"]):
         return imports.collect_errors(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def fetch_target_error_keys(req: dict[str, Any]) -> dict[str, Any]:
+def fetch_target_error_keys(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["drop_id"], execution_id=req["execution_id"]):
         return imports.fetch_target_error_keys(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def record_import_result(req: dict[str, Any]) -> dict[str, Any]:
+def record_import_result(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["drop_id"], execution_id=req["execution_id"]):
         return imports.record_import_result(services(), req)

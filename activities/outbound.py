@@ -28,59 +28,59 @@ def outbound_config(req: Any) -> dict[str, Any]:
 
 
 @bp.activity_trigger(input_name="req")
-def drain_start(req: dict[str, Any]) -> dict[str, Any]:
+def drain_start(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["run_id"]):
         outbound.record_drain_start(services(), req)
     return {"ok": True}
 
 
 @bp.activity_trigger(input_name="req")
-def drain_batch(req: dict[str, Any]) -> dict[str, Any]:
+def drain_batch(req: dict) -> dict[str, Any]:
     return outbound.drain_batch(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def drain_record(req: dict[str, Any]) -> dict[str, Any]:
+def drain_record(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["run_id"]):
         return outbound.record_drain_result(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def export_start(req: dict[str, Any]) -> dict[str, Any]:
+def export_start(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["run_id"], execution_id=req["execution_id"]):
         return outbound_exports.start_export(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def export_check(req: dict[str, Any]) -> dict[str, Any]:
+def export_check(req: dict) -> dict[str, Any]:
     with log_context(execution_id=req["execution_id"]):
         return outbound_exports.check_export(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def export_fetch(req: dict[str, Any]) -> dict[str, Any]:
+def export_fetch(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["run_id"], execution_id=req["execution_id"]):
         return outbound_exports.fetch_export(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def export_record(req: dict[str, Any]) -> dict[str, Any]:
+def export_record(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["run_id"], execution_id=req["execution_id"]):
         return outbound_exports.record_export(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def enqueue_send(req: dict[str, Any]) -> dict[str, Any]:
+def enqueue_send(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["drop_id"], blob_name=req["source"]):
         return outbound_enqueue.enqueue_source(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def enqueue_check(req: dict[str, Any]) -> dict[str, Any]:
+def enqueue_check(req: dict) -> dict[str, Any]:
     return outbound_enqueue.check_message(services(), req)
 
 
 @bp.activity_trigger(input_name="req")
-def enqueue_record(req: dict[str, Any]) -> dict[str, Any]:
+def enqueue_record(req: dict) -> dict[str, Any]:
     with log_context(instance_id=req["drop_id"], blob_name=req["source"]):
         return outbound_enqueue.record_enqueue(services(), req)

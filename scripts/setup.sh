@@ -18,10 +18,17 @@ if [ ! -x .venv/bin/python ]; then
   "$(pick_python)" -m venv .venv
 fi
 stamp=.venv/.requirements.sha
-want=$(cat requirements.txt requirements-dev.txt | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-dev.txt requirements-worker.txt | sha256sum | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-  .venv/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+  pipq() { .venv/bin/python -m pip install --quiet --disable-pip-version-check "$@"; }
+  pipq --upgrade pip
+  pipq -r requirements-dev.txt
+  # The real worker's loader and binding code (see requirements-worker.txt for why these flags).
+  runtime=$(grep -E '^azure-functions-runtime==' requirements-worker.txt)
+  protos=$(grep -E '^azure-functions-runtime-v1==' requirements-worker.txt)
+  pipq --no-deps --ignore-requires-python "$runtime"
+  rm -rf .venv/functions-worker-protos
+  pipq --no-deps --ignore-requires-python --target .venv/functions-worker-protos "$protos"
   echo "$want" > "$stamp"
 fi
 
