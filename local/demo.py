@@ -179,7 +179,9 @@ def outbound_demo(stack: Any) -> None:
     print(f"  messages F&O still holds un-acknowledged: {len(left)}")
     print("Scheduled export 'groups-nightly' (ExportToPackage → poll → archive), started on demand …")
     req = urllib.request.Request(
-        f"{stack.runner.http_base_url}/api/outbound/exports/groups-nightly", method="POST"
+        f"{stack.runner.http_base_url}/api/outbound/exports/groups-nightly",
+        method="POST",
+        headers={"x-functions-key": stack.runner.function_key},  # a FUNCTION-level route, as in Azure
     )
     with urllib.request.urlopen(req, timeout=30) as resp:  # loopback only
         print(f"  POST /api/outbound/exports/groups-nightly -> {resp.status}")

@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--blob-poll-interval", type=float, default=1.0)
     p.add_argument("--duplicate-blob-deliveries", type=int, default=0)
     p.add_argument("--log-level", default=os.environ.get("LOG_LEVEL", "INFO"))
+    p.add_argument(
+        "--key-file", type=Path, default=Path(".local-run/host-keys.json"),
+        help="the host keys (function_key, master_key, system_key): read, or created 0600 if missing",
+    )  # fmt: skip
     ns = p.parse_args(argv)
 
     logging.basicConfig(level=ns.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -66,6 +70,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, os.getcwd())
 
     from local.functions_runner import LocalRunner, VirtualClock
+    from local.functions_runner.keys import HostKeys
+
+    keys = HostKeys.load_or_create(ns.key_file)
 
     clock = VirtualClock(datetime.now(UTC)) if ns.virtual_clock else None
     runner = LocalRunner(
@@ -76,6 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         http_port=ns.port,
         blob_poll_interval=ns.blob_poll_interval,
         duplicate_blob_deliveries=ns.duplicate_blob_deliveries,
+        host_keys=keys,
     )
     stop = {"now": False}
 
@@ -88,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
         runner.start()
         names = ", ".join(sorted(runner.functions))
         print(
-            f"Functions runner ready on {runner.http_base_url} (task hub {runner.task_hub}): {names}",
+            f"Functions runner ready on {runner.http_base_url} (task hub {runner.task_hub}): {names}\n"
+            f"FUNCTION-level routes need function_key from {ns.key_file} (x-functions-key header or ?code=)",
             flush=True,
         )
         while not stop["now"]:

@@ -86,7 +86,7 @@ def load_app(app: Any = None, app_module: str = "function_app") -> Any:
 _indexed: dict[int, tuple[Any, list[Any]]] = {}
 
 
-def _get_functions(app: Any) -> list[Any]:
+def get_functions(app: Any) -> list[Any]:
     """``app.get_functions()`` once per app object: the SDK refuses a second indexing of the same app."""
     cached = _indexed.get(id(app))
     if cached is None or cached[0] is not app:
@@ -97,7 +97,7 @@ def _get_functions(app: Any) -> list[Any]:
 def index_functions(app: Any) -> dict[str, FunctionInfo]:
     """Every registered function, keyed by function name; unsupported bindings fail at start-up."""
     out: dict[str, FunctionInfo] = {}
-    for fn in _get_functions(app):
+    for fn in get_functions(app):
         desc = json.loads(str(fn))
         bindings = desc["bindings"]
         trigger = next((b for b in bindings if b["type"].endswith("Trigger")), None)

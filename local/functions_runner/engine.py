@@ -29,9 +29,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from azure.functions import meta
-from azure.functions.durable_functions import ActivityTriggerConverter, OrchestrationTriggerConverter
-
 from dmf.redact import redact
 
 from .app_loader import DurableSettings, FunctionInfo
@@ -47,8 +44,9 @@ from .history import (
     parse_iso,
     parse_orchestrator_failure,
 )
-from .invoker import FunctionContext, Invoker
+from .invoker import Invoker
 from .store import Store
+from .worker import Worker, typed_value
 
 log = logging.getLogger("local.functions_runner")
 
@@ -182,6 +180,7 @@ class Engine:
         self.errors: list[str] = []
         self.activity_calls = 0
         self.client_binding_json: str | None = None  # set by LocalRunner once its HTTP API is up
+        self.worker: Worker  # set by LocalRunner: the real worker's index of the app
         self.episodes = 0
         self.replay_seconds = 0.0  # time spent inside the SDK's orchestrator handle (the replay itself)
         self.clock_holds = 0  # while > 0 the virtual clock does not auto-advance
@@ -475,14 +474,15 @@ class Engine:
             "maximumShortTimerDuration": "6.00:00:00",
             "longRunningTimerIntervalDuration": "3.00:00:00",
         }
-        ctx = OrchestrationTriggerConverter.decode(
-            meta.Datum(json.dumps(body), "json"), trigger_metadata=None
-        )
         t0 = time.perf_counter()
         try:
             with self.invoker.scope(instance_id=inst.instance_id, function_name=inst.name):
-                out = fi.func(ctx)
-            return json.loads(out), None
+                out = self.worker.invoke(
+                    fi.name,
+                    {fi.trigger["name"]: self.worker.json_data(json.dumps(body))},
+                    call=lambda f, kwargs, _is_async: f(**kwargs),
+                )
+            return json.loads(typed_value(out)), None
         except Exception as exc:
             message, state = parse_orchestrator_failure(exc)
             return state, message.strip()
@@ -768,21 +768,17 @@ class Engine:
             self.add_busy(-1)
 
     def call_activity(self, fi: FunctionInfo, input_json: str | None, instance_id: str | None) -> str:
-        """Decode the input, call the activity, encode its result: the worker's converters, unchanged."""
-        value = ActivityTriggerConverter.decode(
-            meta.Datum(input_json or "null", "json"), trigger_metadata=None
-        )
-        kwargs: dict[str, Any] = {fi.trigger["name"]: value}
+        """Decode the input, call the activity, encode its result: the real worker's converters."""
+        inputs = {fi.trigger["name"]: self.worker.json_data(input_json or "null")}
         # Activities may take a durable client input binding too (e.g. to raise events to other instances).
         client = fi.client_binding
         if client is not None:
-            kwargs[client["name"]] = self.client_binding_json
-        if "context" in fi.params and fi.trigger["name"] != "context":
-            kwargs["context"] = FunctionContext(fi.name)
-        result = self.invoker.call(
-            fi.func, kwargs, fi.is_async, instance_id=instance_id, function_name=fi.name
-        )
-        return ActivityTriggerConverter.encode(result, expected_type=None).value
+            inputs[client["name"]] = self.worker.string_data(self.client_binding_json or "")
+
+        def call(f: Any, kwargs: dict[str, Any], is_async: bool) -> Any:
+            return self.invoker.call(f, kwargs, is_async, instance_id=instance_id, function_name=fi.name)
+
+        return typed_value(self.worker.invoke(fi.name, inputs, call))
 
     def _timer_effect(
         self, inst: Instance, seq: int, fire_at: datetime, special: list[Any] | None

@@ -16,13 +16,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-import azure.functions as func
-
 from dmf.redact import redact
 
 from .app_loader import FunctionInfo
 from .engine import TERMINAL, Engine, InstanceExistsError
 from .history import parse_iso
+from .keys import HostKeys
 
 log = logging.getLogger("local.functions_runner")
 
@@ -70,12 +69,14 @@ class RunnerHttpServer:
         self,
         engine: Engine,
         functions: dict[str, FunctionInfo],
-        invoke_http: Callable[[FunctionInfo, func.HttpRequest], func.HttpResponse],
+        invoke_http: Callable[[FunctionInfo, dict[str, Any]], tuple[int, dict[str, str], bytes]],
         route_prefix: str = "api",
         port: int = 0,
+        keys: HostKeys | None = None,
     ) -> None:
         self.engine = engine
         self.invoke_http = invoke_http
+        self.keys = keys or HostKeys()
         prefix = f"/{route_prefix}" if route_prefix else ""
         self.routes: list[tuple[re.Pattern[str], set[str] | None, FunctionInfo]] = []
         for fi in functions.values():
@@ -131,7 +132,7 @@ class RunnerHttpServer:
     # ------------------------------------------------------------------ binding data for durable clients
     def client_binding(self, task_hub: str) -> str:
         base = f"{self.base_url}{WEBHOOK_PREFIX.rstrip('/')}"
-        qs = f"taskHub={task_hub}&connection=Storage&code="
+        qs = f"taskHub={task_hub}&connection=Storage&code={self.keys.system_key}"
         inst = f"{base}/instances/INSTANCEID"
         return json.dumps({
             "taskHubName": task_hub,
@@ -167,26 +168,26 @@ class RunnerHttpServer:
         parts = urlsplit(raw_path)
         path = parts.path
         query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
-        for prefix in (RPC_PREFIX, WEBHOOK_PREFIX):
-            if path.startswith(prefix):
-                return self._durable(method, path[len(prefix) :], query, body)
+        if path.startswith(RPC_PREFIX):  # the worker's own loopback channel: no key, as on the host
+            return self._durable(method, path[len(RPC_PREFIX) :], query, body)
+        if path.startswith(WEBHOOK_PREFIX):
+            if not self.keys.allows_system(headers, query):
+                return 401, {}, b""
+            return self._durable(method, path[len(WEBHOOK_PREFIX) :], query, body)
         for regex, methods, fi in self.routes:
             m = regex.match(path)
             if m and (methods is None or method in methods):
-                req = func.HttpRequest(
-                    method=method,
-                    url=f"{self.base_url}{raw_path}",
-                    headers=headers,
-                    params=query,
-                    route_params={k: unquote(v) for k, v in m.groupdict().items() if v is not None},
-                    body=body,
-                )
-                resp = self.invoke_http(fi, req)
-                out_headers = dict(resp.headers)
-                if resp.mimetype and "content-type" not in {k.lower() for k in out_headers}:
-                    ct = resp.mimetype + (f"; charset={resp.charset}" if resp.charset else "")
-                    out_headers["Content-Type"] = ct
-                return resp.status_code, out_headers, resp.get_body() or b""
+                if not self.keys.allows(fi.trigger.get("authLevel"), headers, query):
+                    return 401, {}, b""  # the host answers a missing or wrong key with an empty 401
+                request = {
+                    "method": method,
+                    "url": f"{self.base_url}{raw_path}",
+                    "headers": headers,
+                    "query": query,
+                    "params": {k: unquote(v) for k, v in m.groupdict().items() if v is not None},
+                    "body": body,
+                }
+                return self.invoke_http(fi, request)
         return 404, {"Content-Type": "text/plain"}, b"Not Found"
 
     def _json(self, status: int, value: Any, extra: dict[str, str] | None = None):

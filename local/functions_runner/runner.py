@@ -12,17 +12,25 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import azure.functions as func
 from azure.durable_functions import DurableOrchestrationClient
 from azure.storage.blob import BlobServiceClient
 
-from .app_loader import DurableSettings, FunctionInfo, index_functions, load_app, load_host_json
+from .app_loader import (
+    DurableSettings,
+    FunctionInfo,
+    get_functions,
+    index_functions,
+    load_app,
+    load_host_json,
+)
 from .clock import Clock, RealClock, VirtualClock
 from .engine import TERMINAL, Engine
 from .http_server import RunnerHttpServer, status_json
-from .invoker import FunctionContext, Invoker
+from .invoker import Invoker
+from .keys import HostKeys
 from .store import MemoryStore, Store, TableStore
 from .triggers import BlobTriggers, TimerTriggers
+from .worker import Worker, typed_value
 
 log = logging.getLogger("local.functions_runner")
 
@@ -51,6 +59,7 @@ class LocalRunner:
         max_concurrent_activities: int | None = None,
         max_concurrent_orchestrators: int | None = None,
         app_log_context: Any = True,
+        host_keys: HostKeys | None = None,
     ) -> None:
         self._settings = dict(settings or {})
         self._saved_env: dict[str, str | None] = {}
@@ -65,6 +74,7 @@ class LocalRunner:
         self._duplicates = duplicate_blob_deliveries
         self._max_act, self._max_orch = max_concurrent_activities, max_concurrent_orchestrators
         self._app_log_context = app_log_context
+        self.keys = host_keys or HostKeys()
         self._started = False
 
     # ------------------------------------------------------------------ lifecycle
@@ -104,6 +114,8 @@ class LocalRunner:
             self._saved_env.setdefault("AzureWebJobsStorage", os.environ.get("AzureWebJobsStorage"))
             os.environ["AzureWebJobsStorage"] = self._conn
         self.app = load_app(self._app, self._app_module)
+        # The real worker indexes first: what it refuses, the host never loads (WorkerIndexError).
+        self.worker = Worker(get_functions(self.app), directory=_app_directory(self._app_module))
         self.functions: dict[str, FunctionInfo] = index_functions(self.app)
         host = load_host_json(self._host_json_path)
         self.durable = DurableSettings.from_host_json(host)
@@ -119,8 +131,14 @@ class LocalRunner:
         )
         self.invoker = Invoker(self._app_log_context)
         self.engine = Engine(self.functions, self.store, self.clock, self.invoker, self.durable)
+        self.engine.worker = self.worker
         self.http = RunnerHttpServer(
-            self.engine, self.functions, self._invoke_http, self.durable.route_prefix, self._http_port
+            self.engine,
+            self.functions,
+            self._invoke_http,
+            self.durable.route_prefix,
+            self._http_port,
+            self.keys,
         )
         self._client_json = self.http.client_binding(self.durable.hub_name)
         self.engine.client_binding_json = self._client_json
@@ -172,29 +190,35 @@ class LocalRunner:
         self.stop()
 
     # ------------------------------------------------------------------ invoking functions
-    def _kwargs(self, fi: FunctionInfo, trigger_value: Any) -> dict[str, Any]:
-        kwargs = {fi.trigger["name"]: trigger_value}
+    def _invoke(
+        self, fi: FunctionInfo, trigger_data: Any, trigger_metadata: dict[str, Any] | None = None
+    ) -> Any:
+        """Invoke as the worker does: typed data in, the worker's converters, typed data (or None) out."""
+        inputs = {fi.trigger["name"]: trigger_data}
         for b in fi.bindings:
             if b["type"] == "durableClient":
-                kwargs[b["name"]] = self._client_json
-        if "context" in fi.params and "context" not in kwargs:
-            kwargs["context"] = FunctionContext(fi.name)
-        return kwargs
+                inputs[b["name"]] = self.worker.string_data(self._client_json)
 
-    def _invoke(self, fi: FunctionInfo, trigger_value: Any) -> Any:
-        return self.invoker.call(fi.func, self._kwargs(fi, trigger_value), fi.is_async, function_name=fi.name)
+        def call(f: Any, kwargs: dict[str, Any], is_async: bool) -> Any:
+            return self.invoker.call(f, kwargs, is_async, function_name=fi.name)
 
-    def _invoke_http(self, fi: FunctionInfo, req: func.HttpRequest) -> func.HttpResponse:
-        out = self._invoke(fi, req)
-        if isinstance(out, func.HttpResponse):
-            return out
-        if out is None:
-            return func.HttpResponse(status_code=204)
-        if isinstance(out, (dict, list)):
-            return func.HttpResponse(json.dumps(out), mimetype="application/json")
-        return func.HttpResponse(out if isinstance(out, (str, bytes)) else str(out))
+        return self.worker.invoke(fi.name, inputs, call, trigger_metadata)
+
+    def _invoke_http(self, fi: FunctionInfo, request: dict[str, Any]) -> tuple[int, dict[str, str], bytes]:
+        http = typed_value(self._invoke(fi, self.worker.http_data(**request)))
+        if http is None:
+            return 204, {}, b""
+        body = typed_value(http.body) if http.HasField("body") else b""
+        if isinstance(body, str):
+            body = body.encode()
+        return int(http.status_code or 200), dict(http.headers), body or b""
 
     # ------------------------------------------------------------------ public API
+    @property
+    def function_key(self) -> str:
+        """The key FUNCTION-level routes require (``x-functions-key`` header or ``?code=``)."""
+        return self.keys.function_key
+
     @property
     def http_base_url(self) -> str:
         return self.http.base_url
@@ -318,6 +342,18 @@ class LocalRunner:
             self.engine.add_busy(-1)
 
     def call_function(self, function_name: str, trigger_value: Any) -> Any:
-        """Invoke any function directly with a trigger value (client binding and context filled in)."""
+        """Invoke any function directly: ``trigger_value`` is typed data, or a value sent as JSON."""
         fi = self.functions[function_name]
-        return self._invoke(fi, trigger_value)
+        data = trigger_value
+        if not hasattr(trigger_value, "WhichOneof"):
+            data = self.worker.json_data(json.dumps(trigger_value))
+        return typed_value(self._invoke(fi, data))
+
+
+def _app_directory(app_module: str) -> str:
+    """The function app directory the worker reports to the host: where the app's module lives."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(app_module)
+    origin = getattr(spec, "origin", None) if spec else None
+    return str(Path(origin).parent) if origin else os.getcwd()

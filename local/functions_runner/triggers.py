@@ -21,13 +21,11 @@ import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
-from types import SimpleNamespace
 from typing import Any
 
-import azure.functions as func
+from azure.core import MatchConditions
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.functions.timer import TimerRequest  # the worker's concrete class
-from azure.storage.blob import BlobServiceClient, ContainerClient
+from azure.storage.blob import BlobServiceClient
 from croniter import croniter
 
 from dmf.redact import redact
@@ -35,6 +33,7 @@ from dmf.redact import redact
 from .app_loader import AppConfigurationError, FunctionInfo, resolve_settings
 from .engine import Engine
 from .history import iso, parse_iso
+from .worker import typed_value
 
 log = logging.getLogger("local.functions_runner")
 
@@ -79,7 +78,7 @@ class BlobTriggers:
         self,
         engine: Engine,
         functions: dict[str, FunctionInfo],
-        invoke: Callable[[FunctionInfo, Any], Any],
+        invoke: Callable[..., Any],
         host_storage: BlobServiceClient,
         host_id: str,
         duplicate_deliveries: int = 0,
@@ -227,44 +226,36 @@ class BlobTriggers:
         fi = w["fi"]
         self.deliveries += 1
         try:
-            value = self._bind(fi, w, blob_name)
-            self.invoke(fi, value)
+            data, metadata = self._bind(fi, w, blob_name)
+            self.invoke(fi, data, metadata)
             return True
         except Exception as exc:
             log.error(redact(f"blob trigger {fi.name} failed for {w['container']}/{blob_name}: {exc}"))
             return False
 
-    def _bind(self, fi: FunctionInfo, w: dict[str, Any], blob_name: str) -> Any:
-        """Bind the trigger parameter as the worker does, by its annotation."""
-        param = fi.params.get(fi.trigger["name"])
-        ann = param.annotation if param is not None else None
-        module = getattr(ann, "__module__", "") or ""
-        if isinstance(ann, type) and module.startswith("azurefunctions.extensions.bindings.blob"):
-            from azurefunctions.extensions.base import Datum
-            from azurefunctions.extensions.bindings.blob import BlobClientConverter
+    def _bind(self, fi: FunctionInfo, w: dict[str, Any], blob_name: str) -> tuple[Any, dict[str, Any]]:
+        """The trigger's typed data and metadata as the host sends them to the worker.
 
-            content = json.dumps(
-                {"Connection": w["connection"], "ContainerName": w["container"], "BlobName": blob_name}
-            )
-            mbd = SimpleNamespace(
-                version="1.0", source="AzureStorageBlobs", content_type="application/json", content=content
-            )
-            return BlobClientConverter.decode(
-                Datum(mbd, "model_binding_data"), trigger_metadata=None, pytype=ann
-            )
-        client: ContainerClient = w["client"]
-        bc = client.get_blob_client(blob_name)
-        if ann is str:
-            return bc.download_blob().readall().decode()
-        if ann is bytes:
-            return bc.download_blob().readall()
+        SDK-typed parameters (deferred bindings, e.g. ``BlobClient``) get model binding data naming the
+        connection, container and blob; other types get the content with the trigger metadata.
+        """
+        worker = self.engine.worker
+        binding = worker.info(fi.name).input_types[fi.trigger["name"]]
+        if binding.deferred_bindings_enabled:
+            content = {"Connection": w["connection"], "ContainerName": w["container"], "BlobName": blob_name}
+            return worker.model_binding_data("AzureStorageBlobs", content), {}
+        bc = w["client"].get_blob_client(blob_name)
         props = bc.get_blob_properties()
-        data = bc.download_blob().readall()
-        return func.blob.InputStream(
-            data=data, name=f"{w['container']}/{blob_name}", uri=bc.url, length=len(data),
-            blob_properties={"ETag": props.etag, "ContentType": props.content_settings.content_type},
-            metadata=dict(props.metadata or {}),
-        )  # fmt: skip
+        data = bc.download_blob(etag=props.etag, match_condition=MatchConditions.IfNotModified).readall()
+        metadata = {
+            "BlobTrigger": worker.string_data(f"{w['container']}/{blob_name}"),
+            "Uri": worker.string_data(bc.url),
+            "Properties": worker.json_data(json.dumps({
+                "ETag": props.etag, "ContentType": props.content_settings.content_type, "Length": len(data),
+            })),
+            "Metadata": worker.json_data(json.dumps(dict(props.metadata or {}))),
+        }  # fmt: skip
+        return worker.bytes_data(data), metadata
 
 
 class TimerTriggers:
@@ -272,7 +263,7 @@ class TimerTriggers:
         self,
         engine: Engine,
         functions: dict[str, FunctionInfo],
-        invoke: Callable[[FunctionInfo, Any], Any],
+        invoke: Callable[..., Any],
         host_storage: BlobServiceClient | None,
         host_id: str,
     ) -> None:
@@ -382,18 +373,15 @@ class TimerTriggers:
             raise LookupError(f"no timer-triggered function named {name!r}")
         now = scheduled or self.engine.clock.now()
         status = self._read_status(name) or {}
-        req = TimerRequest(
-            past_due=past_due,
-            schedule_status={
-                "Last": status.get("Last"),
-                "Next": iso(s.get("next", now)),
-                "LastUpdated": iso(now),
-            },
-            schedule={"AdjustForDST": True},
-        )
+        worker = self.engine.worker
+        req = worker.json_data(json.dumps({
+            "Schedule": {"AdjustForDST": True},
+            "ScheduleStatus": {"Last": status.get("Last"), "Next": iso(s.get("next", now)), "LastUpdated": iso(now)},
+            "IsPastDue": past_due,
+        }))  # fmt: skip
         self.fired[name] = self.fired.get(name, 0) + 1
         try:
-            return self.invoke(s["fi"], req)
+            return typed_value(self.invoke(s["fi"], req))
         except Exception as exc:
             log.error(redact(f"timer trigger {name} failed: {exc}"))
             raise

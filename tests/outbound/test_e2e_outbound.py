@@ -279,17 +279,25 @@ def test_http_routes_start_an_export_and_refuse_an_overlapping_one(stack: Stack)
     import requests
 
     base = stack.runner.http_base_url
+    key = {"x-functions-key": stack.runner.function_key}
     stack.emu.admin.seed_rows("USMF", "Customer groups", [{"CUSTOMERGROUPID": "H1", "DESCRIPTION": "h"}])
+    # FUNCTION-level routes: without the key the host answers 401 and starts nothing
+    assert requests.post(f"{base}/api/outbound/exports/groups-nightly", timeout=30).status_code == 401
+    assert (
+        requests.post(f"{base}/api/outbound/exports/groups-nightly?code=wrong", timeout=30).status_code == 401
+    )
     with stack.runner.hold_clock():  # keep the export running (polling on a durable timer)
-        first = requests.post(f"{base}/api/outbound/exports/groups-nightly", timeout=30)
+        first = requests.post(f"{base}/api/outbound/exports/groups-nightly", headers=key, timeout=30)
         assert first.status_code == 202, first.text
-        second = requests.post(f"{base}/api/outbound/exports/groups-nightly", timeout=30)
+        second = requests.post(f"{base}/api/outbound/exports/groups-nightly", headers=key, timeout=30)
         assert second.status_code == 409 and "still" in second.json()["reason"]
-        assert requests.post(f"{base}/api/outbound/exports/nope", timeout=30).status_code == 404
+        assert requests.post(f"{base}/api/outbound/exports/nope", headers=key, timeout=30).status_code == 404
     status = stack.runner.wait_for_instance("export-groups-nightly", timeout=120)
     assert status["output"]["status"] == "Succeeded"
     assert len(stack.emu.admin.calls("ExportToPackageAsync")) == 1
-    drained = requests.post(f"{base}/api/outbound/drains/cust-groups", timeout=30)
+    drained = requests.post(
+        f"{base}/api/outbound/drains/cust-groups?code={stack.runner.function_key}", timeout=30
+    )
     assert drained.status_code == 202 and drained.json()["instance_id"] == DRAIN_ID
 
 

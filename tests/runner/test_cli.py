@@ -26,7 +26,7 @@ def test_cli_serves_the_real_function_app(azurite, tmp_path: Path, hub: str) -> 
     log = tmp_path / "cli.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "local.functions_runner", "--settings", str(settings), "--port", str(port),
-         "--virtual-clock"],
+         "--virtual-clock", "--key-file", str(tmp_path / "keys.json")],
         cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
     try:
@@ -35,8 +35,16 @@ def test_cli_serves_the_real_function_app(azurite, tmp_path: Path, hub: str) -> 
             assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.05)
         assert f"http://127.0.0.1:{port}" in log.read_text()
+        key = json.loads((tmp_path / "keys.json").read_text())["function_key"]
+        assert key and key not in log.read_text()  # the key is in its file, never in the log
+        url = f"http://127.0.0.1:{port}/api/health"
+        try:  # FUNCTION-level, as in Azure: no key, no answer
+            urllib.request.urlopen(url)
+            raise AssertionError("a FUNCTION-level route answered without a key")
+        except urllib.error.HTTPError as err:
+            assert err.code == 401
         try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health") as r:
+            with urllib.request.urlopen(urllib.request.Request(url, headers={"x-functions-key": key})) as r:
                 code, body = r.status, json.loads(r.read())
         except urllib.error.HTTPError as err:  # a 500 still proves the route ran with the settings loaded
             code, body = err.code, json.loads(err.read())

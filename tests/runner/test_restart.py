@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[2]
 def _spawn(settings: Path, port: int, log: Path) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "local.functions_runner", "--settings", str(settings), "--port", str(port),
-         "--app", "tests.runner.apps.restart_app", "--host-json", str(ROOT / "host.json")],
+         "--app", "tests.runner.apps.restart_app", "--host-json", str(ROOT / "host.json"),
+         "--key-file", str(settings.parent / "keys.json")],
         cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
 
@@ -34,8 +35,9 @@ def _wait_ready(port: int, proc: subprocess.Popen, log: Path) -> None:
     raise TimeoutError(log.read_text())
 
 
-def _status(port: int, instance_id: str) -> dict:
-    url = f"http://127.0.0.1:{port}/runtime/webhooks/durabletask/instances/{instance_id}"
+def _status(port: int, instance_id: str, keys: Path) -> dict:
+    code = json.loads(keys.read_text())["system_key"]  # the Durable webhooks' key, as in Azure
+    url = f"http://127.0.0.1:{port}/runtime/webhooks/durabletask/instances/{instance_id}?code={code}"
     with urllib.request.urlopen(url) as r:
         return json.loads(r.read())
 
@@ -74,7 +76,7 @@ def test_kill_mid_orchestration_then_resume(azurite, tmp_path: Path, hub: str) -
     try:
         _wait_ready(port, second, log)
         deadline = time.monotonic() + 30
-        while (status := _status(port, "killme"))["runtimeStatus"] != "Completed":
+        while (status := _status(port, "killme", tmp_path / "keys.json"))["runtimeStatus"] != "Completed":
             assert time.monotonic() < deadline, (status, log.read_text())
             time.sleep(0.05)
     finally:
