@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import datetime
 from typing import Any
@@ -80,13 +81,18 @@ async def gate_release(req: dict, client: df.DurableOrchestrationClient) -> list
     """
     s = services().settings
     with log_context(instance_id=req["instance_id"], execution_id=req.get("execution_id")):
-        gate = services().gate(req["environment"])
+        gate = await asyncio.to_thread(services().gate, req["environment"])  # creates its table on first use
         now = datetime.fromisoformat(req["now"])
-        if req.get("maybe_running") and fno_execution_running(req["environment"], req.get("execution_id")):
+        # async def runs on the worker's event loop: the synchronous Table and F&O calls go to a thread.
+        running = req.get("maybe_running") and await asyncio.to_thread(
+            fno_execution_running, req["environment"], req.get("execution_id")
+        )
+        if running:
             log.warning("F&O still runs %s: keeping the import permit until it ends", req.get("execution_id"))
-            gate.renew(req["ticket"], now, lease_seconds=s.gate_lease_seconds)
+            await asyncio.to_thread(gate.renew, req["ticket"], now, lease_seconds=s.gate_lease_seconds)
             return []
-        wake = gate.release(req["ticket"], now, stale_after_seconds=stale_after(s.gate_recheck_seconds))
+        stale = stale_after(s.gate_recheck_seconds)
+        wake = await asyncio.to_thread(gate.release, req["ticket"], now, stale_after_seconds=stale)
         await notify(client, wake)
     return wake
 

@@ -98,6 +98,8 @@ class Stack:
         from local.fno_emulator import EmulatorConfig
         from local.functions_runner import VirtualClock
 
+        self.loop_blocks: list[Any] = []  # blocking calls client functions made on the event loop
+
         self.az = az
         self.unique = unique
         self.clock = VirtualClock(datetime(2026, 11, 25, 8, 0, tzinfo=UTC)) if virtual_clock else None
@@ -146,6 +148,7 @@ class Stack:
 
     def stop_runner(self) -> None:
         if self.runner is not None:
+            self.loop_blocks.extend(self.runner.loop_blocks)
             self.runner.stop()
             self.runner = None
         reset_app_caches()

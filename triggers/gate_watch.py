@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from datetime import UTC, datetime
@@ -34,8 +35,8 @@ async def sweep(client: df.DurableOrchestrationClient) -> dict[str, list[str]]:
     now = datetime.now(UTC)
     evicted: dict[str, list[str]] = {}
     for name in svc.settings.environments:
-        gate = svc.gate(name)
-        snap = gate.snapshot()
+        gate = await asyncio.to_thread(svc.gate, name)  # creates its table on first use
+        snap = await asyncio.to_thread(gate.snapshot)
         holders = {h["instance_id"]: h for h in snap["holders"]}
         ids = set(holders) | {w["instance_id"] for w in snap["waiters"]}
         ended = set()
@@ -45,18 +46,21 @@ async def sweep(client: df.DurableOrchestrationClient) -> dict[str, list[str]]:
                 ended.add(instance_id)
         for instance_id in sorted(ended & set(holders)):
             holder = holders[instance_id]
-            if fno_execution_running(name, holder.get("execution_id")):
+            if await asyncio.to_thread(fno_execution_running, name, holder.get("execution_id")):
                 log.warning(
                     "gate %s: %s ended but F&O execution %s still runs; keeping its permit",
                     name,
                     instance_id,
                     holder.get("execution_id"),
                 )
-                gate.renew(holder["ticket"], now, lease_seconds=svc.settings.gate_lease_seconds)
+                await asyncio.to_thread(
+                    gate.renew, holder["ticket"], now, lease_seconds=svc.settings.gate_lease_seconds
+                )
                 ended.discard(instance_id)
         if ended:
             log.warning("gate %s: evicting ended orchestrations %s", name, sorted(ended))
-            wake = gate.evict(ended, now, stale_after_seconds=stale_after(svc.settings.gate_recheck_seconds))
+            stale = stale_after(svc.settings.gate_recheck_seconds)
+            wake = await asyncio.to_thread(gate.evict, ended, now, stale_after_seconds=stale)
             await notify(client, wake)
             evicted[name] = sorted(ended)
     return evicted
@@ -69,10 +73,8 @@ async def gate_sweeper(timer: func.TimerRequest, client: df.DurableOrchestration
 
 
 @bp.route(route="gates", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
-@bp.durable_client_input(client_name="client")
-async def gates(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
-    """Holders and waiters of every environment's import gate (after sweeping ended ones)."""
-    evicted = await sweep(client)
+async def gates(req: func.HttpRequest) -> func.HttpResponse:
+    """Holders and waiters of every environment's import gate. Read-only: evicting is the sweeper's job."""
     svc = services()
-    body = {"gates": [svc.gate(n).snapshot() for n in svc.settings.environments], "evicted": evicted}
-    return func.HttpResponse(json.dumps(body, default=str), mimetype="application/json")
+    snaps = await asyncio.to_thread(lambda: [svc.gate(n).snapshot() for n in svc.settings.environments])
+    return func.HttpResponse(json.dumps({"gates": snaps}, default=str), mimetype="application/json")

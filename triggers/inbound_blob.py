@@ -6,6 +6,7 @@ The parameter is an SDK-typed ``BlobClient``: the host never streams the blob's 
 No ``from __future__ import annotations`` here: the worker binds SDK types by the real annotation object.
 """
 
+import asyncio
 import logging
 import os
 from datetime import UTC, datetime
@@ -46,7 +47,7 @@ async def on_inbound_blob(source: blob.BlobClient, client: df.DurableOrchestrati
     if ignored(name):
         return
     try:
-        props = source.get_blob_properties()
+        props = await asyncio.to_thread(source.get_blob_properties)  # the BlobClient is synchronous
     except ResourceNotFoundError:
         log.info("%s/%s is gone (already handled); nothing to do", container, name)
         return

@@ -13,6 +13,7 @@ Running/Pending) and a ledger run guard is taken before ``start_new``, so two fi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import uuid
@@ -56,7 +57,7 @@ async def _take_guard(
     status = await client.get_status(instance_id, show_input=True)
     if status is not None and status.runtime_status in _RUNNING:
         return f"{instance_id} is still {status.runtime_status.value}"
-    holder = svc.ledger.try_start_run(guard, token, now, max_age)
+    holder = await asyncio.to_thread(lambda: svc.ledger.try_start_run(guard, token, now, max_age))
     if holder is None:
         return None
     # The guard's owner ended without releasing it (crashed or terminated run): its instance is not
@@ -68,8 +69,8 @@ async def _take_guard(
         except ValueError:
             last_input = None
     if isinstance(last_input, dict) and last_input.get("guard_token") == holder:
-        svc.ledger.finish_run(guard, holder)
-        if svc.ledger.try_start_run(guard, token, now, max_age) is None:
+        await asyncio.to_thread(lambda: svc.ledger.finish_run(guard, holder))
+        if await asyncio.to_thread(lambda: svc.ledger.try_start_run(guard, token, now, max_age)) is None:
             return None
     return f"run {holder} holds the guard {guard}"
 
@@ -104,7 +105,7 @@ async def start_drain(
         try:
             await client.start_new("recurring_drain", instance_id, payload)
         except Exception:
-            svc.ledger.finish_run(guard, token)
+            await asyncio.to_thread(lambda: svc.ledger.finish_run(guard, token))
             raise
         log.info("started drain %s of %s", run_id, export.name)
         return {"started": True, "instance_id": instance_id, "run_id": run_id}
@@ -129,9 +130,9 @@ async def start_export(
     with log_context(instance_id=instance_id, data_project=job.data_project):
         why_not = await _take_guard(svc, client, instance_id, guard, token, now, max_age)
         if not why_not and not manual:
-            last = outbound_exports.export_schedule(svc).last_due(job.name)
+            last = await asyncio.to_thread(lambda: outbound_exports.export_schedule(svc).last_due(job.name))
             if last is not None and last >= due:  # another firing started this very time already
-                svc.ledger.finish_run(guard, token)
+                await asyncio.to_thread(lambda: svc.ledger.finish_run(guard, token))
                 why_not = f"the run for {due.isoformat()} was already started"
         if why_not:
             log.info("export %s not started: %s", job.name, why_not)
@@ -148,10 +149,12 @@ async def start_export(
         try:
             await client.start_new("scheduled_export", instance_id, payload)
         except Exception:
-            svc.ledger.finish_run(guard, token)
+            await asyncio.to_thread(lambda: svc.ledger.finish_run(guard, token))
             raise
         # Only a started run moves the schedule on; a skipped time is picked up by the next tick.
-        outbound_exports.export_schedule(svc).mark_started(job.name, due, run_id)
+        await asyncio.to_thread(
+            lambda: outbound_exports.export_schedule(svc).mark_started(job.name, due, run_id)
+        )
         log.info("started export %s of %s", run_id, job.name)
         return {"started": True, "instance_id": instance_id, "run_id": run_id}
 
@@ -162,9 +165,8 @@ async def drain_all(client: df.DurableOrchestrationClient, now: datetime | None 
 
 async def export_tick(client: df.DurableOrchestrationClient, now: datetime | None = None) -> list[dict]:
     now = now or _now()
-    return [
-        await start_export(client, job, due, now) for job, due in outbound_exports.due_jobs(services(), now)
-    ]
+    due_jobs = await asyncio.to_thread(outbound_exports.due_jobs, services(), now)
+    return [await start_export(client, job, due, now) for job, due in due_jobs]
 
 
 async def housekeeping(client: df.DurableOrchestrationClient, now: datetime | None = None) -> dict[str, Any]:
@@ -174,7 +176,7 @@ async def housekeeping(client: df.DurableOrchestrationClient, now: datetime | No
     purged = await client.purge_instance_history_by(
         created_time_from=outbound_housekeeping.EPOCH, created_time_to=cutoff, runtime_status=_TERMINAL
     )
-    archives = outbound_housekeeping.purge_archives(svc, now)
+    archives = await asyncio.to_thread(outbound_housekeeping.purge_archives, svc, now)
     result = {"instances_purged": getattr(purged, "instances_deleted", None), "archives_deleted": archives}
     log.info("housekeeping: %s", result)
     return result

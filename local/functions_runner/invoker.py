@@ -10,17 +10,22 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
 import importlib
 import logging
+import socket
+import ssl
 import threading
-import uuid
+import traceback
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger("local.functions_runner")
 
 _scope: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("runner_scope", default={})  # noqa: B039
 _factory_installed = False
+SLOW_CALLBACK_SECONDS = 0.25
 
 
 def _install_record_factory() -> None:
@@ -73,12 +78,20 @@ class Invoker:
             app_log_context = _find_app_log_context()
         self._app_log_context = app_log_context or None
         self.loop = asyncio.new_event_loop()
+        # Debug mode, as asyncio's docs advise for finding blocking calls: slow callbacks are logged.
+        self.loop.set_debug(True)
+        self.loop.slow_callback_duration = SLOW_CALLBACK_SECONDS
+        self.loop_guard = LoopGuard()
         self._thread = threading.Thread(target=self._run_loop, name="runner-event-loop", daemon=True)
         self._thread.start()
 
     def _run_loop(self) -> None:
         asyncio.set_event_loop(self.loop)
-        self.loop.run_forever()
+        self.loop_guard.guard(threading.get_ident())
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop_guard.release(threading.get_ident())
 
     @contextlib.contextmanager
     def scope(self, **fields: str | None) -> Iterator[None]:
@@ -134,13 +147,63 @@ class Invoker:
             self._thread.join(5)
 
 
-class FunctionContext:
-    """The ``context`` argument the worker passes to functions that declare one."""
+# ---------------------------------------------------------------------- blocking calls on the event loop
+_BLOCKING_METHODS = ("connect", "send", "sendall", "recv", "recv_into")
+_guarded: dict[int, LoopGuard] = {}  # loop thread ident -> its guard
+_patched = False
 
-    def __init__(self, function_name: str, invocation_id: str | None = None) -> None:
-        self.invocation_id = invocation_id or str(uuid.uuid4())
-        self.function_name = function_name
-        self.function_directory = "."
-        self.trace_context = None
-        self.retry_context = None
-        self.thread_local_storage = threading.local()
+
+@dataclass
+class LoopBlock:
+    function: str | None
+    call: str
+    where: str
+
+
+class LoopGuard:
+    """Records blocking socket I/O made on the worker's event-loop thread, with the function that made it.
+
+    ``async def`` functions run on the worker's one event loop: a synchronous SDK call there (Table, Blob,
+    F&O over requests) stalls every other invocation on that worker. asyncio's own sockets are
+    non-blocking (timeout 0), so any socket call with a timeout, on the loop's thread, is such a stall.
+    The loop also runs in debug mode, so callbacks slower than ``slow_callback_duration`` are logged.
+    """
+
+    def __init__(self) -> None:
+        self.blocks: list[LoopBlock] = []
+
+    def guard(self, thread_ident: int) -> None:
+        _patch_sockets()
+        _guarded[thread_ident] = self
+
+    def release(self, thread_ident: int) -> None:
+        _guarded.pop(thread_ident, None)
+
+    def record(self, call: str) -> None:
+        frames = [f for f in traceback.extract_stack()[:-3] if "/site-packages/" not in f.filename]
+        where = f"{frames[-1].filename}:{frames[-1].lineno}" if frames else "?"
+        block = LoopBlock(_scope.get().get("function_name"), call, where)
+        self.blocks.append(block)
+        log.error("blocking %s on the event loop in %s (%s)", call, block.function, where)
+
+
+def _patch_sockets() -> None:
+    global _patched
+    if _patched:
+        return
+    _patched = True
+    for cls in (socket.socket, ssl.SSLSocket):
+        for name in _BLOCKING_METHODS:
+            original = cls.__dict__.get(name) or getattr(cls, name)
+            setattr(cls, name, _guarded_method(original, f"{cls.__name__}.{name}"))
+
+
+def _guarded_method(original: Callable[..., Any], label: str) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def wrapper(sock: Any, *args: Any, **kwargs: Any) -> Any:
+        guard = _guarded.get(threading.get_ident())
+        if guard is not None and sock.gettimeout() != 0.0:
+            guard.record(label)
+        return original(sock, *args, **kwargs)
+
+    return wrapper

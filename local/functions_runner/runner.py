@@ -215,6 +215,11 @@ class LocalRunner:
 
     # ------------------------------------------------------------------ public API
     @property
+    def loop_blocks(self) -> list[Any]:
+        """Blocking socket calls that ``async def`` functions made on the event loop (should be none)."""
+        return list(self.invoker.loop_guard.blocks)
+
+    @property
     def function_key(self) -> str:
         """The key FUNCTION-level routes require (``x-functions-key`` header or ``?code=``)."""
         return self.keys.function_key

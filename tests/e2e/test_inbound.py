@@ -23,6 +23,7 @@ OK = {"Succeeded", "PartiallySucceeded"}
 def stack(azurite, unique_name):
     with Stack(azurite, unique_name) as s:
         yield s
+    assert s.loop_blocks == [], "client functions blocked the event loop"
 
 
 def _no_overlap(stack: Stack) -> None:

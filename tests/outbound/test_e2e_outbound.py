@@ -45,6 +45,7 @@ def stack(azurite, unique_name):
         ROUTES_JSON=json.dumps(ROUTES),
     ) as s:
         yield s
+    assert s.loop_blocks == [], "client functions blocked the event loop"
 
 
 def _payload(n: int) -> bytes:
