@@ -151,6 +151,20 @@ class _Timer:
     cancelled: bool = field(compare=False, default=False)
 
 
+CUSTOM_STATUS_LIMIT_BYTES = 16 * 1024  # the Durable extension's limit, counted in UTF-16
+
+
+def custom_status_too_large(custom_json: str) -> str | None:
+    """The extension's error when a custom status exceeds 16 KB of UTF-16 JSON text, else None."""
+    size = len(custom_json.encode("utf-16-le"))
+    if size <= CUSTOM_STATUS_LIMIT_BYTES:
+        return None
+    return (
+        "The UTF-16 size of the JSON-serialized payload must not exceed 16 KB. "
+        f"The current payload size is {-(-size // 1024)} KB."
+    )
+
+
 class Engine:
     def __init__(
         self,
@@ -402,10 +416,20 @@ class Engine:
         history = inst.history + new
         state, error = self._replay(inst, history)
         inst.updated = iso(now)
+        too_big = None
         if state is not None and state.get("customStatus") is not None:
-            inst.custom_status = json.dumps(state.get("customStatus"))
+            custom = json.dumps(state.get("customStatus"))
+            too_big = custom_status_too_large(custom)
+            if too_big is None:
+                inst.custom_status = custom
         if inst.status == "Pending":
             inst.status = "Running"
+        if too_big is not None:  # the extension refuses the status and fails the orchestration
+            log.error(redact(too_big))
+            self._finish(
+                inst, "Failed", json.dumps(too_big), new, effects, failure=("ArgumentException", too_big)
+            )
+            return self._commit(inst, start_len, new, msgs, effects)
 
         flat = flatten_actions(state.get("actions", [])) if state else []
         problem = self._check_determinism(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from datetime import UTC, datetime, timedelta
@@ -322,3 +323,15 @@ def test_orchestrator_concurrency_limit(make_runner) -> None:
     for iid in ids:
         assert runner.wait_for_instance(iid)["output"] == 2
     assert durable_app.ORCH_ACTIVE["max"] == 2
+
+
+def test_custom_status_over_16_kb_of_utf16_fails_as_on_the_host(runner: LocalRunner) -> None:
+    # 8,000 characters are 16,004 bytes of UTF-16 JSON: allowed. Outputs have no such limit (large messages).
+    ok = runner.start_new("big_payloads", None, {"status_chars": 8000, "output_chars": 300_000})
+    status = runner.wait_for_instance(ok)
+    assert status["runtimeStatus"] == "Completed" and status["output"] == 300_000
+    assert status["customStatus"] == "x" * 8000
+    big = runner.start_new("big_payloads", None, {"status_chars": 9000, "output_chars": 10})
+    status = runner.wait_for_instance(big)
+    assert status["runtimeStatus"] == "Failed"
+    assert "must not exceed 16 KB. The current payload size is 18 KB" in json.dumps(status["output"])

@@ -267,3 +267,17 @@ def busy_orchestrator(context: df.DurableOrchestrationContext):
     with _calls_lock:
         ORCH_ACTIVE["now"] -= 1
     return (yield context.call_activity("double", 1))
+
+
+@app.activity_trigger(input_name="size")
+def big_blob_of_text(size: int) -> str:
+    return "y" * size
+
+
+@app.orchestration_trigger(context_name="context")
+def big_payloads(context: df.DurableOrchestrationContext):
+    """Custom status of ``status_chars`` characters, then an activity output of ``output_chars``."""
+    args = context.get_input()
+    context.set_custom_status("x" * args["status_chars"])
+    text = yield context.call_activity("big_blob_of_text", args["output_chars"])
+    return len(text)
