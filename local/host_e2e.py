@@ -117,6 +117,8 @@ def _entity(label: str) -> Any:
 
 def _describe_zip(data: bytes) -> tuple[str, list[str], int, int]:
     """(kind, good keys, bad rows, packages) of a zip: a package, a batch of packages, or broken."""
+    if not zipfile.is_zipfile(io.BytesIO(data)):
+        return "broken", [], 0, 0
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         names = zf.namelist()
         if "Manifest.xml" in names:
@@ -260,9 +262,9 @@ class HostE2E:
 
         # F&O's minutes in about a second each: the host runs on the real clock.
         timings = Timings(
-            not_found_seconds=0.3,
-            queue_seconds=0.3,
-            import_base_seconds=1.0,
+            not_found_seconds=0.2,
+            queue_seconds=0.2,
+            import_base_seconds=0.5,
             import_per_row_seconds=0.0,
             error_keys_file_seconds=0.3,
         )
@@ -293,7 +295,7 @@ class HostE2E:
                 **self.names,
                 INBOUND_BLOB_SOURCE="LogsAndContainerScan",  # Azurite has no Event Grid: the host polls
                 POLL_INITIAL_SECONDS=1,
-                GATE_RECHECK_SECONDS=5,
+                GATE_RECHECK_SECONDS=2,
                 LOG_LEVEL="INFO",
             ),
         }
@@ -385,7 +387,9 @@ class HostE2E:
         if self.az is not None:
             self.az.stop()
         if keep:
-            say(f"kept {self.work.relative_to(ROOT)} (host log: host.log)")
+            if self.log_path.exists():  # a copy safe to share (CI keeps it): no SAS signatures, no tokens
+                (self.work / "host.redacted.log").write_text(self.host_log_tail(lines=100_000))
+            say(f"kept {self.work.relative_to(ROOT)} (host log: host.log, shareable: host.redacted.log)")
         else:
             shutil.rmtree(self.work, ignore_errors=True)
 
@@ -454,14 +458,17 @@ class HostE2E:
         try:
             self.up()
             health = self.start_host()
+            say(f"stack and host up in {time.monotonic() - t0:.1f}s")
             deadline = time.monotonic() + self.timeout
             # As the demo does: everything first, then the re-drop of content already imported.
             first = [e for e in expected if e.kind != "duplicate"]
             later = [e for e in expected if e.kind == "duplicate"]
             for batch in (first, later):
+                t1 = time.monotonic()
                 for e in batch:
                     self.drop(e)
                 self.wait_for(batch, deadline)
+                say(f"{len(batch)} drops reached their outcome in {time.monotonic() - t1:.1f}s")
             outcomes = self.outcomes()
             blobs = {
                 s: self.blob_names(s)
