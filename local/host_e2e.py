@@ -369,16 +369,20 @@ class HostE2E:
 
     def stop_host(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
+        if proc is None:
             return
-        try:  # the host and its language worker, as one process group
+        # The host and its language worker are one process group (its id is the host's pid): end the whole
+        # group, even when the host itself has already exited and left a worker behind.
+        try:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(20)
+            time.sleep(0.5)
+            os.killpg(proc.pid, signal.SIGKILL)  # a straggler that ignored SIGTERM
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
         except ProcessLookupError:
-            pass
+            pass  # nothing left in the group
 
     def down(self, keep: bool = False) -> None:
         self.stop_host()
@@ -406,7 +410,7 @@ class HostE2E:
             if self.proc is not None and self.proc.poll() is not None:
                 raise RuntimeError(f"the host exited with {self.proc.returncode}")
             done = {
-                r["SourceBlob"].split("/", 1)[1]
+                r["SourceBlob"].partition("/")[2]
                 for r in self.outcomes()
                 if r.get("Kind") == "drop" and r.get("Status") in DONE and r.get("SourceBlob")
             }

@@ -156,3 +156,24 @@ def test_check_passes_the_expected_world_and_names_each_difference() -> None:
     assert any("F&O USMF" in p for p in problems_after(extra_row_in_fno))
     assert any("2 drop rows" in p for p in problems_after(second_drop_row))
     assert any("in parallel" in p for p in problems_after(lambda r, b, f: 1))
+
+
+@pytest.mark.parametrize(
+    ("script", "message"),
+    [
+        ("import sys; sys.exit(3)", "exited with 3"),
+        ("print('Worker failed to load function: on_inbound_blob', flush=True); import time; time.sleep(60)",
+         "failed to start"),
+    ],
+)  # fmt: skip
+def test_a_host_that_cannot_start_fails_fast(tmp_path: Path, script: str, message: str) -> None:
+    host = HostE2E(f"{{python}} -c {shlex.quote(script)}", startup_timeout=30)
+    host.work, host.app_dir, host.log_path = tmp_path, tmp_path / "app", tmp_path / "host.log"
+    host.app_dir.mkdir()
+    host.port = 9  # nothing answers there
+    with pytest.raises(RuntimeError, match=message):
+        host.start_host()
+    pid = host.proc.pid
+    host.stop_host()
+    with pytest.raises(ProcessLookupError):
+        os.killpg(pid, 0)  # the whole group is gone
