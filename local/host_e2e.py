@@ -228,7 +228,11 @@ class Result:
 
 
 class HostE2E:
-    """Azurite + emulator + a staged app folder + one host process. ``up()``, ``drop()``, ``check()``, ``down()``."""
+    """Azurite + emulator + a staged app folder + one host process.
+
+    ``run()`` does it all: ``up()``, ``start_host()``, ``drop()`` and ``wait_for()`` per phase, ``check()``,
+    ``down()`` (always, keeping the work folder when anything failed).
+    """
 
     def __init__(self, host_cmd: str, *, timeout: float = 600.0, startup_timeout: float = 300.0) -> None:
         self.host_cmd = host_cmd
@@ -251,16 +255,14 @@ class HostE2E:
 
         from local.azurite import Azurite, free_port
         from local.embedded_stack import app_settings
-        from local.fno_emulator import EmulatorConfig
+        from local.fno_emulator import Emulator, EmulatorConfig
         from local.fno_emulator.config import Timings
 
         self.work.mkdir(parents=True)
         say(f"work folder {self.work.relative_to(ROOT)}")
         self.az = Azurite().start()
         say(f"Azurite on 127.0.0.1:{self.az.blob_port}/{self.az.queue_port}/{self.az.table_port}")
-        from local.fno_emulator import Emulator
-
-        # F&O's minutes in about a second each: the host runs on the real clock.
+        # An F&O import in about a second: the host runs on the real clock.
         timings = Timings(
             not_found_seconds=0.2,
             queue_seconds=0.2,
