@@ -82,6 +82,10 @@ def configure_logging(level: str | None = None) -> None:
     if not root.handlers:
         handler = logging.StreamHandler()
         root.addHandler(handler)
+    # Application Insights first (dmf.telemetry decides who exports), so an exporter the app adds is filtered too.
+    from dmf.telemetry import configure_telemetry
+
+    configure_telemetry()
     for handler in root.handlers:
         handler.addFilter(ctx_filter)
         handler.addFilter(red_filter)
@@ -96,7 +100,3 @@ def configure_logging(level: str | None = None) -> None:
     from dmf.fno.scrub import install_log_redaction
 
     install_log_redaction()
-    # Application Insights: who exports (the worker, the app or the host) is decided in dmf.telemetry.
-    from dmf.telemetry import configure_telemetry
-
-    configure_telemetry()

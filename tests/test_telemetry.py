@@ -106,7 +106,10 @@ handlers = [
     h for h in logging.getLogger().handlers
     if type(h).__name__ == "LoggingHandler" and type(h).__module__.startswith("opentelemetry.")
 ]
-print(json.dumps({"exporters": len(handlers), "app_calls": calls, "mode": configure_telemetry().mode}))
+from dmf.logs import RedactingFilter
+redacted = all(any(isinstance(f, RedactingFilter) for f in h.filters) for h in handlers)
+out = {"exporters": len(handlers), "app_calls": calls, "mode": configure_telemetry().mode}
+print(json.dumps({**out, "redacted": redacted}))
 """
 
 
@@ -132,7 +135,8 @@ def _probe(env: dict[str, str]) -> dict[str, object]:
 
 def test_on_the_host_the_worker_exports_and_the_app_adds_no_second_exporter() -> None:
     result = _probe({"PROBE_WORKER_INIT": "1", "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true"})
-    assert result == {"exporters": 1, "app_calls": [], "mode": WORKER}
+    # ...and the worker's exporter sits behind the app's redacting filter (no SAS signature leaves the app).
+    assert result == {"exporters": 1, "app_calls": [], "mode": WORKER, "redacted": True}
 
 
 def test_app_exports_once_when_only_trace_propagation_is_on() -> None:
@@ -142,8 +146,13 @@ def test_app_exports_once_when_only_trace_propagation_is_on() -> None:
             "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "Authorization=AAD",
         }
     )
-    assert result == {"exporters": 1, "app_calls": [["connection_string", "credential"]], "mode": APP}
+    assert result == {
+        "exporters": 1,
+        "app_calls": [["connection_string", "credential"]],
+        "mode": APP,
+        "redacted": True,
+    }
 
 
 def test_host_relay_mode_adds_no_exporter() -> None:
-    assert _probe({}) == {"exporters": 0, "app_calls": [], "mode": HOST}
+    assert _probe({}) == {"exporters": 0, "app_calls": [], "mode": HOST, "redacted": True}
