@@ -354,20 +354,31 @@ class HostE2E:
             for marker in FATAL_HOST_MESSAGES:
                 if marker in text:
                     raise RuntimeError(f"the host failed to start ({marker!r})")
-            try:
-                with urllib.request.urlopen(url, timeout=5) as resp:  # loopback only
-                    health = json.loads(resp.read())
-                    say(f"host ready: /api/health {resp.status} {health}")
-                    return health
-            except urllib.error.HTTPError as err:  # a 500 names misconfigured settings: the app did load
-                health = json.loads(err.read() or b"{}")
-                say(f"host ready: /api/health {err.code} {health}")
+            health = self._health(url)
+            if health is not None:
                 return health
-            except (urllib.error.URLError, OSError, ValueError):
-                pass
             if time.monotonic() > deadline:
                 raise TimeoutError(f"the host did not answer {url} within {self.startup_timeout:.0f}s")
             time.sleep(0.5)
+
+    @staticmethod
+    def _health(url: str) -> dict[str, Any] | None:
+        """The app's health answer, or None while the host is not serving the app's routes yet (404s, refusals)."""
+        try:
+            with urllib.request.urlopen(url, timeout=5) as resp:  # loopback only
+                code, body = resp.status, resp.read()
+        except urllib.error.HTTPError as err:  # a 500 names misconfigured settings: the app did load
+            code, body = err.code, err.read()
+        except (urllib.error.URLError, OSError):
+            return None
+        try:
+            health = json.loads(body)
+        except ValueError:
+            return None
+        if not isinstance(health, dict) or "status" not in health:
+            return None
+        say(f"host ready: /api/health {code} {health}")
+        return health
 
     def stop_host(self) -> None:
         proc, self.proc = self.proc, None

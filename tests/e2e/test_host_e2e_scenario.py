@@ -177,3 +177,32 @@ def test_a_host_that_cannot_start_fails_fast(tmp_path: Path, script: str, messag
     host.stop_host()
     with pytest.raises(ProcessLookupError):
         os.killpg(pid, 0)  # the whole group is gone
+
+
+def test_readiness_waits_for_the_apps_own_health_route() -> None:
+    """A host answering 404 (routes not indexed yet) or an HTML page is not ready; the app's JSON is, even a 500."""
+    import http.server
+    import threading
+
+    answers = iter([(404, b""), (200, b"<html>Functions host</html>"), (500, b'{"status": "misconfigured"}')])
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            code, body = next(answers)
+            self.send_response(code)
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/api/health"
+        assert HostE2E._health(url) is None
+        assert HostE2E._health(url) is None
+        assert HostE2E._health(url) == {"status": "misconfigured"}
+    finally:
+        server.shutdown()
+        server.server_close()
