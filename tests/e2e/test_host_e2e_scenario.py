@@ -206,3 +206,28 @@ def test_readiness_waits_for_the_apps_own_health_route() -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_a_port_taken_before_the_host_binds_it_is_retried_on_another(tmp_path: Path) -> None:
+    fake_host = tmp_path / "fake_host.py"  # first start: port taken; second: serves the app's health route
+    fake_host.write_text(
+        "import http.server, json, pathlib, sys\n"
+        f"marker = pathlib.Path({str(tmp_path / 'tried')!r})\n"
+        "if not marker.exists():\n"
+        "    marker.write_text('x'); print('OSError: [Errno 98] Address already in use', flush=True); sys.exit(1)\n"
+        "class H(http.server.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.end_headers(); self.wfile.write(json.dumps({'status': 'ok'}).encode())\n"
+        "http.server.HTTPServer(('127.0.0.1', int(sys.argv[1])), H).serve_forever()\n"
+    )
+    host = HostE2E(f"{{python}} {fake_host} {{port}}", startup_timeout=30)
+    host.work, host.app_dir, host.log_path = tmp_path, tmp_path / "app", tmp_path / "host.log"
+    host.app_dir.mkdir()
+    from local.azurite import free_port
+
+    host.port = first = free_port()
+    try:
+        assert host.start_host_on_a_free_port() == {"status": "ok"}
+        assert host.port != first
+    finally:
+        host.stop_host()
