@@ -3,7 +3,7 @@
 Context (orchestration instance id, F&O execution id, data project, blob name) lives in a context variable
 set by activities and client functions with ``log_context(...)``; a filter copies it onto every record and a
 redacting formatter makes sure no SAS signature or bearer token is ever written.
-Application Insights is wired through azure-monitor-opentelemetry only when a connection string exists.
+Application Insights export is decided in ``dmf.telemetry`` (on the host the Python worker owns the exporter).
 """
 
 from __future__ import annotations
@@ -82,6 +82,10 @@ def configure_logging(level: str | None = None) -> None:
     if not root.handlers:
         handler = logging.StreamHandler()
         root.addHandler(handler)
+    # Application Insights first (dmf.telemetry decides who exports), so an exporter the app adds is filtered too.
+    from dmf.telemetry import configure_telemetry
+
+    configure_telemetry()
     for handler in root.handlers:
         handler.addFilter(ctx_filter)
         handler.addFilter(red_filter)
@@ -96,19 +100,3 @@ def configure_logging(level: str | None = None) -> None:
     from dmf.fno.scrub import install_log_redaction
 
     install_log_redaction()
-    conn = os.environ.get("APPLICATIONINSIGHTS_CONNECTION_STRING")
-    if conn:
-        _configure_app_insights(conn)
-
-
-def _configure_app_insights(connection_string: str) -> None:
-    from azure.monitor.opentelemetry import configure_azure_monitor
-
-    kwargs: dict[str, object] = {"connection_string": connection_string}
-    client_id = os.environ.get("DATA_STORAGE__clientId") or os.environ.get("AZURE_CLIENT_ID")
-    if "Authorization=AAD" in os.environ.get("APPLICATIONINSIGHTS_AUTHENTICATION_STRING", ""):
-        # Local auth is disabled on the component: export with the app's managed identity.
-        from azure.identity import ManagedIdentityCredential
-
-        kwargs["credential"] = ManagedIdentityCredential(client_id=client_id)
-    configure_azure_monitor(**kwargs)

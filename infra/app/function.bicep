@@ -44,6 +44,10 @@ var hostSettings = {
   AzureWebJobsStorage__clientId: identityClientId
   APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
   APPLICATIONINSIGHTS_AUTHENTICATION_STRING: 'ClientId=${identityClientId};Authorization=AAD'
+  // With host.json "telemetryMode": "OpenTelemetry": the Python worker configures the Azure Monitor exporter
+  // (Entra ID token from the authentication string above) and attaches the host's trace context to each
+  // invocation; the host stops relaying the worker's logs, so nothing is sent twice (docs/DEPLOY.md, Telemetry).
+  PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
 }
 
 var azdTags = {
