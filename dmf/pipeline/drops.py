@@ -474,13 +474,12 @@ def _fit_blob_name(dest: str, drop_id: str) -> str:
     path = PurePosixPath(name)
     tag = f"~{drop_id[-12:]}"
     suffix = path.suffix if len(path.suffix) <= 16 else ""
-    room = MAX_BLOB_NAME - len(REASON_SUFFIX) - (len(name) - len(path.name)) - len(tag) - len(suffix)
+    stem = path.name[: len(path.name) - len(suffix)]
+    folder = "" if str(path.parent) == "." else f"{path.parent}/"
+    room = MAX_BLOB_NAME - len(REASON_SUFFIX) - len(folder) - len(tag) - len(suffix)
     if room < 1:  # the folders alone are too long: keep the file at the container root
-        return f"{container}/{path.name[: MAX_BLOB_NAME - len(REASON_SUFFIX) - len(tag) - len(suffix)]}{tag}{suffix}"
-    stem = path.name[: len(path.name) - len(suffix)] if suffix else path.name
-    return (
-        f"{container}/{str(path.parent) + '/' if str(path.parent) != '.' else ''}{stem[:room]}{tag}{suffix}"
-    )
+        folder, room = "", MAX_BLOB_NAME - len(REASON_SUFFIX) - len(tag) - len(suffix)
+    return f"{container}/{folder}{stem[:room]}{tag}{suffix}"
 
 
 _TEMP_PATH = re.compile(
