@@ -597,9 +597,11 @@ def _redelimit(recs: list[str], src_delim: str, dst_delim: str) -> list[str]:
     buf = io.StringIO()
     w = csv.writer(buf, delimiter=dst_delim, lineterminator="\n")
     w.writerows(csv.reader(recs, delimiter=src_delim, strict=False))
-    # Re-split with quote awareness: a rewritten field may still hold a line break.
-    splitter = RecordSplitter()
-    out = splitter.feed(buf.getvalue())
+    # Re-split with quote awareness: a rewritten field may still hold a line break. The records were
+    # checked against the record length limit already; quoting adds a little, so no limit here.
+    text = buf.getvalue()
+    splitter = RecordSplitter(max_record_chars=len(text) + 1)
+    out = splitter.feed(text)
     rest, _ = splitter.finish()
     return out + rest
 

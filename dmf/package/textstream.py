@@ -11,6 +11,10 @@ from typing import BinaryIO
 
 READ_CHUNK = 1024 * 1024
 
+# The csv module refuses fields over 128 KiB by default (``_csv.Error``, which would crash a build or
+# validation). Records are bounded by ``Limits.max_record_chars`` before csv sees them, so lift its limit.
+csv.field_size_limit(2**31 - 1)
+
 
 class DecodeError(ValueError):
     def __init__(self, message: str, offset: int) -> None:

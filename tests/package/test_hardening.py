@@ -402,3 +402,24 @@ def test_an_endless_line_stops_after_about_the_limit_with_bounded_memory(tmp_pat
 def test_shared_files_are_found_relative_to_the_checkout(path):
     text = (REPO / path).read_text()
     assert "/work/shared" not in text and "/work/" not in text
+
+
+def test_a_long_record_within_a_raised_limit_survives_redelimiting(tmp_path):
+    """Records are checked once, against RECORD_MAX_CHARS; rewriting ``;`` as ``,`` must not re-limit them."""
+    wide = "w" * 1_200_000
+    text = f"CUSTOMERGROUPID;DESCRIPTION\n10;{wide}\n20;b\n"
+    res = build_packages_from_raw(io.BytesIO(text.encode()), file_name="groups.csv", entity=GROUPS,
+                                  source_format="CSV-UTF8", data_project="CG", input_delimiter=";",
+                                  limits=Limits(max_record_chars=2_000_000), out_dir=tmp_path / "out")  # fmt: skip
+    assert res.ok, res.problems
+    assert res.packages[0].rows == 2
+
+
+def test_a_quoted_key_field_over_128_kib_is_read_not_a_crash(tmp_path, catalogue):
+    """The csv module's own field limit (128 KiB) raised out of validation; the record limit rules instead."""
+    rnd = random.Random(3)
+    key = "".join(rnd.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") for _ in range(200_000))
+    text = f'CUSTOMERGROUPID,DESCRIPTION\r\n"{key}",a\r\n"{key}",b\r\n'
+    pkg = groups_package(tmp_path, "", raw=b"\xff\xfe" + text.encode("utf-16-le"))
+    rep = inspect_package(pkg, catalogue=catalogue)
+    assert [(p.code, p.row) for p in rep.errors] == [(Code.DUPLICATE_KEY, 3)]
