@@ -290,3 +290,20 @@ def test_a_record_over_record_max_chars_is_rejected_naming_the_row(pipeline):
     data = ("\r\n".join(lines) + "\r\n").encode()
     out = pipeline(RECORD_MAX_CHARS="1000").drop(f"{FOLDER}/Customer groups__wide.csv", data)
     assert_rejected(out, f"{FOLDER}/Customer groups__wide.csv", "RECORD_TOO_LONG", "row 4", "1000 characters")
+
+
+def test_a_failed_drops_reason_never_shows_a_temp_path(pipeline):
+    """An activity that keeps failing (disk full, say) ends the drop Failed; its reason names no local path."""
+    p = pipeline()
+    name = f"{FOLDER}/Customer groups__disk.csv"
+    p.svc.blob(p.s.inbound_container, name).upload_blob(customer_groups_csv(["D1"]))
+    tmp = f"{tempfile.gettempdir()}/tmpq1w2e3r4/package-part001.zip"
+    res = drops.finalize_drop(p.svc, {
+        "instance_id": "drop-disk", "day": DAY, "source": f"{p.s.inbound_container}/{name}", "action": "error",
+        "reason": f"preparing the drop failed: [Errno 28] No space left on device: '{tmp}'",
+    })  # fmt: skip
+    assert res["status"] == "Failed"
+    row = p.svc.outcomes.get(DAY, "drop-disk") or {}
+    reason_file = json.loads(p.svc.blob_at(res["archived"] + ".reason.txt").download_blob().readall())
+    for text in (row["Reason"], reason_file["reason"]):
+        assert "No space left on device" in text and tmp not in text and "tmpq1w2e3r4" not in text
