@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -282,7 +283,7 @@ def extract_batch_zip(
                 )
         except ZipBombError as e:
             p.append(Problem(Code.ZIP_BOMB, str(e)))
-        except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as e:
+        except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError, zlib.error) as e:
             p.append(Problem(Code.ZIP_CORRUPT, f"{label}: {e}"))
     if has_errors(p):
         for w in written:

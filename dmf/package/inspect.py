@@ -16,6 +16,7 @@ import codecs
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -313,9 +314,8 @@ def _inspect_zip(
                     file=i.filename,
                 )
             )
-    if not check_content:
-        return
-    for ent, data, rules, info in checks:
+    read = {MANIFEST.casefold(), HEADER.casefold()}
+    for ent, data, rules, info in checks if check_content else []:
         if data.file_size > (limits.max_bytes_per_package or data.file_size):
             p.append(
                 Problem(
@@ -337,13 +337,14 @@ def _inspect_zip(
         except ZipBombError as e:
             p.append(Problem(Code.ZIP_BOMB, str(e), file=data.filename))
             return
-        except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, RuntimeError, NotImplementedError) as e:
+        except _CORRUPT as e:
             p.append(
                 Problem(
                     Code.ZIP_CORRUPT, f"{data.filename!r} cannot be decompressed ({e})", file=data.filename
                 )
             )
             return
+        read.add(data.filename.casefold())
         if rows is not None:
             report.row_counts[ent.entity_name] = rows
             if limits.max_rows_per_package is not None and rows > limits.max_rows_per_package:
@@ -355,6 +356,34 @@ def _inspect_zip(
                         entity=ent.entity_name,
                     )
                 )
+    if tally is not None and not has_errors(p):
+        _read_the_rest(zf, infos, read, budget, p)
+
+
+# A damaged deflate stream surfaces as zlib.error, a bad CRC as BadZipFile.
+_CORRUPT = (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, RuntimeError, NotImplementedError, zlib.error)
+
+
+def _read_the_rest(
+    zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], read: set[str], budget: Budget, p: list[Problem]
+) -> None:
+    """Read through every entry nothing above read (unreferenced files, data files in formats not
+    checked): F&O receives and expands them too, so what they really expand to counts against the
+    budget (headers can lie), and their CRCs are checked."""
+    for i in infos:
+        if i.is_dir() or not i.file_size or i.filename.casefold() in read:
+            continue
+        try:
+            for _ in iter_entry(zf, i, budget):
+                pass
+        except ZipBombError as e:
+            p.append(Problem(Code.ZIP_BOMB, str(e), file=i.filename))
+            return
+        except _CORRUPT as e:
+            p.append(
+                Problem(Code.ZIP_CORRUPT, f"{i.filename!r} cannot be decompressed ({e})", file=i.filename)
+            )
+            return
 
 
 def _read_xml(zf, root, name, parse, missing_code, bad_code, budget, limits, p):  # type: ignore[no-untyped-def]
@@ -366,7 +395,7 @@ def _read_xml(zf, root, name, parse, missing_code, bad_code, budget, limits, p):
         return parse(read_entry(zf, info, budget, limits.max_xml_bytes))
     except ManifestError as e:
         p.append(Problem(bad_code, f"{name}: {e}", file=name))
-    except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as e:
+    except _CORRUPT as e:
         p.append(Problem(Code.ZIP_CORRUPT, f"{name} cannot be decompressed ({e})", file=name))
     return None
 

@@ -7,6 +7,7 @@ import io
 import json
 import random
 import re
+import struct
 import tracemalloc
 import zipfile
 from dataclasses import fields
@@ -423,3 +424,39 @@ def test_a_quoted_key_field_over_128_kib_is_read_not_a_crash(tmp_path, catalogue
     pkg = groups_package(tmp_path, "", raw=b"\xff\xfe" + text.encode("utf-16-le"))
     rep = inspect_package(pkg, catalogue=catalogue)
     assert [(p.code, p.row) for p in rep.errors] == [(Code.DUPLICATE_KEY, 3)]
+
+
+def _patch_declared_size(path: Path, entry: str, size: int) -> None:
+    """Make the central directory and local header of ``entry`` declare ``size`` uncompressed bytes."""
+    data = bytearray(path.read_bytes())
+    name = entry.encode()
+    cd = data.rfind(b"PK\x01\x02", 0, data.rfind(name) + 1)
+    struct.pack_into("<I", data, cd + 24, size)
+    lh = data.find(name) - 30  # the local header (written first) ends with the name
+    assert data[lh : lh + 4] == b"PK\x03\x04"
+    struct.pack_into("<I", data, lh + 22, size)
+    path.write_bytes(bytes(data))
+
+
+def test_an_unreferenced_entry_whose_headers_understate_its_size_is_caught(tmp_path):
+    """Headers say 1,000 bytes (ratio < 1); it really expands to 8 MiB. Nothing read it before, and F&O would."""
+    pkg = make_zip(tmp_path / "p.zip", {**package_files(), "pad.bin": b"0" * (8 * 2**20)})
+    _patch_declared_size(pkg, "pad.bin", 1000)
+    info = zipfile.ZipFile(pkg).getinfo("pad.bin")
+    assert info.file_size == 1000 and info.compress_size > 1000
+    rep = inspect_package(pkg)
+    assert errors(rep) & {Code.ZIP_BOMB, Code.ZIP_CORRUPT}, rep.problems
+    assert any(p.file == "pad.bin" for p in rep.errors)
+
+
+def test_a_damaged_deflate_stream_is_reported_not_raised(tmp_path):
+    rnd = random.Random(5)
+    body = "".join(f"{rnd.randrange(10**9)},{rnd.randrange(10**9)}\n" for _ in range(5000))
+    pkg = groups_package(tmp_path, "CUSTOMERGROUPID,DESCRIPTION\n" + body)
+    data = bytearray(pkg.read_bytes())
+    start = data.find(b"groups.csv") + len(b"groups.csv")  # first local header's name, then the stream
+    for k in range(start + 200, start + 260):
+        data[k] ^= 0x5A
+    pkg.write_bytes(bytes(data))
+    rep = inspect_package(pkg)
+    assert [p.code for p in rep.errors] == [Code.ZIP_CORRUPT], rep.problems
