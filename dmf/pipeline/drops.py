@@ -208,6 +208,11 @@ def _plan_batch_manifest(
     items, missing = [], []
     for seq, entry in enumerate(manifest.items, start=1):
         member = str(parts_folder / entry.file)
+        if len(member) > MAX_BLOB_NAME:
+            return _rejected(
+                f"batch manifest item {seq} ({entry.file[:60]!r}…) would be the blob {len(member)} characters "
+                f"long, over Azure's limit of {MAX_BLOB_NAME}: shorten the manifest's or the file's name"
+            )
         if not svc.blob(container, member).exists():
             missing.append(member)
             continue

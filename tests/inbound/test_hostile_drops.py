@@ -307,3 +307,10 @@ def test_a_failed_drops_reason_never_shows_a_temp_path(pipeline):
     reason_file = json.loads(p.svc.blob_at(res["archived"] + ".reason.txt").download_blob().readall())
     for text in (row["Reason"], reason_file["reason"]):
         assert "No space left on device" in text and tmp not in text and "tmpq1w2e3r4" not in text
+
+
+def test_a_batch_part_whose_blob_name_would_pass_azures_limit_is_rejected(pipeline):
+    stem = "r" * 600
+    doc = {"items": [{"file": "p" * 500 + ".zip"}]}
+    out = pipeline().drop(f"{FOLDER}/{stem}.batch.json", json.dumps(doc).encode())
+    assert_rejected(out, f"{FOLDER}/{stem}.batch.json", "over Azure's limit of 1024")
