@@ -21,6 +21,8 @@ from typing import Any
 from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from dmf.package.limits import DEFAULT_LIMITS as _L
+
 
 class SettingsError(ValueError):
     """The configuration is incomplete or invalid; the message names each offending setting."""
@@ -194,12 +196,28 @@ class Settings(BaseSettings):
     routes_file: str = Field(default="routes.json", validation_alias=_alias("ROUTES_FILE"))
     routes_json: str | None = Field(default=None, validation_alias=_alias("ROUTES_JSON"))
 
-    package_max_rows: int = Field(default=100_000, ge=1, validation_alias=_alias("PACKAGE_MAX_ROWS"))
-    package_max_bytes: int = Field(default=256 * 2**20, ge=1024, validation_alias=_alias("PACKAGE_MAX_BYTES"))
-    zip_max_uncompressed_bytes: int = Field(
-        default=8 * 2**30, ge=1024, validation_alias=_alias("ZIP_MAX_UNCOMPRESSED_BYTES")
+    # Limits: defaults come from dmf.package.limits (the one copy); docs/INBOUND.md "Limits" lists them.
+    package_max_rows: int = Field(
+        default=_L.max_rows_per_package, ge=1, validation_alias=_alias("PACKAGE_MAX_ROWS")
     )
-    zip_max_ratio: float = Field(default=200.0, gt=1, validation_alias=_alias("ZIP_MAX_RATIO"))
+    package_max_bytes: int = Field(
+        default=_L.max_bytes_per_package, ge=1024, validation_alias=_alias("PACKAGE_MAX_BYTES")
+    )
+    zip_max_uncompressed_bytes: int = Field(
+        default=_L.max_uncompressed_bytes, ge=1024, validation_alias=_alias("ZIP_MAX_UNCOMPRESSED_BYTES")
+    )
+    zip_max_ratio: float = Field(default=_L.max_ratio, gt=1, validation_alias=_alias("ZIP_MAX_RATIO"))
+    zip_max_entries: int = Field(default=_L.max_entries, ge=1, validation_alias=_alias("ZIP_MAX_ENTRIES"))
+    file_name_max_chars: int = Field(
+        default=_L.max_name_chars, ge=1, validation_alias=_alias("FILE_NAME_MAX_CHARS")
+    )
+    record_max_chars: int = Field(
+        default=_L.max_record_chars, ge=1, validation_alias=_alias("RECORD_MAX_CHARS")
+    )
+    input_max_bytes: int = Field(default=_L.max_input_bytes, ge=1, validation_alias=_alias("INPUT_MAX_BYTES"))
+    package_file_max_bytes: int = Field(
+        default=_L.max_package_file_bytes, ge=1024, validation_alias=_alias("PACKAGE_FILE_MAX_BYTES")
+    )
 
     recurring_exports_json: str = Field(default="[]", validation_alias=_alias("RECURRING_EXPORTS"))
     drain_max_messages: int = Field(default=200, ge=1, validation_alias=_alias("DRAIN_MAX_MESSAGES"))

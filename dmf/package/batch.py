@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -25,7 +26,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from dmf.package.fingerprint import sha256_file
 from dmf.package.limits import Limits
 from dmf.package.problems import Code, Problem, Severity, has_errors
-from dmf.package.zipsafe import Budget, ZipBombError, copy_entry, header_problems, name_problem
+from dmf.package.zipsafe import (
+    Budget,
+    Tally,
+    ZipBombError,
+    copy_entry,
+    header_problems,
+    name_problem,
+    precheck,
+)
 
 BATCH_SUFFIX = ".batch.json"
 MAX_BATCH_MANIFEST_BYTES = 1024 * 1024
@@ -45,6 +54,11 @@ class BatchItem(BaseModel):
         problem = name_problem(v)
         if problem is not None or v in (".", ".."):
             raise ValueError(f"{v!r} must be a plain file name next to the batch manifest (no folders or ..)")
+        if v.casefold().endswith(BATCH_SUFFIX):
+            # Itself, or another manifest (which might name this one): its JSON would be imported as data.
+            raise ValueError(
+                f"{v!r} is a batch manifest; a batch lists packages and data files, never a batch"
+            )
         return v
 
     @property
@@ -133,10 +147,17 @@ def natural_key(name: str) -> list[object]:
     return [int(t) if t.isdigit() else t.casefold() for t in re.split(r"(\d+)", name)]
 
 
-def extract_batch_zip(path: str | Path, out_dir: str | Path, limits: Limits | None = None) -> BatchExtraction:
+def extract_batch_zip(
+    path: str | Path, out_dir: str | Path, limits: Limits | None = None, *, name: str | None = None
+) -> BatchExtraction:
     """Extract the packages of a batch zip to ``out_dir`` (streamed, zip bomb checked). Never raises for
-    bad input: on any error no file is left in ``out_dir`` by this call."""
+    bad input: on any error no file is left in ``out_dir`` by this call.
+
+    Every limit holds for the batch zip and the archives in it together (entries, expanded size, ratio
+    against the batch zip's size). Extracted files are named by position (``0001.zip``), never after the
+    entry. ``name`` is the batch as the user knows it, for messages (default: "the batch zip")."""
     limits = limits or Limits()
+    label = name or "the batch zip"
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     res = BatchExtraction()
@@ -146,18 +167,23 @@ def extract_batch_zip(path: str | Path, out_dir: str | Path, limits: Limits | No
         p.append(
             Problem(
                 Code.TOO_LARGE,
-                f"the batch zip is {path.stat().st_size} bytes (limit {limits.max_package_file_bytes})",
+                f"{label} is {path.stat().st_size} bytes (limit {limits.max_package_file_bytes})",
             )
         )
+        return res
+    early = precheck(path, limits)
+    if early is not None:
+        p.append(early)
         return res
     try:
         zf = zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError):
-        p.append(Problem(Code.NOT_A_ZIP, f"{path.name} is not a zip archive"))
+        p.append(Problem(Code.NOT_A_ZIP, f"{label} is not a zip archive"))
         return res
     written: list[Path] = []
+    tally = Tally(path.stat().st_size)
     with zf:
-        p.extend(header_problems(zf, limits))
+        p.extend(header_problems(zf, limits, tally=tally))
         if has_errors(p):
             return res
         root: dict[str, zipfile.ZipInfo] = {}
@@ -230,16 +256,20 @@ def extract_batch_zip(path: str | Path, out_dir: str | Path, limits: Limits | No
         if has_errors(p):
             return res
         if not plan:
-            p.append(Problem(Code.EMPTY_PACKAGE, f"{path.name} holds no packages"))
+            p.append(Problem(Code.EMPTY_PACKAGE, f"{label} holds no packages"))
             return res
         budget = Budget(limits.max_uncompressed_bytes)
         try:
             for n, (info, item) in enumerate(plan, start=1):
-                # Prefix with the position so names stay unique and sort in import order on disk.
-                dest = out / f"{n:04d}-{info.filename}"
+                # Named by position (unique, in import order on disk), never after the entry.
+                dest = out / f"{n:04d}{_safe_suffix(info.filename)}"
                 written.append(dest)
                 with open(dest, "wb") as f:
                     size = copy_entry(zf, info, f, budget)
+                inner = _inner_archive_problems(dest, info.filename, limits, tally)
+                if inner:
+                    p.extend(inner)
+                    break
                 res.entries.append(
                     BatchEntry(
                         info.filename,
@@ -253,10 +283,33 @@ def extract_batch_zip(path: str | Path, out_dir: str | Path, limits: Limits | No
                 )
         except ZipBombError as e:
             p.append(Problem(Code.ZIP_BOMB, str(e)))
-        except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as e:
-            p.append(Problem(Code.ZIP_CORRUPT, f"{path.name}: {e}"))
+        except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError, zlib.error) as e:
+            p.append(Problem(Code.ZIP_CORRUPT, f"{label}: {e}"))
     if has_errors(p):
         for w in written:
             w.unlink(missing_ok=True)
         res.entries = []
     return res
+
+
+_ARCHIVES = (".zip", ".xlsx")
+
+
+def _safe_suffix(name: str) -> str:
+    suffix = Path(name).suffix.lower()
+    return suffix if suffix.isascii() and suffix[1:].isalnum() and len(suffix) <= 8 else ""
+
+
+def _inner_archive_problems(path: Path, name: str, limits: Limits, tally: Tally) -> list[Problem]:
+    """Limits for an archive inside the batch, counted with the batch as one input. A member that is not
+    a zip is left to the check that reads it (inspect, build)."""
+    if not name.lower().endswith(_ARCHIVES):
+        return []
+    early = precheck(path, limits)
+    if early is not None:
+        return [Problem(early.code, f"{name}: {early.message}", file=name)]
+    try:
+        with zipfile.ZipFile(path) as inner:
+            return header_problems(inner, limits, tally=tally, where=f"{name}: ")
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError):
+        return []

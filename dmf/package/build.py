@@ -56,7 +56,9 @@ from dmf.package.textstream import (
     iter_normalised_text,
     parse_fields,
     read_head,
+    record_too_long_message,
 )
+from dmf.package.zipsafe import Budget, header_problems, precheck, workbook_has_dtd
 
 COMPRESS_LEVEL = 6
 # UTF-16 text is half zero bytes: zlib's lazy matching at levels 5+ costs ~3.5x the time of level 4 for
@@ -125,7 +127,7 @@ class _Ctx:
     data_project: str
     limits: Limits
     out_dir: Path
-    stem: str
+    stem: str  # file name stem for the zips in out_dir; never taken from the input's name
     template_entity: EntityData | None
     template_manifest: Manifest | None
     template_header: PackageHeader | None
@@ -233,7 +235,7 @@ class _Parts:
         self.built = []
 
     def finalise(self) -> list[BuiltPackage]:
-        """Name a single part ``<stem>.zip`` and fingerprint every part."""
+        """Name a single part ``<stem>.zip`` (parts are ``<stem>-partNNN.zip``) and fingerprint every part."""
         out = []
         if len(self.built) == 1:
             only = self.built[0]
@@ -278,6 +280,7 @@ def build_packages_from_raw(
     input_delimiter: str | None = None,
     check_duplicate_keys: bool = True,
     compress_level: int | None = None,
+    template_name: str | None = None,
 ) -> BuildResult:
     """Wrap a raw data file into one or more packages. Never raises for bad input: see ``.problems``.
 
@@ -285,6 +288,7 @@ def build_packages_from_raw(
     its data file is ignored). ``input_delimiter`` is the raw file's delimiter when it differs from the
     format's (e.g. ``;``): records are then re-written with the format's delimiter. ``compress_level``
     (deflate 1-9) defaults to 6, or 4 for UTF-16 data files (see ``UTF16_COMPRESS_LEVEL``).
+    ``template_name`` names the template in messages (``template`` may be a temp file).
     """
     result = BuildResult()
     out_dir = Path(out_dir)
@@ -299,10 +303,11 @@ def build_packages_from_raw(
         try:
             t_manifest, t_header, t_entity = _load_template(Path(template), entity)
         except (ManifestError, zipfile.BadZipFile, KeyError, OSError) as e:
+            why = e.strerror if isinstance(e, OSError) and e.strerror else e  # never the (temp) path
             result.problems.append(
                 Problem(
                     Code.TEMPLATE_INVALID,
-                    f"template {Path(template).name}: {e}",
+                    f"template {template_name or Path(template).name}: {why}",
                     file=file_name,
                     entity=entity.label,
                 )
@@ -346,7 +351,20 @@ def build_packages_from_raw(
             )
         )
         return result
-    stem = data_name.rsplit(".", 1)[0] or "package"
+    if len(data_name) > limits.max_name_chars:
+        result.problems.append(
+            Problem(
+                Code.NAME_TOO_LONG,
+                f"the file name is {len(data_name)} characters (limit {limits.max_name_chars}, "
+                f"FILE_NAME_MAX_CHARS); it names the data file in the package: {data_name[:60]!r}…",
+                file=file_name,
+                entity=entity.label,
+            )
+        )
+        return result
+    # Files in out_dir are never named after the input: its name may be too long for the file system
+    # (1,024 characters in a blob name; 255 bytes here) or hold characters a file name cannot.
+    stem = "package"
     ctx = _Ctx(
         file_name,
         data_name,
@@ -376,9 +394,12 @@ def build_packages_from_raw(
     except _InputTooLarge:
         ctx.problem(Code.TOO_LARGE, f"{file_name} is larger than {limits.max_input_bytes} bytes")
     except OSError as e:
-        # Disk full or a broken source stream: not the user's data, so let the caller retry.
+        # Disk full or a broken source stream: not the user's data, so let the caller retry. The message
+        # leaves out the file path: it is a temp file, and messages end up in the user's reason.
         parts.abandon()
-        raise OSError(f"building packages for {file_name!r} failed: {e}") from e
+        err = OSError(f"building packages for {file_name!r} failed: {e.strerror or e}")
+        err.errno = e.errno
+        raise err from e
     if has_errors(result.problems):
         parts.abandon()
         return result
@@ -504,7 +525,7 @@ def _build_delimited(
     out_codec = rules.encoding
     redelimit = input_delimiter is not None and input_delimiter != rules.delimiter
     in_delim = input_delimiter or rules.delimiter
-    splitter = RecordSplitter()
+    splitter = RecordSplitter(max_record_chars=limits.max_record_chars)
     finder: DuplicateKeyFinder | None = None
     key_idx: list[int] = []
     header_bytes = b""
@@ -550,10 +571,9 @@ def _build_delimited(
     except DecodeError as e:
         raise ctx.fail(Code.BAD_ENCODING, f"{ctx.file_name}: {e}") from None
     except RecordTooLongError as e:
+        long_row = (row if header_bytes else 0) + e.records_before + 1
         raise ctx.fail(
-            Code.UNTERMINATED_QUOTE,
-            f"{ctx.file_name}: {e} after row {row}; a quote is not closed",
-            row=row + 1,
+            Code.RECORD_TOO_LONG, f"{ctx.file_name}: {record_too_long_message(long_row, e)}", row=long_row
         ) from None
     rest, unterminated = splitter.finish()
     if unterminated:
@@ -577,9 +597,11 @@ def _redelimit(recs: list[str], src_delim: str, dst_delim: str) -> list[str]:
     buf = io.StringIO()
     w = csv.writer(buf, delimiter=dst_delim, lineterminator="\n")
     w.writerows(csv.reader(recs, delimiter=src_delim, strict=False))
-    # Re-split with quote awareness: a rewritten field may still hold a line break.
-    splitter = RecordSplitter()
-    out = splitter.feed(buf.getvalue())
+    # Re-split with quote awareness: a rewritten field may still hold a line break. The records were
+    # checked against the record length limit already; quoting adds a little, so no limit here.
+    text = buf.getvalue()
+    splitter = RecordSplitter(max_record_chars=len(text) + 1)
+    out = splitter.feed(text)
     rest, _ = splitter.finish()
     return out + rest
 
@@ -738,12 +760,20 @@ def _build_excel(src: BinaryIO, ctx: _Ctx, parts: _Parts, result: BuildResult, c
             raise ctx.fail(Code.EMPTY_FILE, f"{ctx.file_name} is empty")
         spool.flush()
         try:
+            # The workbook is a zip from outside: the same limits as a dropped package, and no DTD.
+            early = precheck(spool.name, limits)
+            if early is not None:
+                raise ctx.fail(early.code, f"{ctx.file_name}: {early.message}")
             with zipfile.ZipFile(spool.name) as z:
-                from dmf.package.zipsafe import header_problems
-
-                bomb = [p for p in header_problems(z, limits) if p.code is Code.ZIP_BOMB]
-            if bomb:
-                raise ctx.fail(Code.ZIP_BOMB, f"{ctx.file_name}: {bomb[0].message}")
+                errors = header_problems(z, limits)
+                if not errors and workbook_has_dtd(z, Budget(limits.max_uncompressed_bytes)):
+                    raise ctx.fail(
+                        Code.BAD_EXCEL,
+                        f"{ctx.file_name}: the workbook's XML has a document type declaration (DTD), "
+                        "which is not allowed",
+                    )
+            if errors:
+                raise ctx.fail(errors[0].code, f"{ctx.file_name}: {errors[0].message}")
             wb = openpyxl.load_workbook(spool.name, read_only=True, data_only=True)
         except _Abort:
             raise

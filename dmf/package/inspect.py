@@ -16,6 +16,7 @@ import codecs
 import os
 import tempfile
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
@@ -36,16 +37,25 @@ from dmf.package.manifest import (
     parse_package_header,
 )
 from dmf.package.problems import Code, Problem, Severity, has_errors
-from dmf.package.textstream import RecordSplitter, RecordTooLongError, extract_keys, parse_fields
+from dmf.package.textstream import (
+    RecordSplitter,
+    RecordTooLongError,
+    extract_keys,
+    parse_fields,
+    record_too_long_message,
+)
 from dmf.package.zipsafe import (
     Budget,
     ChunkReader,
+    Tally,
     ZipBombError,
     copy_entry,
     header_problems,
     iter_entry,
     name_problem,
+    precheck,
     read_entry,
+    workbook_has_dtd,
 )
 
 MANIFEST = "Manifest.xml"
@@ -89,9 +99,15 @@ def inspect_package(
     overwrite: bool = True,
     data_project: str | None = None,
     check_content: bool = True,
+    outside: bool = True,
 ) -> PackageReport:
     """Validate a package zip: a path, a seekable binary file, or any readable stream (e.g. a blob
-    download), which is first spooled to a temp file because zip needs seeking. See the module docstring."""
+    download), which is first spooled to a temp file because zip needs seeking. See the module docstring.
+
+    ``outside`` says the package came from outside (dropped, or unpacked from a dropped batch): the zip
+    bomb checks (sizes, ratios, entry count, entry names and types) apply to it. A package ``build`` made
+    itself from a raw file passes ``outside=False``: its input was checked, and its own compression ratio
+    says nothing about an attack (a very repetitive CSV compresses well)."""
     limits = limits or Limits()
     if not isinstance(path_or_file, (str, os.PathLike)) and not _seekable(path_or_file):
         spooled = spool_to_file(path_or_file, max_bytes=limits.max_package_file_bytes)
@@ -101,7 +117,8 @@ def inspect_package(
             )
         try:
             return inspect_package(spooled, limits=limits, catalogue=catalogue, overwrite=overwrite,
-                                   data_project=data_project, check_content=check_content)  # fmt: skip
+                                   data_project=data_project, check_content=check_content,
+                                   outside=outside)  # fmt: skip
         finally:
             spooled.unlink(missing_ok=True)
     report = PackageReport()
@@ -122,6 +139,10 @@ def inspect_package(
             Problem(Code.TOO_LARGE, f"the package is {size} bytes (limit {limits.max_package_file_bytes})")
         )
         return report
+    early = precheck(path_or_file, limits) if outside else None
+    if early is not None:
+        p.append(early)
+        return report
     try:
         zf = zipfile.ZipFile(path_or_file)  # type: ignore[arg-type]
     except zipfile.BadZipFile:
@@ -131,7 +152,9 @@ def inspect_package(
         p.append(Problem(Code.ZIP_CORRUPT, f"the zip cannot be read ({type(e).__name__})"))
         return report
     with zf:
-        _inspect_zip(zf, report, limits, catalogue, overwrite, check_content)
+        _inspect_zip(
+            zf, report, limits, catalogue, overwrite, check_content, Tally(size) if outside else None
+        )
     return report
 
 
@@ -151,7 +174,9 @@ def _inspect_zip(
     catalogue: Catalogue | None,
     overwrite: bool,
     check_content: bool,
+    tally: Tally | None,
 ) -> None:
+    """``tally`` is None for a package built here (no zip bomb checks), else what the input adds up to."""
     p = report.problems
     infos = zf.infolist()
     report.uncompressed_bytes = sum(i.file_size for i in infos)
@@ -159,7 +184,8 @@ def _inspect_zip(
     if not infos:
         p.append(Problem(Code.EMPTY_PACKAGE, "the zip holds no files"))
         return
-    p.extend(header_problems(zf, limits))
+    if tally is not None:
+        p.extend(header_problems(zf, limits, tally=tally))
     bomb = any(x.code in (Code.ZIP_BOMB, Code.ZIP_TOO_MANY_ENTRIES, Code.ZIP_ENCRYPTED) for x in p)
     root: dict[str, zipfile.ZipInfo] = {}
     for i in infos:
@@ -172,7 +198,8 @@ def _inspect_zip(
         root.setdefault(i.filename.casefold(), i)
     if bomb:
         return  # reading anything further would mean decompressing a suspected bomb
-    budget = Budget(limits.max_uncompressed_bytes)
+    # Our own package: its data file was bounded when it was built, so reading it needs no budget.
+    budget = Budget(limits.max_uncompressed_bytes if tally is not None else 2**62)
     try:
         report.header = _read_xml(
             zf,
@@ -287,9 +314,8 @@ def _inspect_zip(
                     file=i.filename,
                 )
             )
-    if not check_content:
-        return
-    for ent, data, rules, info in checks:
+    read = {MANIFEST.casefold(), HEADER.casefold()}
+    for ent, data, rules, info in checks if check_content else []:
         if data.file_size > (limits.max_bytes_per_package or data.file_size):
             p.append(
                 Problem(
@@ -301,7 +327,7 @@ def _inspect_zip(
                 )
             )
         try:
-            scan = _ContentScan(ent, data.filename, rules, info, limits, p)
+            scan = _ContentScan(ent, data.filename, rules, info, limits, p, tally)
             if rules.kind is FileKind.DELIMITED:
                 rows = scan.delimited(iter_entry(zf, data, budget))
             elif rules.kind is FileKind.XML:
@@ -311,13 +337,14 @@ def _inspect_zip(
         except ZipBombError as e:
             p.append(Problem(Code.ZIP_BOMB, str(e), file=data.filename))
             return
-        except (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, RuntimeError, NotImplementedError) as e:
+        except _CORRUPT as e:
             p.append(
                 Problem(
                     Code.ZIP_CORRUPT, f"{data.filename!r} cannot be decompressed ({e})", file=data.filename
                 )
             )
             return
+        read.add(data.filename.casefold())
         if rows is not None:
             report.row_counts[ent.entity_name] = rows
             if limits.max_rows_per_package is not None and rows > limits.max_rows_per_package:
@@ -329,6 +356,34 @@ def _inspect_zip(
                         entity=ent.entity_name,
                     )
                 )
+    if tally is not None and not has_errors(p):
+        _read_the_rest(zf, infos, read, budget, p)
+
+
+# A damaged deflate stream surfaces as zlib.error, a bad CRC as BadZipFile.
+_CORRUPT = (zipfile.BadZipFile, EOFError, zipfile.LargeZipFile, RuntimeError, NotImplementedError, zlib.error)
+
+
+def _read_the_rest(
+    zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo], read: set[str], budget: Budget, p: list[Problem]
+) -> None:
+    """Read through every entry nothing above read (unreferenced files, data files in formats not
+    checked): F&O receives and expands them too, so what they really expand to counts against the
+    budget (headers can lie), and their CRCs are checked."""
+    for i in infos:
+        if i.is_dir() or not i.file_size or i.filename.casefold() in read:
+            continue
+        try:
+            for _ in iter_entry(zf, i, budget):
+                pass
+        except ZipBombError as e:
+            p.append(Problem(Code.ZIP_BOMB, str(e), file=i.filename))
+            return
+        except _CORRUPT as e:
+            p.append(
+                Problem(Code.ZIP_CORRUPT, f"{i.filename!r} cannot be decompressed ({e})", file=i.filename)
+            )
+            return
 
 
 def _read_xml(zf, root, name, parse, missing_code, bad_code, budget, limits, p):  # type: ignore[no-untyped-def]
@@ -340,7 +395,7 @@ def _read_xml(zf, root, name, parse, missing_code, bad_code, budget, limits, p):
         return parse(read_entry(zf, info, budget, limits.max_xml_bytes))
     except ManifestError as e:
         p.append(Problem(bad_code, f"{name}: {e}", file=name))
-    except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError) as e:
+    except _CORRUPT as e:
         p.append(Problem(Code.ZIP_CORRUPT, f"{name} cannot be decompressed ({e})", file=name))
     return None
 
@@ -356,6 +411,7 @@ class _ContentScan:
         info: EntityInfo | None,
         limits: Limits,
         problems: list[Problem],
+        tally: Tally | None = None,
     ) -> None:
         self.ent, self.name, self.rules, self.info, self.limits, self.p = (
             ent,
@@ -365,6 +421,7 @@ class _ContentScan:
             limits,
             problems,
         )
+        self.tally = tally  # None: a package built here, whose workbook build checked already
 
     def add(
         self, code: Code, message: str, severity: Severity = Severity.ERROR, row: int | None = None
@@ -457,7 +514,7 @@ class _ContentScan:
         if codec == "utf-8" and first.startswith(codecs.BOM_UTF8):
             skip = 3
         dec = codecs.getincrementaldecoder(codec)("strict")
-        splitter = RecordSplitter()
+        splitter = RecordSplitter(max_record_chars=self.limits.max_record_chars)
         lines_seen = 0  # newlines before the current chunk, for the first LF-only line number
         prev_cr = False
         first_lf_line: int | None = None
@@ -522,7 +579,8 @@ class _ContentScan:
                     break
                 data = next(chunks, None)
         except RecordTooLongError as e:
-            self.add(Code.UNTERMINATED_QUOTE, f"{e} after row {row}; a quote is not closed", row=row + 1)
+            long_row = (row if columns is not None else 0) + e.records_before + 1
+            self.add(Code.RECORD_TOO_LONG, record_too_long_message(long_row, e), row=long_row)
             return None
         rest, unterminated = splitter.finish()
         if unterminated:
@@ -599,11 +657,24 @@ class _ContentScan:
             copy_entry(zf, data, tmp, budget)  # type: ignore[arg-type]
             tmp.flush()
             try:
-                with zipfile.ZipFile(tmp.name) as inner:
-                    inner_bombs = [x for x in header_problems(inner, self.limits) if x.code is Code.ZIP_BOMB]
-                if inner_bombs:
-                    self.add(Code.ZIP_BOMB, f"the workbook: {inner_bombs[0].message}")
-                    return None
+                if self.tally is not None:
+                    early = precheck(tmp.name, self.limits)
+                    if early is not None:
+                        self.add(early.code, f"the workbook: {early.message}")
+                        return None
+                    with zipfile.ZipFile(tmp.name) as inner:
+                        inner_errors = header_problems(
+                            inner, self.limits, tally=self.tally, where="the workbook: "
+                        )
+                        if not inner_errors and workbook_has_dtd(
+                            inner, Budget(self.limits.max_uncompressed_bytes)
+                        ):
+                            self.add(Code.BAD_EXCEL, "the workbook's XML has a document type declaration (DTD), "
+                                     "which is not allowed")  # fmt: skip
+                            return None
+                    if inner_errors:
+                        self.add(inner_errors[0].code, inner_errors[0].message.removeprefix(f"{self.name}: "))
+                        return None
                 wb = openpyxl.load_workbook(tmp.name, read_only=True, data_only=True)
             except Exception as e:  # openpyxl raises many types for a broken workbook
                 self.add(Code.BAD_EXCEL, f"not a readable .xlsx workbook ({type(e).__name__})")

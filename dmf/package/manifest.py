@@ -15,7 +15,7 @@ from xml.etree.ElementTree import Element, tostring
 from xml.sax.saxutils import escape
 
 import defusedxml.ElementTree as SafeET
-from defusedxml.common import DefusedXmlException
+from defusedxml.common import DefusedXmlException, DTDForbidden
 
 DM_NS = "http://schemas.microsoft.com/dynamics/2015/01/DataManagement"
 XSI_NS = "http://www.w3.org/2001/XMLSchema-instance"
@@ -194,9 +194,11 @@ def _parse_root(data: bytes | str, root_name: str) -> tuple[Element, Layout]:
     if not (data.strip() if isinstance(data, str) else data):
         raise ManifestError(f"{root_name}: the file is empty")
     try:
-        root = SafeET.fromstring(data)
+        # No DTD at all (as for data files): a DOCTYPE's external identifier or entities have no place here.
+        root = SafeET.fromstring(data, forbid_dtd=True)
     except DefusedXmlException as e:
-        raise ManifestError(f"{root_name}: forbidden XML construct ({type(e).__name__})") from e
+        what = " (a document type declaration, DTD)" if isinstance(e, DTDForbidden) else ""
+        raise ManifestError(f"{root_name}: forbidden XML construct{what} ({type(e).__name__})") from e
     except SafeET.ParseError as e:
         raise ManifestError(f"{root_name}: not well-formed XML ({e})") from e
     ns, name = _local(root.tag)

@@ -11,6 +11,10 @@ from typing import BinaryIO
 
 READ_CHUNK = 1024 * 1024
 
+# The csv module refuses fields over 128 KiB by default (``_csv.Error``, which would crash a build or
+# validation). Records are bounded by ``Limits.max_record_chars`` before csv sees them, so lift its limit.
+csv.field_size_limit(2**31 - 1)
+
 
 class DecodeError(ValueError):
     def __init__(self, message: str, offset: int) -> None:
@@ -108,50 +112,88 @@ def iter_normalised_text(
 
 
 class RecordTooLongError(ValueError):
-    """A quoted field never closes (or a record is absurdly long)."""
+    """A record is longer than the splitter's limit (or a quoted field never closes).
+
+    ``records_before`` counts the complete records of the text fed so far that precede the long one but
+    were not returned yet (the caller adds the records it already handled to name the row)."""
+
+    def __init__(self, limit: int, records_before: int, in_quote: bool) -> None:
+        super().__init__(f"a record is longer than {limit} characters")
+        self.limit = limit
+        self.records_before = records_before
+        self.in_quote = in_quote
+
+
+DEFAULT_MAX_RECORD_CHARS = 1024 * 1024
+
+
+def record_too_long_message(row: int, e: RecordTooLongError) -> str:
+    """The user's reason for a ``RecordTooLongError`` at ``row`` (1-based, header = row 1)."""
+    hint = "; a quote opened in it may never close" if e.in_quote else ""
+    return f"row {row} is longer than {e.limit} characters (RECORD_MAX_CHARS){hint}"
 
 
 class RecordSplitter:
     """Turns normalised text chunks into complete CSV records (lists of lines joined by LF).
 
     A record ends at a line end where the count of quote characters so far is even ("" escapes count
-    two, so parity is exact). Blank lines between records are dropped.
+    two, so parity is exact). Blank lines between records are dropped. A record longer than
+    ``max_record_chars`` raises ``RecordTooLongError`` as soon as it is seen, so memory holds at most
+    about one limit's worth of an unfinished record plus one chunk.
     """
 
-    def __init__(self, quote: str = '"', max_record_chars: int = 32 * 1024 * 1024) -> None:
+    def __init__(self, quote: str = '"', max_record_chars: int = DEFAULT_MAX_RECORD_CHARS) -> None:
         self.quote = quote
         self.carry = ""
         self.max_record_chars = max_record_chars
         self.quote_free = True  # the records returned by the last feed/finish hold no quote character
 
+    def _too_long(self, records_before: int, in_quote: bool) -> RecordTooLongError:
+        self.carry = ""  # nothing more is read; drop the long text now
+        return RecordTooLongError(self.max_record_chars, records_before, in_quote)
+
     def feed(self, text: str) -> list[str]:
+        limit = self.max_record_chars
         text = self.carry + text
         lines = text.split("\n")
         self.carry = lines.pop()
         self.quote_free = self.quote not in text
         if self.quote_free:
-            return [ln for ln in lines if ln] if "" in lines else lines
+            out = [ln for ln in lines if ln] if "" in lines else lines
+            if len(text) > limit and out and max(map(len, out)) > limit:
+                first = next(i for i, ln in enumerate(out) if len(ln) > limit)
+                raise self._too_long(first, False)
+            if len(self.carry) > limit:
+                raise self._too_long(len(out), False)
+            return out
         out: list[str] = []
         q = self.quote
         open_rec: list[str] | None = None
+        open_len = 0
         for ln in lines:
             odd = ln.count(q) & 1
             if open_rec is None:
                 if odd:
                     open_rec = [ln]
+                    open_len = len(ln)
                 elif ln:
+                    if len(ln) > limit:
+                        raise self._too_long(len(out), False)
                     out.append(ln)
             else:
                 open_rec.append(ln)
+                open_len += len(ln) + 1
+                if open_len > limit:
+                    raise self._too_long(len(out), not odd)
                 if odd:
                     out.append("\n".join(open_rec))
                     open_rec = None
         if open_rec is not None:
             # An open quoted field continues into the next chunk: keep it with the carry.
             self.carry = "\n".join([*open_rec, self.carry])
-        if len(self.carry) > self.max_record_chars:
+        if len(self.carry) > limit:
             # A quote that never closes would otherwise make the whole file one record in memory.
-            raise RecordTooLongError(f"a record is longer than {self.max_record_chars} characters")
+            raise self._too_long(len(out), open_rec is not None or bool(self.carry.count(q) & 1))
         return out
 
     def finish(self) -> tuple[list[str], bool]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import re
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
@@ -21,6 +22,7 @@ from dmf.package.batch import extract_batch_zip, parse_batch_manifest
 from dmf.package.build import build_packages_from_raw
 from dmf.package.catalogue import EntityInfo
 from dmf.package.inspect import inspect_package
+from dmf.package.zipsafe import precheck
 from dmf.pipeline.blobio import downloaded, sha256_blob, upload_file
 from dmf.pipeline.services import Services
 from dmf.redact import redact
@@ -135,17 +137,19 @@ def plan_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         return {**base, "action": "enqueue", "items": [{"seq": 1, "kind": route.kind, "source": source}]}
     if route.kind == "batch":
         return {**base, **_plan_batch_manifest(svc, drop_id, container, name, route)}
-    if route.kind == "package" and _is_batch_zip(blob, etag):
+    if route.kind == "package" and _is_batch_zip(blob, etag, svc.limits(route.max_rows_per_package)):
         return {**base, **_plan_batch_zip(svc, drop_id, container, name, route)}
     item = {"seq": 1, "kind": route.kind, "source": source, "entity": route.entity, "etag": etag}
     return {**base, "action": "import", "items": [item]}
 
 
-def _is_batch_zip(blob: Any, etag: str | None) -> bool:
+def _is_batch_zip(blob: Any, etag: str | None, limits: Any) -> bool:
     """A zip with no Manifest.xml at its root that holds packages (or a batch manifest) is a batch."""
     import zipfile
 
     with downloaded(blob, ".zip", etag) as path:
+        if precheck(path, limits) is not None:
+            return False  # too many entries to even list: inspect rejects it as a package
         try:
             with zipfile.ZipFile(path) as zf:
                 names = [n for n in zf.namelist() if not n.endswith("/")]
@@ -161,15 +165,24 @@ def _plan_batch_zip(
     svc: Services, drop_id: str, container: str, name: str, route: ResolvedRoute
 ) -> dict[str, Any]:
     with downloaded(svc.blob(container, name), ".zip") as path, tempfile.TemporaryDirectory() as out:
-        result = extract_batch_zip(path, Path(out), svc.limits(route.max_rows_per_package))
+        result = extract_batch_zip(
+            path, Path(out), svc.limits(route.max_rows_per_package), name=PurePosixPath(name).name
+        )
         errors = [str(p) for p in result.problems if _is_error(p)]
         if errors:
             return _rejected("batch zip rejected: " + "; ".join(errors))
         items = []
         for seq, entry in enumerate(result.entries, start=1):
-            staged = f"{svc.settings.staging_container}/{drop_id}/batch/{seq:03d}-{entry.path.name}"
+            # entry.name passed the name-length limit, so the blob name stays far below Azure's 1,024.
+            staged = f"{svc.settings.staging_container}/{drop_id}/batch/{seq:03d}-{entry.name}"
             upload_file(entry.path, svc.blob_at(staged))
-            item = {"seq": seq, "kind": entry.kind, "source": staged, "entity": entry.entity}
+            item = {
+                "seq": seq,
+                "kind": entry.kind,
+                "source": staged,
+                "entity": entry.entity,
+                "name": entry.name,
+            }
             if entry.source_format:
                 item["source_format"] = entry.source_format
             items.append(item)
@@ -195,6 +208,11 @@ def _plan_batch_manifest(
     items, missing = [], []
     for seq, entry in enumerate(manifest.items, start=1):
         member = str(parts_folder / entry.file)
+        if len(member) > MAX_BLOB_NAME:
+            return _rejected(
+                f"batch manifest item {seq} ({entry.file[:60]!r}…) would be the blob {len(member)} characters "
+                f"long, over Azure's limit of {MAX_BLOB_NAME}: shorten the manifest's or the file's name"
+            )
         if not svc.blob(container, member).exists():
             missing.append(member)
             continue
@@ -217,7 +235,8 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     src = svc.blob_at(item["source"])
     packages: list[dict[str, Any]] = []
     try:
-        with downloaded(src, PurePosixPath(item["source"]).suffix, item.get("etag")) as path:
+        # The temp file is never named after the blob (a blob name may be 1,024 characters long).
+        with downloaded(src, _temp_suffix(item["source"]), item.get("etag")) as path:
             if item["kind"] == "raw":
                 entity = svc.catalogue.get(item["entity"]) if item.get("entity") else None
                 if entity is None:
@@ -235,19 +254,21 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                     )
                     built = build_packages_from_raw(
                         f,
-                        file_name=PurePosixPath(item["source"]).name,
+                        file_name=item.get("name") or PurePosixPath(item["source"]).name,
                         entity=entity,
                         source_format=_source_format(item, route),
                         data_project=route.data_project or "",
                         limits=limits,
                         out_dir=Path(out),
                         template=template,
+                        template_name=route.template_package,
                     )
                     problems = [str(p) for p in built.problems if _is_error(p)]
                     if problems:
                         return {"ok": False, "seq": seq, "problems": problems, "packages": []}
                     for k, bp in enumerate(built.packages, start=1):
-                        report, rejection = _validate(svc, bp.path, route, limits, seq)
+                        # Built here from checked input: the zip bomb checks are for input from outside.
+                        report, rejection = _validate(svc, bp.path, route, limits, seq, outside=False)
                         if rejection:
                             return rejection
                         staged = f"{svc.settings.staging_container}/{drop_id}/{seq:03d}-{k:02d}.zip"
@@ -277,8 +298,14 @@ def _source_format(item: dict[str, Any], route: ResolvedRoute) -> str:
     return item.get("source_format") or route.source_format or RAW_EXTENSIONS.get(suffix, "CSV-Unicode")
 
 
+def _temp_suffix(source: str) -> str:
+    """A known extension for a temp file holding ``source`` (openpyxl and zip readers like one)."""
+    suffix = PurePosixPath(source.lower()).suffix
+    return suffix if suffix in RAW_EXTENSIONS or suffix == ".zip" else ""
+
+
 def _validate(
-    svc: Services, path: Path, route: ResolvedRoute, limits: Any, seq: int
+    svc: Services, path: Path, route: ResolvedRoute, limits: Any, seq: int, *, outside: bool = True
 ) -> tuple[Any, dict[str, Any] | None]:
     """The package's validation report, and a rejection result when it has errors."""
     report = inspect_package(
@@ -287,6 +314,7 @@ def _validate(
         catalogue=svc.catalogue,
         overwrite=route.overwrite,
         data_project=route.data_project,
+        outside=outside,
     )
     if report.ok:
         return report, None
@@ -336,6 +364,7 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     else:
         status = drop_status(results, rejected)
     reason = req.get("reason") or "; ".join(f"item {r['seq']}: " + "; ".join(r["problems"]) for r in rejected)
+    reason = _without_temp_paths(reason)
     for r in rejected:
         svc.outcomes.upsert(
             day,
@@ -343,7 +372,7 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             {
                 "Kind": "package",
                 "Status": "Rejected",
-                "Reason": "; ".join(r["problems"]),
+                "Reason": _without_temp_paths("; ".join(r["problems"])),
                 "SourceBlob": r.get("source"),
             },
         )
@@ -427,12 +456,45 @@ def _move(
 
 
 def _free_destination(svc: Services, dest: str, drop_id: str) -> str:
-    """``dest``, or a name with the drop id in it when an earlier drop's file already sits there."""
+    """``dest``, or a name with the drop id in it when an earlier drop's file already sits there; either
+    shortened when it and its ``.reason.txt`` would pass Azure's 1,024-character blob name limit."""
+    dest = _fit_blob_name(dest, drop_id)
     blob = svc.blob_at(dest)
     if blob.exists() and (blob.get_blob_properties().metadata or {}).get("drop") != drop_id:
         path = PurePosixPath(dest)
-        return str(path.with_name(f"{path.stem}.{drop_id[-12:]}{path.suffix}"))
+        return _fit_blob_name(str(path.with_name(f"{path.stem}.{drop_id[-12:]}{path.suffix}")), drop_id)
     return dest
+
+
+MAX_BLOB_NAME = 1024
+REASON_SUFFIX = ".reason.txt"
+
+
+def _fit_blob_name(dest: str, drop_id: str) -> str:
+    """``container/name`` unchanged if ``name`` + ``.reason.txt`` fits in a blob name, else with the file
+    name's stem cut and tagged with the drop id (the outcome row keeps the full source name)."""
+    container, _, name = dest.partition("/")
+    if len(name) + len(REASON_SUFFIX) <= MAX_BLOB_NAME:
+        return dest
+    path = PurePosixPath(name)
+    tag = f"~{drop_id[-12:]}"
+    suffix = path.suffix if len(path.suffix) <= 16 else ""
+    stem = path.name[: len(path.name) - len(suffix)]
+    folder = "" if str(path.parent) == "." else f"{path.parent}/"
+    room = MAX_BLOB_NAME - len(REASON_SUFFIX) - len(folder) - len(tag) - len(suffix)
+    if room < 1:  # the folders alone are too long: keep the file at the container root
+        folder, room = "", MAX_BLOB_NAME - len(REASON_SUFFIX) - len(tag) - len(suffix)
+    return f"{container}/{folder}{stem[:room]}{tag}{suffix}"
+
+
+_TEMP_PATH = re.compile(
+    "(?:" + "|".join(re.escape(d) for d in {tempfile.gettempdir(), "/tmp"}) + r")[/\\][^\s'\"]*"  # noqa: S108
+)
+
+
+def _without_temp_paths(text: str) -> str:
+    """Reasons are for users: a local temp path means nothing to them (and tells an attacker too much)."""
+    return _TEMP_PATH.sub("<temp file>", text) if text else text
 
 
 def _reason_text(source: str, drop_id: str, status: str, reason: str) -> str:

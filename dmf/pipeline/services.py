@@ -55,6 +55,11 @@ class Services:
             max_bytes_per_package=s.package_max_bytes,
             max_uncompressed_bytes=s.zip_max_uncompressed_bytes,
             max_ratio=s.zip_max_ratio,
+            max_entries=s.zip_max_entries,
+            max_name_chars=s.file_name_max_chars,
+            max_record_chars=s.record_max_chars,
+            max_input_bytes=s.input_max_bytes,
+            max_package_file_bytes=s.package_file_max_bytes,
         )
 
 

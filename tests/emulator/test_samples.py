@@ -1,4 +1,4 @@
-"""Packages and manifests F&O itself wrote (read from /work/shared/samples, skipped when absent)."""
+"""Packages and manifests F&O itself wrote (read from ../shared/samples beside the checkout, skipped when absent)."""
 
 from __future__ import annotations
 
@@ -12,13 +12,12 @@ from local.fno_emulator.package_reader import open_package, parse_header, parse_
 
 from .conftest import Client
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
-if not SAMPLES.exists():  # a clone elsewhere on a machine that has the shared folder
-    SAMPLES = Path("/work/shared/samples")
+SAMPLES = Path(__file__).resolve().parents[2].parent / "shared" / "samples"  # ../shared beside the checkout
 EXCEL_ZIP = SAMPLES / "fixed-asset-major-types-excel.zip"
 CUSTOMER_DEFS = SAMPLES / "customer-definitions-manifest"
+SKIP = f"shared samples not present: expected in ../shared/samples beside the checkout ({SAMPLES})"
 
-needs_samples = pytest.mark.skipif(not EXCEL_ZIP.exists(), reason="shared samples not present")
+needs_samples = pytest.mark.skipif(not EXCEL_ZIP.exists(), reason=SKIP)
 
 
 @needs_samples
@@ -39,7 +38,7 @@ def test_pu5_excel_package_manifest_parses() -> None:
     assert entity.target_entity is None  # the PU5-era manifest has no TargetEntity
 
 
-@pytest.mark.skipif(not CUSTOMER_DEFS.exists(), reason="shared samples not present")
+@pytest.mark.skipif(not CUSTOMER_DEFS.exists(), reason=SKIP)
 def test_current_customer_definitions_manifest_parses() -> None:
     manifest = parse_manifest((CUSTOMER_DEFS / "Manifest.xml").read_bytes())
     header = parse_header((CUSTOMER_DEFS / "PackageHeader.xml").read_bytes())
@@ -79,7 +78,7 @@ def test_excel_sample_with_a_broken_workbook_fails(client: Client) -> None:
     assert "Excel" in str(client.value("GetExecutionErrors", {"executionId": eid}))
 
 
-@pytest.mark.skipif(not CUSTOMER_DEFS.exists(), reason="shared samples not present")
+@pytest.mark.skipif(not CUSTOMER_DEFS.exists(), reason=SKIP)
 def test_current_manifest_imports_an_xml_attribute_file(client: Client) -> None:
     """The F&O-written manifest (extension fields included) with a hand-written XML-Attribute file."""
     data = (

@@ -18,15 +18,17 @@ from dmf.package.manifest import (
     render_package_header,
 )
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "samples"
-if not SAMPLES.exists():
-    SAMPLES = Path("/work/shared/samples")
+# Real F&O files live in ../shared beside the checkout (never an absolute path of one machine).
+CHECKOUT = Path(__file__).resolve().parents[2]
+SAMPLES = CHECKOUT.parent / "shared" / "samples"
 
 
 @pytest.fixture
 def samples() -> Path:
     if not SAMPLES.exists():
-        pytest.skip("real F&O samples (/work/shared/samples) are not available")
+        pytest.skip(
+            f"real F&O samples are not available: expected in ../shared/samples beside the checkout ({SAMPLES})"
+        )
     return SAMPLES
 
 

@@ -34,7 +34,7 @@ def test_utf8_lf_csv_becomes_utf16_bom_crlf_package_that_inspects_clean(tmp_path
     res = build(tmp_path, data)
     assert res.ok, res.problems
     [pkg] = res.packages
-    assert pkg.path.name == "groups.zip" and pkg.rows == 2 and pkg.part == 1
+    assert pkg.path.name == "package.zip" and pkg.rows == 2 and pkg.part == 1
     assert pkg.sha256 == sha256_file(pkg.path) and pkg.bytes == pkg.path.stat().st_size
     with zipfile.ZipFile(pkg.path) as zf:
         assert sorted(zf.namelist()) == ["Manifest.xml", "PackageHeader.xml", "groups.csv"]
@@ -82,7 +82,7 @@ def test_split_by_rows_repeats_header_and_every_part_is_valid(tmp_path, catalogu
     res = build(tmp_path, data, limits=Limits(max_rows_per_package=10))
     assert res.ok, res.problems
     assert [p.rows for p in res.packages] == [10, 10, 5]
-    assert [p.path.name for p in res.packages] == [f"groups-part00{i}.zip" for i in (1, 2, 3)]
+    assert [p.path.name for p in res.packages] == [f"package-part00{i}.zip" for i in (1, 2, 3)]
     seen = []
     for p in res.packages:
         text = read_member(p.path, "groups.csv").decode("utf-16")
