@@ -238,6 +238,7 @@ class HostE2E:
         self.host_cmd = host_cmd
         self.timeout = timeout
         self.startup_timeout = startup_timeout
+        self.function_key = ""  # set when the app is staged
         self.unique = "h" + uuid.uuid4().hex[:10]
         self.work = RUN_DIR / f"host-e2e-{self.unique}"
         self.app_dir = self.work / "app"
@@ -315,6 +316,13 @@ class HostE2E:
         if venv != Path(sys.base_prefix):  # a virtual environment: the host's worker uses it, as if activated
             (self.app_dir / ".venv").symlink_to(venv)
         self.settings_path.write_text(json.dumps({"IsEncrypted": False, "Values": values}, indent=2))
+        # FUNCTION-level routes need a key: the local runner reads this file (its default --key-file);
+        # Core Tools does not check keys locally, so sending it there is harmless.
+        from local.functions_runner.keys import HostKeys
+
+        self.function_key = HostKeys.load_or_create(
+            self.app_dir / ".local-run" / "host-keys.json"
+        ).function_key
         say(f"settings written to {self.settings_path.relative_to(ROOT)} (task hub {values['TASKHUB_NAME']})")
 
     def host_argv(self) -> list[str]:
@@ -376,11 +384,11 @@ class HostE2E:
                 say(f"the port was taken meanwhile: trying {self.port}")
         raise AssertionError("unreachable")
 
-    @staticmethod
-    def _health(url: str) -> dict[str, Any] | None:
+    def _health(self, url: str) -> dict[str, Any] | None:
         """The app's health answer, or None while the host is not serving the app's routes yet (404s, refusals)."""
+        req = urllib.request.Request(url, headers={"x-functions-key": self.function_key})
         try:
-            with urllib.request.urlopen(url, timeout=5) as resp:  # loopback only
+            with urllib.request.urlopen(req, timeout=5) as resp:  # loopback only
                 code, body = resp.status, resp.read()
         except urllib.error.HTTPError as err:  # a 500 names misconfigured settings: the app did load
             code, body = err.code, err.read()

@@ -185,9 +185,11 @@ def test_readiness_waits_for_the_apps_own_health_route() -> None:
     import threading
 
     answers = iter([(404, b""), (200, b"<html>Functions host</html>"), (500, b'{"status": "misconfigured"}')])
+    keys_sent: list[str | None] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            keys_sent.append(self.headers.get("x-functions-key"))
             code, body = next(answers)
             self.send_response(code)
             self.end_headers()
@@ -200,9 +202,12 @@ def test_readiness_waits_for_the_apps_own_health_route() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}/api/health"
-        assert HostE2E._health(url) is None
-        assert HostE2E._health(url) is None
-        assert HostE2E._health(url) == {"status": "misconfigured"}
+        probe = HostE2E.__new__(HostE2E)  # only the health probe, no stack
+        probe.function_key = "k"
+        assert probe._health(url) is None
+        assert probe._health(url) is None
+        assert probe._health(url) == {"status": "misconfigured"}
+        assert keys_sent == ["k", "k", "k"]  # /api/health is FUNCTION-level: the probe sends a key
     finally:
         server.shutdown()
         server.server_close()
