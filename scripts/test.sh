@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python -m ruff check .
 .venv/bin/python -m ruff format --check .
+# Security lint of the app and the local tools, medium severity and up (scope and exclusions: pyproject.toml).
+.venv/bin/python -m bandit -c pyproject.toml -q -ll -r function_app.py triggers orchestrators activities dmf local
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?
