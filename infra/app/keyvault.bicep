@@ -33,13 +33,16 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
       defaultAction: restrictNetwork ? 'Deny' : 'Allow'
     }
   }
+}
 
-  resource secret 'secrets' = if (!empty(secretValue)) {
-    name: secretName
-    properties: {
-      value: secretValue
-      contentType: 'F&O client secret'
-    }
+// A top-level child (`parent:`) rather than a nested block: checkov's Bicep parser reads no condition on a nested
+// resource. Same deployed resource.
+resource secret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(secretValue)) {
+  parent: vault
+  name: secretName
+  properties: {
+    value: secretValue
+    contentType: 'F&O client secret'
   }
 }
 
