@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The whole test suite: lint, format check, then pytest (which starts its own Azurite and emulator).
+# The whole test suite: lint, format check, bandit, then pytest (which starts its own Azurite and emulator;
+# tests/infra/test_checkov.py runs checkov from .venv-checkov).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -14,6 +14,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   location: location
   tags: tags
   kind: 'StorageV2'
+  // Accepted checkov findings (reasons kept next to the resource; tests/infra/test_checkov.py fails on any other):
+  //checkov:skip=CKV_AZURE_35:defaultAction is Deny when vnetEnabled (private endpoints); without a VNet the app reaches storage over the public endpoint. Shared keys are off either way: every request needs an Entra token and a data role.
+  //checkov:skip=CKV_AZURE_59:Public endpoint kept for the same reason as CKV_AZURE_35 (and for Event Grid dead-lettering as a trusted service); access is Entra ID only, no shared keys, no public blobs.
+  //checkov:skip=CKV_AZURE_206:Standard_LRS is the chosen redundancy (cost); drops are copies of files their senders keep and F&O holds the imported data. Changing to ZRS or GRS is a one-line sku change if the archive must outlive a datacenter.
   sku: {
     name: 'Standard_LRS'
   }
