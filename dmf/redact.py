@@ -49,6 +49,8 @@ _KEYS = (
     r"sig|client[_-]?secret|client[_-]?assertion|account[_-]?key|shared[_-]?access[_-]?key"
     r"|shared[_-]?access[_-]?signature|(?:access|refresh|id)[_-]?token|password|pwd|x-functions-key"
 )
+# Every key above contains one of these (lower case).
+_KEY_HINTS = ("sig", "secret", "assertion", "key", "token", "password", "pwd")
 # Not preceded by a letter (so "xsig" is not a key), except the hex digit of an encoded "?", ";", ":", "+" or ","
 # (%3F, \u003F, ...).
 _KEY_START = r"(?:(?<![A-Za-z_])|(?<=3[FfBbAa])|(?<=2[BbCc]))"
@@ -168,10 +170,17 @@ def redact(text: object) -> str:
             s, n = rx.subn(MASK, s)
             if not n:
                 break
-    s = _KEYED.sub(_mask_value, s)
-    s = _CODE.sub(_mask_value, s)
-    s = _BEARER.sub(_mask_value, s)
-    return _JWT.sub(MASK + ".JWT", s)
+    # Most text holds none of the keys: cheap substring tests skip the regular expressions.
+    low = s.lower()
+    if any(hint in low for hint in _KEY_HINTS):
+        s = _KEYED.sub(_mask_value, s)
+    if "code" in low:
+        s = _CODE.sub(_mask_value, s)
+    if "bearer" in low:
+        s = _BEARER.sub(_mask_value, s)
+    if "eyJ" in s:
+        s = _JWT.sub(MASK + ".JWT", s)
+    return s
 
 
 # The F&O client's name for the same function.
