@@ -1,8 +1,9 @@
 """One logging setup for the app.
 
 Context (orchestration instance id, F&O execution id, data project, blob name) lives in a context variable
-set by activities and client functions with ``log_context(...)``; a filter copies it onto every record and a
-redacting formatter makes sure no SAS signature or bearer token is ever written.
+set by activities and client functions with ``log_context(...)``; a filter copies it onto every record, and the
+redacting filter and formatter of ``dmf.redact`` make sure no SAS signature, token, key or configured secret is
+ever written.
 Application Insights export is decided in ``dmf.telemetry`` (on the host the Python worker owns the exporter).
 """
 
@@ -14,7 +15,7 @@ import logging
 import os
 from collections.abc import Iterator
 
-from dmf.redact import redact
+from dmf.redact import RedactingFilter, RedactingFormatter, install_log_redaction
 
 CONTEXT_FIELDS = ("instance_id", "execution_id", "data_project", "blob_name")
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("dmf_log_context", default={})  # noqa: B039
@@ -48,28 +49,6 @@ class ContextFilter(logging.Filter):
         return True
 
 
-class RedactingFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        return redact(super().format(record))
-
-
-class RedactingFilter(logging.Filter):
-    """Scrubs the message itself, so handlers we do not own (App Insights, the host's) see clean text."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            msg = record.getMessage()
-        except Exception:  # a malformed format string is not ours to crash on
-            return True
-        clean = redact(msg)
-        if clean != msg or record.args:
-            record.msg, record.args = clean, None
-        if record.exc_info and record.exc_info[1] is not None:
-            exc = record.exc_info[1]
-            exc.args = tuple(redact(a) if isinstance(a, str) else a for a in exc.args)
-        return True
-
-
 def configure_logging(level: str | None = None) -> None:
     """Idempotent: install filters on the root logger and, when configured, App Insights export."""
     global _configured
@@ -97,6 +76,4 @@ def configure_logging(level: str | None = None) -> None:
         lg.addFilter(red_filter)
     logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(logging.WARNING)
     # Third-party loggers (urllib3, requests, msal, azure) write URLs and headers at DEBUG: scrub them too.
-    from dmf.fno.scrub import install_log_redaction
-
     install_log_redaction()

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Idempotent local setup: a .venv with the dev requirements and Azurite from npm in local/node_modules.
+# Idempotent local setup: a .venv with the dev requirements, a .venv-checkov with checkov, and Azurite from npm in
+# local/node_modules.
 # Re-runs are cheap: each step is skipped while its inputs are unchanged.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +31,17 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   rm -rf .venv/functions-worker-protos
   pipq --no-deps --ignore-requires-python --target .venv/functions-worker-protos "$protos"
   echo "$want" > "$stamp"
+fi
+
+# checkov (infra static checks) in a venv of its own: its pins would break the app's dependencies.
+if [ ! -x .venv-checkov/bin/python ]; then
+  "$(pick_python)" -m venv .venv-checkov
+fi
+cstamp=.venv-checkov/.requirements.sha
+cwant=$(sha256sum requirements-checkov.txt | cut -d' ' -f1)
+if [ ! -x .venv-checkov/bin/checkov ] || [ "$(cat "$cstamp" 2>/dev/null)" != "$cwant" ]; then
+  .venv-checkov/bin/python -m pip install --quiet --disable-pip-version-check -r requirements-checkov.txt
+  echo "$cwant" > "$cstamp"
 fi
 
 command -v node >/dev/null 2>&1 || { echo "Node.js 20+ is required (for Azurite)" >&2; exit 1; }

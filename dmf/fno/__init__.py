@@ -8,5 +8,5 @@ No Azure Functions imports here. Entry points (cached per process per environmen
 
 Modules: ``auth`` (azure-identity credentials, token cache), ``http`` (session, timeouts, retry rules),
 ``errors`` (typed errors), ``models`` (typed results and parsing), ``package_api``, ``recurring_api``,
-``transfer`` (streamed downloads), ``scrub`` (secrets out of logs and errors), ``clients`` (factory).
+``transfer`` (streamed downloads), ``clients`` (factory).
 """

@@ -26,7 +26,7 @@ from azure.identity import (
 )
 
 from dmf.fno.errors import FnoAuthError
-from dmf.fno.scrub import install_log_redaction, register_secret, scrub
+from dmf.redact import install_log_redaction, register_secret, scrub
 from dmf.settings import AuthMode, Deployment, FnoEnvironment
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from dmf.fno.scrub import scrub
+from dmf.redact import scrub
 
 NOT_FOUND_MARKER = "execution details were not found"
 

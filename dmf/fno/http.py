@@ -25,8 +25,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from dmf.fno.errors import ExecutionNotFound, FnoError, TransientFnoError, error_for_status
-from dmf.fno.scrub import install_log_redaction, scrub
-from dmf.redact import redact_url
+from dmf.redact import install_log_redaction, redact_url, scrub
 
 log = logging.getLogger(__name__)
 

@@ -24,9 +24,8 @@ from dmf.fno.models import (
     parse_json_string,
     unwrap_value,
 )
-from dmf.fno.scrub import scrub
 from dmf.fno.transfer import DownloadStream
-from dmf.redact import redact_url
+from dmf.redact import redact_url, scrub
 
 log = logging.getLogger(__name__)
 

@@ -413,7 +413,7 @@ def _put_small(
 ) -> tuple[int, str]:
     from azure.storage.blob import ContentSettings
 
-    digest = hashlib.md5(data).digest()  # noqa: S324 - Azure's Content-MD5 integrity check, not security
+    digest = hashlib.md5(data, usedforsecurity=False).digest()  # Azure's Content-MD5 integrity check
     blob.upload_blob(
         data,
         overwrite=True,

@@ -14,6 +14,9 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
   name: name
   location: location
   tags: tags
+  // Accepted checkov findings (reasons kept next to the resource; tests/infra/test_checkov.py fails on any other):
+  //checkov:skip=CKV_AZURE_109:defaultAction is Deny when vnetEnabled (private endpoint); without a VNet the platform resolves the Key Vault reference over the public endpoint. RBAC authorization: no data role, no secret.
+  //checkov:skip=CKV_AZURE_189:Public endpoint kept for the same reason as CKV_AZURE_109; reads need an Entra token and the Key Vault Secrets User role, which only the app identity has.
   properties: {
     tenantId: tenant().tenantId
     sku: {
@@ -33,13 +36,18 @@ resource vault 'Microsoft.KeyVault/vaults@2023-07-01' = {
       defaultAction: restrictNetwork ? 'Deny' : 'Allow'
     }
   }
+}
 
-  resource secret 'secrets' = if (!empty(secretValue)) {
-    name: secretName
-    properties: {
-      value: secretValue
-      contentType: 'F&O client secret'
-    }
+// A top-level child (`parent:`) rather than a nested block: checkov's Bicep parser reads no condition on a nested
+// resource. Same deployed resource.
+resource secret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(secretValue)) {
+  parent: vault
+  name: secretName
+  //checkov:skip=CKV_AZURE_114:contentType is set below; checkov reads no property of a conditional resource (tests/infra/test_checkov.py checks it instead).
+  //checkov:skip=CKV_AZURE_41:No expiry here: the one that matters is the Entra client secret's, which this template cannot know; set it when writing the secret (az keyvault secret set --expires, docs/SECURITY.md).
+  properties: {
+    value: secretValue
+    contentType: 'F&O client secret'
   }
 }
 

@@ -14,6 +14,10 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   location: location
   tags: tags
   kind: 'StorageV2'
+  // Accepted checkov findings (reasons kept next to the resource; tests/infra/test_checkov.py fails on any other):
+  //checkov:skip=CKV_AZURE_35:defaultAction is Deny when vnetEnabled (private endpoints); without a VNet the app reaches storage over the public endpoint. Shared keys are off either way: every request needs an Entra token and a data role.
+  //checkov:skip=CKV_AZURE_59:Public endpoint kept for the same reason as CKV_AZURE_35 (and for Event Grid dead-lettering as a trusted service); access is Entra ID only, no shared keys, no public blobs.
+  //checkov:skip=CKV_AZURE_206:Standard_LRS is the chosen redundancy (cost); drops are copies of files their senders keep and F&O holds the imported data. Changing to ZRS or GRS is a one-line sku change if the archive must outlive a datacenter.
   sku: {
     name: 'Standard_LRS'
   }
@@ -47,49 +51,56 @@ resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
       }
     }
   }
+}
 
-  resource blobService 'blobServices' = {
-    name: 'default'
-    properties: {
-      // Undo an operator's mistaken delete for a week.
-      deleteRetentionPolicy: {
-        enabled: true
-        days: 7
-      }
-      containerDeleteRetentionPolicy: {
-        enabled: true
-        days: 7
-      }
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+  properties: {
+    // Undo an operator's mistaken delete for a week.
+    deleteRetentionPolicy: {
+      enabled: true
+      days: 7
     }
-
-    resource blobContainers 'containers' = [
-      for containerName in containers: {
-        name: containerName
-        properties: {
-          publicAccess: 'None'
-        }
-      }
-    ]
+    containerDeleteRetentionPolicy: {
+      enabled: true
+      days: 7
+    }
   }
+}
 
-  resource tableService 'tableServices' = {
-    name: 'default'
-
-    resource dataTables 'tables' = [
-      for tableName in tables: {
-        name: tableName
-      }
-    ]
+// Child resources are top-level with `parent:` (not nested blocks): checkov's Bicep parser reads no loop or
+// condition on a nested resource, and the deployed resources are the same.
+resource blobContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [
+  for containerName in containers: {
+    parent: blobService
+    name: containerName
+    properties: {
+      publicAccess: 'None'
+    }
   }
+]
 
-  resource queueService 'queueServices' = {
-    name: 'default'
+resource tableService 'Microsoft.Storage/storageAccounts/tableServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource dataTables 'Microsoft.Storage/storageAccounts/tableServices/tables@2023-05-01' = [
+  for tableName in tables: {
+    parent: tableService
+    name: tableName
   }
+]
+
+resource queueService 'Microsoft.Storage/storageAccounts/queueServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
 }
 
 resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
-  scope: storage::blobService
+  scope: blobService
   properties: {
     workspaceId: workspaceId
     logs: [
@@ -113,7 +124,7 @@ resource blobDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-previ
 
 resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-preview' = {
   name: 'to-log-analytics'
-  scope: storage::tableService
+  scope: tableService
   properties: {
     workspaceId: workspaceId
     logs: [

@@ -87,9 +87,12 @@ class Resource:
 
     @property
     def name(self) -> Any:
+        """The full name ARM sees: a child (nested, or top-level with ``parent:``) is '<parent>/<own>'."""
         own = self.props.get("name")
-        if self.parent is not None and "/" not in str(own):
-            return _concat_str([self.parent.name, "/", own])
+        ref = self.props.get("parent")
+        parent = self.parent or (ref.resource if isinstance(ref, ResourceRef) else None)
+        if parent is not None and "/" not in str(own):
+            return _concat_str([parent.name, "/", own])
         return own
 
     @property
