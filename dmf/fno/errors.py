@@ -39,6 +39,15 @@ class FnoError(Exception):
             self.transient = transient
         super().__init__(self.message)
 
+    @property
+    def refused(self) -> bool:
+        """F&O turned the request away before running it ("not done"): 429, or 503 with Retry-After.
+
+        Such a call may be sent again after ``retry_after`` even when it starts a job; anything else that
+        failed after the request was sent (other 5xx, timeouts, lost connections) is ambiguous.
+        """
+        return self.status == 429 or (self.status == 503 and self.retry_after is not None)
+
     def __str__(self) -> str:
         parts = [self.message]
         if self.status is not None:
@@ -57,6 +66,7 @@ class FnoError(Exception):
             "message": self.message,
             "fno_message": self.fno_message,
             "retry_after": self.retry_after,
+            "refused": self.refused,
         }
 
 
