@@ -14,6 +14,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -187,7 +188,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._logged = True
         ms = (time.perf_counter() - self._started) * 1000
-        self.server.app.log_call(self.command, self._path, self._endpoint, status, ms, self._fault)
+        app = self.server.app
+        app.log_call(self.command, self._path, self._endpoint, status, ms, self._fault, self._arrived)
 
     def send(self, status: int, body: bytes, content_type: str = "application/json", headers=None) -> None:
         self._drain()
@@ -251,6 +253,7 @@ class Handler(BaseHTTPRequestHandler):
         app = self.server.app
         # Handler objects live as long as the keep-alive connection: reset per-request state.
         self._started = time.perf_counter()
+        self._arrived = app.clock.now()
         self._body: bytes | None = None
         self._logged = False
         self._fault: str | None = None
@@ -340,10 +343,21 @@ class CallLog:
         self._now = clock_now
         self.entries: deque[dict] = deque(maxlen=maxlen)
 
-    def add(self, method: str, path: str, endpoint: str, status: int, ms: float, fault: str | None) -> None:
+    def add(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        status: int,
+        ms: float,
+        fault: str | None,
+        arrived: datetime | None = None,
+    ) -> None:
+        now = self._now()
         self.entries.append(
             {
-                "at": self._now().isoformat(),
+                "at": now.isoformat(),
+                "arrived": (arrived or now).isoformat(),  # when the request came in (a hang logs later)
                 "wall": time.time(),
                 "method": method,
                 "path": path,
