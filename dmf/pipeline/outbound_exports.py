@@ -155,7 +155,8 @@ def start_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     """Call ExportToPackageAsync with our execution id, at most once.
 
     ``req``: ``job`` (ExportJob dict), ``run_id``, ``day``, ``execution_id``, ``package_name``,
-    ``instance_id``, optional ``allow_recall``. Returns ``state``: started | retry | failed | ambiguous.
+    ``instance_id``, optional ``allow_recall``. Returns ``state``: started | throttled (F&O refused it: 429,
+    or 503 with Retry-After; ``retry_after``) | failed | ambiguous.
     """
     job = req["job"]
     exec_id = req["execution_id"]
@@ -200,7 +201,7 @@ def start_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 exc.refused
             ):  # 429, or 503 with Retry-After: not started; the orchestrator waits and calls again
                 svc.outcomes.upsert(day, row, {"ExportRefused": True})
-                return {"state": "retry", "error": str(exc), "retry_after": exc.retry_after}
+                return {"state": "throttled", "error": str(exc), "retry_after": exc.retry_after}
             if not exc.transient:
                 return {"state": "failed", "error": str(exc)}
             try:

@@ -168,7 +168,7 @@ def test_a_refused_export_start_is_called_again_without_waiting_out_the_grace(en
     req = _req()
     env.emu.admin.inject_fault("ExportToPackageAsync", "503", next_n=1, retry_after=1)
     st = ex.start_export(env.svc, req)
-    assert st["state"] == "retry" and st["retry_after"] == 1
+    assert st["state"] == "throttled" and st["retry_after"] == 1
     assert ex.start_export(env.svc, req) == {"state": "started"}
     assert [c["status"] for c in env.emu.admin.calls("ExportToPackageAsync")] == [503, 200]
     assert _run_to_terminal(env, req) == "Succeeded"
