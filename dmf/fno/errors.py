@@ -120,6 +120,13 @@ def odata_error_message(body: bytes | str | None) -> str | None:
     return str(msg) if msg else None
 
 
+def names_existing_execution(exc: FnoError, execution_id: str) -> bool:
+    """F&O refused a start call because our own execution id already exists: an earlier call whose answer
+    was lost started it (the message names the id, as the emulator's "Execution id X already exists.")."""
+    text = (exc.fno_message or "").lower()
+    return exc.status == 400 and "already exists" in text and execution_id.lower() in text
+
+
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from dmf.fno.clients import package_api
-from dmf.fno.errors import FnoError
+from dmf.fno.errors import FnoError, names_existing_execution
 from dmf.fno.models import ExecutionStatus
 from dmf.logs import log_context
 from dmf.pipeline.services import Services
@@ -124,7 +124,7 @@ def start_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 log.info("ImportFromPackage for %s refused (HTTP %s); retry after %ss",
                          exec_id, exc.status, exc.retry_after)  # fmt: skip
                 return {**base, "state": "throttled", "retry_after": exc.retry_after, "error": str(exc)}
-            if already_exists(exc, exec_id):
+            if names_existing_execution(exc, exec_id):
                 # An earlier attempt whose answer was lost did start it.
                 svc.outcomes.upsert(day, row, {"ImportConfirmed": True})
                 return {**base, "state": "started", "confirmed": True}
@@ -141,12 +141,6 @@ def start_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             return {**base, "state": "ambiguous", "confirmed": False, "error": str(exc)}
         svc.outcomes.upsert(day, row, {"ImportConfirmed": True})
         return {**base, "state": "started", "confirmed": True}
-
-
-def already_exists(exc: FnoError, execution_id: str) -> bool:
-    """F&O refused a start call because our own execution id exists: an earlier call started it."""
-    text = (exc.fno_message or "").lower()
-    return exc.status == 400 and "already exists" in text and execution_id.lower() in text
 
 
 def check_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from azure.data.tables import TableClient, UpdateMode
 from croniter import croniter
 
 from dmf.fno.clients import package_api
-from dmf.fno.errors import FnoError
+from dmf.fno.errors import FnoError, names_existing_execution
 from dmf.fno.models import ExecutionStatus
 from dmf.logs import log_context
 from dmf.pipeline.outbound import safe_name
@@ -202,6 +202,8 @@ def start_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             ):  # 429, or 503 with Retry-After: not started; the orchestrator waits and calls again
                 svc.outcomes.upsert(day, row, {"ExportRefused": True})
                 return {"state": "throttled", "error": str(exc), "retry_after": exc.retry_after}
+            if names_existing_execution(exc, exec_id):
+                return {"state": "started"}  # an earlier call whose answer was lost started it
             if not exc.transient:
                 return {"state": "failed", "error": str(exc)}
             try:

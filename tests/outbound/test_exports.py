@@ -219,3 +219,15 @@ def test_two_runs_on_the_same_day_keep_two_archives(env: Env) -> None:
     # A redelivered fetch of the same run writes the same blob again, not a third copy.
     assert ex.fetch_export(env.svc, first)["archived"] == got1["archived"]
     assert len(env.archive_blobs()) == 2
+
+
+def test_a_recall_after_a_lost_answer_counts_the_existing_export_as_started(env: Env) -> None:
+    """ExportToPackage started but its answer was lost; F&O does not show the id yet when the orchestrator
+    re-calls, and answers "execution id already exists": that is our export, started once."""
+    req = _req()
+    env.emu.admin.inject_fault("ExportToPackageAsync", "after_drop", next_n=1)
+    assert ex.start_export(env.svc, req)["state"] == "ambiguous"
+    assert ex.start_export(env.svc, req | {"allow_recall": True}) == {"state": "started"}
+    assert [c["status"] for c in env.emu.admin.calls("ExportToPackageAsync")] == [0, 400]
+    assert _run_to_terminal(env, req) == "Succeeded"
+    assert len([e for e in env.emu.admin.executions() if e["kind"] == "export"]) == 1
