@@ -24,6 +24,10 @@ RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_o
 GATE_EVENT = "gate_open"
 MAX_START_RETRIES = 5
 MAX_RECALLS = 2
+# After an ambiguous ImportFromPackage (timeout, reset, 5xx without Retry-After) F&O is asked about our
+# execution id; while it answers "not found" the import is re-called after this long, not after the full
+# POLL_NOT_FOUND_GRACE_SECONDS (which applies to starts F&O confirmed): the gate is held meanwhile.
+VERIFY_GRACE_SECONDS = 60.0
 TARGET_KEY_TRIES = 6
 LOST_GATE = "LostGate"
 
@@ -126,25 +130,67 @@ def _wait_for_gate(context: df.DurableOrchestrationContext, gate_req: dict, cfg:
             timer.cancel()
 
 
-def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy, lease: float):
-    context.set_custom_status({"stage": "importing", "execution_id": req["execution_id"]})
-    attempt = 0
+def _start(
+    context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy, lease: float, recall: bool
+):
+    """Call ``start_import`` until it gives a final answer. The one retry layer for ImportFromPackage:
+
+    - ``throttled`` (F&O refused: 429, or 503 with Retry-After): wait Retry-After with a durable timer and
+      call again, for as long as the poll deadline allows; the gate's lease is extended over long waits.
+    - ``retry`` (nothing reached ImportFromPackage: write URL or upload failed): a few short backoffs.
+    """
+    attempt = throttled = 0
+    waited = 0.0
     while True:
         st = yield context.call_activity_with_retry(
-            "start_import", RETRY, req | {"allow_recall": False, "now": now_iso(context)}
+            "start_import", RETRY, req | {"allow_recall": recall, "now": now_iso(context)}
         )
-        if st["state"] != "retry" or attempt >= MAX_START_RETRIES:
-            break
-        attempt += 1
-        # Short enough that the permit's lease outlives the wait (start_import renews it first thing).
-        yield timer_in(context, min(policy.initial * 2**attempt, lease / 2))
+        if st["state"] == "throttled" and waited < policy.deadline:
+            hint = st.get("retry_after")
+            wait = (
+                float(hint) if hint is not None else min(policy.initial * 2**throttled, policy.max_interval)
+            )
+            wait = max(1.0, min(wait, policy.deadline - waited))
+            throttled += 1
+            waited += wait
+            context.set_custom_status(
+                {"stage": "import-throttled", "execution_id": req["execution_id"], "retry_in": wait}
+            )
+            if wait > lease / 2:
+                yield context.call_activity_with_retry(
+                    "gate_renew", RETRY, _renew(req, context, wait + lease)
+                )
+            yield timer_in(context, wait)
+            continue
+        if st["state"] == "retry" and attempt < MAX_START_RETRIES:
+            attempt += 1
+            # Short enough that the permit's lease outlives the wait (start_import renews it first thing).
+            yield timer_in(context, min(policy.initial * 2**attempt, lease / 2))
+            continue
+        return st
+
+
+def _renew(req: dict, context: df.DurableOrchestrationContext, lease_seconds: float) -> dict:
+    return {
+        "environment": req["route"]["environment"],
+        "ticket": req["instance_id"],
+        "instance_id": req["instance_id"],
+        "now": now_iso(context),
+        "lease_seconds": lease_seconds,
+    }
+
+
+def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy, lease: float):
+    context.set_custom_status({"stage": "importing", "execution_id": req["execution_id"]})
+    st = yield from _start(context, req, policy, lease, recall=False)
     if st["state"] == "lost-gate":
         return {"status": LOST_GATE}
-    if st["state"] in ("failed", "retry"):
+    if st["state"] in ("failed", "retry", "throttled"):
         return {"status": "Failed", "reason": st.get("error"), "polls": 0}
 
     confirmed = bool(st.get("confirmed"))
     expected = st.get("expected_seconds")
+    verify_grace = min(policy.not_found_grace, VERIFY_GRACE_SECONDS)
     began = first_began = context.current_utc_datetime  # ``began`` restarts on a recall; the deadline doesn't
     lease_until = began + timedelta(seconds=lease)  # try_acquire and every check renew for ``lease``
     polls = recalls = 0
@@ -155,6 +201,9 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
         elapsed = (context.current_utc_datetime - began).total_seconds()
         total = (context.current_utc_datetime - first_began).total_seconds()
         wait = min(policy.next_wait(polls, elapsed, expected), policy.deadline - total)
+        if not confirmed and wait > 0:
+            # An ambiguous start: look often enough to re-call within the short verify grace.
+            wait = max(1.0, min(wait, verify_grace))
         if wait <= 0:
             return {
                 "status": "TimedOut",
@@ -167,17 +216,7 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
             seconds=lease / 2
         ):
             # A long planned wait: keep the permit ours until just after it.
-            yield context.call_activity_with_retry(
-                "gate_renew",
-                RETRY,
-                {
-                    "environment": req["route"]["environment"],
-                    "ticket": req["instance_id"],
-                    "instance_id": req["instance_id"],
-                    "now": now_iso(context),
-                    "lease_seconds": wait + lease,
-                },
-            )
+            yield context.call_activity_with_retry("gate_renew", RETRY, _renew(req, context, wait + lease))
         yield timer_in(context, wait)
         chk = yield context.call_activity_with_retry(
             "check_import",
@@ -217,7 +256,10 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
                 "observed_seconds": observed,
             }
         last_pending_at = elapsed
-        if last == "NotFound" and elapsed >= policy.not_found_grace:
+        if last not in ("NotFound", "Unreachable"):
+            confirmed = True  # F&O knows the execution: it was started
+        grace = policy.not_found_grace if confirmed else verify_grace
+        if last == "NotFound" and elapsed >= grace:
             if confirmed or recalls >= MAX_RECALLS:
                 return {
                     "status": "Failed",
@@ -225,14 +267,12 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
                     "polls": polls,
                     "last_status": last,
                 }
-            # The import call never reached F&O: now, and only now, call it again.
+            # The ambiguous import call never reached F&O: now, and only now, call it again.
             recalls += 1
-            st = yield context.call_activity_with_retry(
-                "start_import", RETRY, req | {"allow_recall": True, "now": now_iso(context)}
-            )
+            st = yield from _start(context, req, policy, lease, recall=True)
             if st["state"] == "lost-gate":
                 return {"status": LOST_GATE}
-            if st["state"] == "failed":
+            if st["state"] in ("failed", "retry", "throttled"):
                 return {"status": "Failed", "reason": st.get("error"), "polls": polls}
             confirmed = bool(st.get("confirmed"))
             began = context.current_utc_datetime

@@ -149,16 +149,35 @@ def scheduled_export(context: df.DurableOrchestrationContext):
     }
 
 
-def _export_and_poll(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy):
-    context.set_custom_status({"stage": "exporting", "execution_id": req["execution_id"]})
-    attempt = 0
+def _start_export(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy, recall: bool):
+    """``export_start`` until a final answer. A refusal (``throttled``: 429, or 503 with Retry-After) is
+    waited out with a durable timer for Retry-After and called again for as long as the poll deadline
+    allows (the F&O client never repeats ExportToPackage itself); ``retry`` gets a few backoffs."""
+    attempt = throttled = 0
+    waited = 0.0
     while True:
-        st = yield context.call_activity_with_retry("export_start", RETRY, req | {"allow_recall": False})
+        st = yield context.call_activity_with_retry("export_start", RETRY, req | {"allow_recall": recall})
+        if st["state"] == "throttled" and waited < policy.deadline:
+            hint = st.get("retry_after")
+            wait = (
+                float(hint) if hint is not None else min(policy.initial * 2**throttled, policy.max_interval)
+            )
+            wait = max(1.0, min(wait, policy.deadline - waited))
+            throttled += 1
+            waited += wait
+            context.set_custom_status({"stage": "export-throttled", "retry_in": wait})
+            yield timer_in(context, wait)
+            continue
         if st["state"] != "retry" or attempt >= MAX_START_RETRIES:
-            break
+            return st
         attempt += 1
         yield timer_in(context, max(st.get("retry_after") or 0, policy.initial * 2**attempt))
-    if st["state"] in ("failed", "retry"):
+
+
+def _export_and_poll(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy):
+    context.set_custom_status({"stage": "exporting", "execution_id": req["execution_id"]})
+    st = yield from _start_export(context, req, policy, recall=False)
+    if st["state"] in ("failed", "retry", "throttled"):
         return {"status": "Failed", "reason": st.get("error"), "polls": 0}
     confirmed = st["state"] == "started"
     recalled = False
@@ -194,8 +213,8 @@ def _export_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
                     "polls": polls,
                 }
             recalled = True  # the start call never reached F&O: now, and only now, call it again
-            st = yield context.call_activity_with_retry("export_start", RETRY, req | {"allow_recall": True})
-            if st["state"] in ("failed", "retry"):
+            st = yield from _start_export(context, req, policy, recall=True)
+            if st["state"] in ("failed", "retry", "throttled"):
                 return {"status": "Failed", "reason": st.get("error"), "polls": polls}
             confirmed = st["state"] == "started"
             began = context.current_utc_datetime

@@ -39,6 +39,15 @@ class FnoError(Exception):
             self.transient = transient
         super().__init__(self.message)
 
+    @property
+    def refused(self) -> bool:
+        """F&O turned the request away before running it ("not done"): 429, or 503 with Retry-After.
+
+        Such a call may be sent again after ``retry_after`` even when it starts a job; anything else that
+        failed after the request was sent (other 5xx, timeouts, lost connections) is ambiguous.
+        """
+        return self.status == 429 or (self.status == 503 and self.retry_after is not None)
+
     def __str__(self) -> str:
         parts = [self.message]
         if self.status is not None:
@@ -57,6 +66,7 @@ class FnoError(Exception):
             "message": self.message,
             "fno_message": self.fno_message,
             "retry_after": self.retry_after,
+            "refused": self.refused,
         }
 
 
@@ -108,6 +118,13 @@ def odata_error_message(body: bytes | str | None) -> str | None:
     if isinstance(msg, dict):  # OData v3 shape: {"message": {"lang": .., "value": ..}}
         msg = msg.get("value")
     return str(msg) if msg else None
+
+
+def names_existing_execution(exc: FnoError, execution_id: str) -> bool:
+    """F&O refused a start call because our own execution id already exists: an earlier call whose answer
+    was lost started it (the message names the id, as the emulator's "Execution id X already exists.")."""
+    text = (exc.fno_message or "").lower()
+    return exc.status == 400 and "already exists" in text and execution_id.lower() in text
 
 
 TRANSIENT_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})

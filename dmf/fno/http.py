@@ -7,6 +7,10 @@ callers that know the execution id or message id can make those safe):
   re-sent. A hint longer than ``max_retry_after`` is not slept through: the error carries ``retry_after``
   so a durable caller can wait with a timer instead of holding a worker.
 - Connection errors, timeouts and 5xx are repeated with jittered exponential backoff for safe calls only.
+- ``retry_refused=False`` (the job-starting Package API calls, ImportFromPackage and ExportToPackage): the
+  call is sent exactly once. A refusal (429, or 503 with Retry-After: ``FnoError.refused``) goes straight
+  back to the orchestrator, which waits ``Retry-After`` with a durable timer and calls again: one retry
+  layer for that path, and the worker never sleeps while the import gate is held.
 """
 
 from __future__ import annotations
@@ -136,11 +140,13 @@ class FnoHttp:
         stream: bool = False,
         transfer: bool = False,
         allow_redirects: bool = False,
+        retry_refused: bool = True,
     ) -> requests.Response:
         """Send one logical call; returns a 2xx response or raises a typed ``FnoError``.
 
         ``idempotent`` says whether the call may be repeated after an ambiguous failure (5xx, timeout,
         dropped connection). ``transfer`` selects the long read timeout for uploads and downloads.
+        ``retry_refused=False`` sends the call once: a 429 / 503-with-Retry-After is raised to the caller.
         """
         timeout = (self.timeout, self.transfer_timeout if transfer else self.timeout)
         body = _Rewind(data)
@@ -167,7 +173,7 @@ class FnoHttp:
                 err: FnoError = TransientFnoError(
                     f"F&O {action}: {type(exc).__name__}: {scrub(exc)}", action=action
                 )
-                wait = self._next_wait(err, attempt, idempotent, body)
+                wait = self._next_wait(err, attempt, idempotent, body, retry_refused)
                 log.warning(
                     "F&O %s %s failed (%s) on attempt %d%s",
                     action, safe_url, type(exc).__name__, attempt + 1, _retry_note(wait),
@@ -185,7 +191,7 @@ class FnoHttp:
                 )  # fmt: skip
                 return resp
             err = self._error(resp, action, stream)
-            wait = self._next_wait(err, attempt, idempotent, body)
+            wait = self._next_wait(err, attempt, idempotent, body, retry_refused)
             # "Execution details were not found" is an expected answer while a job starts, not a fault.
             log.log(
                 logging.DEBUG if isinstance(err, ExecutionNotFound) else logging.WARNING,
@@ -221,10 +227,14 @@ class FnoHttp:
             retry_after=parse_retry_after(resp.headers.get("Retry-After")),
         )
 
-    def _next_wait(self, err: FnoError, attempt: int, idempotent: bool, body: _Rewind) -> float | None:
+    def _next_wait(
+        self, err: FnoError, attempt: int, idempotent: bool, body: _Rewind, retry_refused: bool = True
+    ) -> float | None:
         """Seconds to wait before repeating, or None to give up and raise."""
         if attempt >= self.retry.max_retries or not body.replayable or not err.transient:
             return None
+        if not retry_refused and not idempotent:
+            return None  # sent once: the caller's durable layer decides (see the module docstring)
         if err.status == 429 or (err.status == 503 and idempotent and err.retry_after is not None):
             if err.retry_after is None:
                 return self.retry.backoff(attempt)

@@ -46,7 +46,15 @@ class PackageApi:
 
     # -- plumbing ---------------------------------------------------------------------------------------
 
-    def _call(self, action: str, payload: dict[str, Any], *, idempotent: bool = True, transfer: bool = False):
+    def _call(
+        self,
+        action: str,
+        payload: dict[str, Any],
+        *,
+        idempotent: bool = True,
+        transfer: bool = False,
+        retry_refused: bool = True,
+    ):
         resp = self.http.request(
             "POST",
             self.api_root + ACTION_PATH + action,
@@ -55,6 +63,7 @@ class PackageApi:
             json=payload,
             headers={"Accept": "application/json"},
             transfer=transfer,
+            retry_refused=retry_refused,
         )
         if resp.status_code == 204 or not resp.content:
             return None
@@ -126,7 +135,9 @@ class PackageApi:
         log.info("uploaded package %s as blob %s", unique_file_name, url.blob_id)
         return url
 
-    # -- start jobs (never repeated here: callers check by execution id first) -------------------------
+    # -- start jobs (sent once, never repeated here: callers check by execution id first) --------------
+    # A refusal (``FnoError.refused``: 429, or 503 with Retry-After) is raised with ``retry_after`` too: the
+    # orchestrator waits that long with a durable timer and calls again (the only retry layer for starts).
 
     def import_from_package(
         self,
@@ -139,7 +150,7 @@ class PackageApi:
         legal_entity_id: str,
         use_async: bool = True,
     ) -> str:
-        """Start an import; returns the execution id. Not repeated on 5xx or a lost connection."""
+        """Start an import; returns the execution id. Sent once: not repeated on 429/5xx or a lost connection."""
         action = "ImportFromPackageAsync" if use_async else "ImportFromPackage"
         value = self._call(
             action,
@@ -153,6 +164,7 @@ class PackageApi:
             },
             idempotent=False,
             transfer=not use_async,  # the synchronous variant answers only when the job is done
+            retry_refused=False,
         )
         return optional_execution_id(value) or execution_id
 
@@ -166,7 +178,7 @@ class PackageApi:
         legal_entity_id: str,
         use_async: bool = True,
     ) -> str:
-        """Start an export; returns the execution id. Not repeated on 5xx or a lost connection."""
+        """Start an export; returns the execution id. Sent once: not repeated on 429/5xx or a lost connection."""
         action = "ExportToPackageAsync" if use_async else "ExportToPackage"
         value = self._call(
             action,
@@ -179,6 +191,7 @@ class PackageApi:
             },
             idempotent=False,
             transfer=not use_async,
+            retry_refused=False,
         )
         return optional_execution_id(value) or execution_id
 

@@ -2,7 +2,14 @@
 
 "Never import twice": the outcome row records our execution id and ``ImportRequestedAt`` before
 ``ImportFromPackage`` is called. A retried ``start_import`` (a worker died, the call timed out) first asks
-F&O about that id and only calls again when the orchestrator, after the not-found grace period, says so.
+F&O about that id and only calls again when the orchestrator, after the verify grace, says so.
+
+How a failed ImportFromPackage call is read:
+- **refused** (429, or 503 with Retry-After: ``FnoError.refused``): F&O did not start it. The row is marked
+  ``ImportRefused`` and the orchestrator calls again after ``Retry-After`` (durable timer), without asking.
+- **ambiguous** (timeout, reset, other 5xx): it may have started. F&O is asked about our id; until it knows
+  it the orchestrator polls for a short verify grace, then calls again. A call answered "execution id
+  already exists" means an earlier attempt did start it.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ from typing import Any
 from azure.core.exceptions import AzureError
 
 from dmf.fno.clients import package_api
-from dmf.fno.errors import FnoError
+from dmf.fno.errors import FnoError, names_existing_execution
 from dmf.fno.models import ExecutionStatus
 from dmf.logs import log_context
 from dmf.pipeline.services import Services
@@ -48,7 +55,7 @@ def start_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         ):
             log.warning("the import permit for %s lapsed before the import; queueing again", exec_id)
             return {**base, "state": "lost-gate"}
-        if existing.get("ImportRequestedAt"):
+        if existing.get("ImportRequestedAt") and not existing.get("ImportRefused"):
             # A previous attempt may have reached F&O: ask before calling again.
             try:
                 status = api.get_execution_summary_status(exec_id)
@@ -98,6 +105,7 @@ def start_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             {
                 "ImportRequestedAt": datetime.now(UTC),
                 "ImportAttempts": int(existing.get("ImportAttempts") or 0) + 1,
+                "ImportRefused": False,
             },
         )
         try:
@@ -110,6 +118,16 @@ def start_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 legal_entity_id=route["legal_entity"],
             )
         except FnoError as exc:
+            if exc.refused:
+                # "Not done": F&O turned it away before running it. Call again after Retry-After.
+                svc.outcomes.upsert(day, row, {"ImportRefused": True})
+                log.info("ImportFromPackage for %s refused (HTTP %s); retry after %ss",
+                         exec_id, exc.status, exc.retry_after)  # fmt: skip
+                return {**base, "state": "throttled", "retry_after": exc.retry_after, "error": str(exc)}
+            if names_existing_execution(exc, exec_id):
+                # An earlier attempt whose answer was lost did start it.
+                svc.outcomes.upsert(day, row, {"ImportConfirmed": True})
+                return {**base, "state": "started", "confirmed": True}
             if not exc.transient:
                 return {**base, "state": "failed", "error": str(exc)}
             # Ambiguous: the call may have started the import. Ask F&O about our id.

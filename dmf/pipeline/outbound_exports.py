@@ -19,7 +19,7 @@ from azure.data.tables import TableClient, UpdateMode
 from croniter import croniter
 
 from dmf.fno.clients import package_api
-from dmf.fno.errors import FnoError
+from dmf.fno.errors import FnoError, names_existing_execution
 from dmf.fno.models import ExecutionStatus
 from dmf.logs import log_context
 from dmf.pipeline.outbound import safe_name
@@ -155,7 +155,8 @@ def start_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     """Call ExportToPackageAsync with our execution id, at most once.
 
     ``req``: ``job`` (ExportJob dict), ``run_id``, ``day``, ``execution_id``, ``package_name``,
-    ``instance_id``, optional ``allow_recall``. Returns ``state``: started | retry | failed | ambiguous.
+    ``instance_id``, optional ``allow_recall``. Returns ``state``: started | throttled (F&O refused it: 429,
+    or 503 with Retry-After; ``retry_after``) | failed | ambiguous.
     """
     job = req["job"]
     exec_id = req["execution_id"]
@@ -165,7 +166,7 @@ def start_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     api = package_api(svc.settings, env.name)
     existing = svc.outcomes.get(day, row) or {}
     with log_context(execution_id=exec_id, data_project=job["data_project"]):
-        if existing.get("ExportRequestedAt"):
+        if existing.get("ExportRequestedAt") and not existing.get("ExportRefused"):
             try:
                 status = api.get_execution_summary_status(exec_id)
             except FnoError as exc:
@@ -188,6 +189,7 @@ def start_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 "StartedAt": existing.get("StartedAt") or datetime.now(UTC),
                 "ExportRequestedAt": datetime.now(UTC),
                 "ExportAttempts": int(existing.get("ExportAttempts") or 0) + 1,
+                "ExportRefused": False,
             },
         )
         try:
@@ -195,8 +197,13 @@ def start_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 job["data_project"], req["package_name"], exec_id, legal_entity_id=le, use_async=True
             )
         except FnoError as exc:
-            if exc.status == 429:
-                return {"state": "retry", "error": str(exc), "retry_after": exc.retry_after}
+            if (
+                exc.refused
+            ):  # 429, or 503 with Retry-After: not started; the orchestrator waits and calls again
+                svc.outcomes.upsert(day, row, {"ExportRefused": True})
+                return {"state": "throttled", "error": str(exc), "retry_after": exc.retry_after}
+            if names_existing_execution(exc, exec_id):
+                return {"state": "started"}  # an earlier call whose answer was lost started it
             if not exc.transient:
                 return {"state": "failed", "error": str(exc)}
             try:
@@ -217,7 +224,19 @@ def check_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         return {"status": "Unreachable", "error": str(exc)}
 
 
-def archive_path(job_name: str, day: str, name: str) -> str:
+def run_stamp(run_id: str) -> str:
+    """The scheduled time a run id was made for (``export_run_id``): ``yyyymmddTHHMMSS``."""
+    return run_id.rsplit("-", 1)[-1]
+
+
+def archive_path(job_name: str, day: str, name: str, run_id: str) -> str:
+    """``exports/<job>/yyyy/mm/dd/<package name>.zip`` when the name tells the runs apart (it holds the run's
+    ``{timestamp}``, as the default pattern does), else ``.../<package name>-<HHMMSS of the run>.zip``: every
+    run keeps its own package, and a repeated fetch of one run (retry, redelivery, replay) writes the same
+    name again instead of a second copy."""
+    stamp = run_stamp(run_id)
+    if stamp.replace("T", "") not in name:
+        name = f"{name}-{stamp.partition('T')[2] or stamp}"
     return f"exports/{safe_name(job_name)}/{day[:4]}/{day[4:6]}/{day[6:8]}/{name}.zip"
 
 
@@ -235,7 +254,7 @@ def fetch_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         return {"ready": False, "error": str(exc), "permanent": not exc.transient}
     if not url:
         return {"ready": False}
-    path = archive_path(job["name"], req["day"], req["package_name"])
+    path = archive_path(job["name"], req["day"], req["package_name"], req["run_id"])
     src = blob_client_for_url(url, ca_bundle=s.fno_ca_bundle, timeout=s.fno_transfer_timeout_seconds)
     dest = svc.blob(s.archive_container, path)
     metadata = {

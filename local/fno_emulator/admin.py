@@ -88,7 +88,7 @@ class Admin:
         kind: str,
         rate: float | None = None,
         next_n: int | None = None,
-        retry_after: int = 1,
+        retry_after: int | None = None,
         delay_seconds: float = 2.0,
     ) -> None:
         self._app.faults.add(

@@ -101,11 +101,18 @@ class Timings(_Model):
 
 class FaultRule(_Model):
     endpoint: str  # action name (ImportFromPackage), "token", "enqueue", "dequeue", "ack", "download", or "*"
-    kind: Literal["429", "500", "502", "503", "slow", "drop"]
+    # Before the handler (nothing happens): 429, 500, 502, 503, slow, drop. After the handler (its effects
+    # stay, the answer is lost): after_500, after_502, after_503 (the client gets that error instead),
+    # after_drop (connection reset instead of the answer), after_hang (no answer for delay_seconds of real
+    # time, then a reset: set it above the client's timeout).
+    kind: Literal[
+        "429", "500", "502", "503", "slow", "drop", "after_500", "after_502", "after_503", "after_drop",
+        "after_hang",
+    ]  # fmt: skip
     rate: float | None = None  # probability per call
     next_n: int | None = None  # the next N matching calls
-    retry_after: int = 1  # seconds, for 429
-    delay_seconds: float = 2.0  # for slow
+    retry_after: int | None = None  # seconds: Retry-After of a 429 (1 when unset); of a 5xx only when set
+    delay_seconds: float = 2.0  # for slow and after_hang
 
     @model_validator(mode="after")
     def _one_trigger(self) -> FaultRule:

@@ -1,5 +1,6 @@
-"""Fault injection per endpoint: 429 with Retry-After, 500/502/503, slow responses, dropped connections,
-at a rate or on the next N calls. Endpoints are action names (``ImportFromPackage``), ``token``,
+"""Fault injection per endpoint: 429 with Retry-After, 500/502/503 (Retry-After when set), slow responses,
+dropped connections, and "after the handler" faults (the call takes effect, then its answer is lost as a
+5xx, a reset or a hang), at a rate or on the next N calls. Endpoints are action names (``ImportFromPackage``), ``token``,
 ``enqueue``, ``dequeue``, ``ack``, ``download``, or ``*`` for all."""
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -187,7 +188,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         self._logged = True
         ms = (time.perf_counter() - self._started) * 1000
-        self.server.app.log_call(self.command, self._path, self._endpoint, status, ms, self._fault)
+        app = self.server.app
+        app.log_call(self.command, self._path, self._endpoint, status, ms, self._fault, self._arrived)
 
     def send(self, status: int, body: bytes, content_type: str = "application/json", headers=None) -> None:
         self._drain()
@@ -229,10 +231,29 @@ class Handler(BaseHTTPRequestHandler):
             pass  # the socket was dropped on purpose
 
     # -- dispatch ---------------------------------------------------------------------------------
+    def _run_then_lose_answer(self, handler, path: str, query: dict[str, str], fault) -> None:
+        """An "after the handler" fault: the work is done (whatever the handler did stays done, even when
+        it refused the request), then the client gets a 5xx, a reset, or no answer at all instead of it.
+        Always raises (_Reply or _Drop); a handler that streams its own answer cannot lose it afterwards."""
+        try:
+            result = handler(self, path, query)
+        except (ODataError, ConnectorError, TokenError, ResourceNotFoundError, _Reply):
+            result = ()  # an error answer is lost the same way
+        if result is None:
+            raise _Drop  # already streamed: cut the connection after it (the client may have read it all)
+        self._drain()
+        if fault.kind == "after_hang":
+            time.sleep(fault.delay_seconds)
+            raise _Drop
+        if fault.kind == "after_drop":
+            raise _Drop
+        raise _server_error(int(fault.kind.removeprefix("after_")), fault.retry_after)
+
     def _handle(self, method: str) -> None:
         app = self.server.app
         # Handler objects live as long as the keep-alive connection: reset per-request state.
         self._started = time.perf_counter()
+        self._arrived = app.clock.now()
         self._body: bytes | None = None
         self._logged = False
         self._fault: str | None = None
@@ -243,11 +264,14 @@ class Handler(BaseHTTPRequestHandler):
         self._endpoint = endpoint
         status = 500
         try:
+            after = None
             if not endpoint.startswith("admin") and endpoint not in ("discovery", "not-found"):
                 fault = app.faults.pick(endpoint)
                 if fault is not None:
                     self._fault = fault.kind
-                    if fault.kind == "slow":
+                    if fault.kind.startswith("after_"):
+                        after = fault  # the handler runs first; its answer is lost below
+                    elif fault.kind == "slow":
                         time.sleep(fault.delay_seconds)
                     elif fault.kind == "drop":
                         self.body()
@@ -258,14 +282,14 @@ class Handler(BaseHTTPRequestHandler):
                             odata_error_body(
                                 "Too many requests. Retry after the time in the Retry-After header."
                             ),
-                            headers={"Retry-After": str(fault.retry_after)},
+                            headers={
+                                "Retry-After": str(1 if fault.retry_after is None else fault.retry_after)
+                            },
                         )
                     else:
-                        code = int(fault.kind)
-                        msg = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}[
-                            code
-                        ]
-                        raise _Reply(code, odata_error_body(msg))
+                        raise _server_error(int(fault.kind), fault.retry_after)
+            if after is not None:
+                self._run_then_lose_answer(handler, path, query, after)
             result = handler(self, path, query)
             if result is None:  # the handler wrote the response itself
                 status = 200
@@ -302,6 +326,14 @@ class Handler(BaseHTTPRequestHandler):
             self._record(status)  # dropped connections and failures while sending
 
 
+_SERVER_ERRORS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
+
+
+def _server_error(code: int, retry_after: int | None) -> _Reply:
+    headers = {"Retry-After": str(retry_after)} if retry_after is not None else {}
+    return _Reply(code, odata_error_body(_SERVER_ERRORS[code]), headers=headers)
+
+
 def _odata_headers() -> dict[str, str]:
     return {"OData-Version": "4.0"}
 
@@ -311,10 +343,21 @@ class CallLog:
         self._now = clock_now
         self.entries: deque[dict] = deque(maxlen=maxlen)
 
-    def add(self, method: str, path: str, endpoint: str, status: int, ms: float, fault: str | None) -> None:
+    def add(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        status: int,
+        ms: float,
+        fault: str | None,
+        arrived: datetime | None = None,
+    ) -> None:
+        now = self._now()
         self.entries.append(
             {
-                "at": self._now().isoformat(),
+                "at": now.isoformat(),
+                "arrived": (arrived or now).isoformat(),  # when the request came in (a hang logs later)
                 "wall": time.time(),
                 "method": method,
                 "path": path,

@@ -13,6 +13,7 @@ from local.fno_emulator import EmulatorConfig
 from local.fno_emulator.config import FaultRule
 
 from .conftest import ACTIONS, Client
+from .packages import customer_groups_package
 
 
 def status_call(client: Client) -> requests.Response:
@@ -105,3 +106,93 @@ def test_faults_over_the_admin_http_api(client: Client) -> None:
         client.http.delete(f"{admin}/faults", verify=client.emu.ca_bundle_path, timeout=5).status_code == 200
     )
     assert status_call(client).status_code == 400
+
+
+def test_503_carries_retry_after_only_when_set(client: Client) -> None:
+    client.emu.admin.inject_fault("GetExecutionSummaryStatus", "503", next_n=1)
+    assert "Retry-After" not in status_call(client).headers
+    client.emu.admin.inject_fault("GetExecutionSummaryStatus", "503", next_n=1, retry_after=3)
+    r = status_call(client)
+    assert r.status_code == 503 and r.headers["Retry-After"] == "3"
+    client.emu.admin.inject_fault("GetExecutionSummaryStatus", "429", next_n=1)
+    assert status_call(client).headers["Retry-After"] == "1"  # a 429 always says when
+
+
+def _imports(client: Client) -> list[dict]:
+    return [e for e in client.emu.admin.executions() if e["kind"] == "import"]
+
+
+@pytest.mark.parametrize("kind", ["after_500", "after_502", "after_503"])
+def test_after_handler_5xx_keeps_the_import_and_loses_the_answer(client: Client, kind: str) -> None:
+    url = client.upload_package(customer_groups_package([["10", "Wholesale", ""]]))
+    client.emu.admin.inject_fault("ImportFromPackage", kind, next_n=1)
+    body = {"packageUrl": url, "definitionGroupId": "CustomerGroups-Import", "executionId": "lost-1",
+            "execute": True, "overwrite": True, "legalEntityId": "USMF"}  # fmt: skip
+    r = client.action("ImportFromPackage", body)
+    assert r.status_code == int(kind[-3:])
+    assert "lost-1" not in r.text and r.json()["error"]["message"] == "An error has occurred."
+    # ...but F&O started it: the execution exists and runs to the end.
+    assert [e["executionId"] for e in _imports(client)] == ["lost-1"]
+    client.emu.admin.advance(60)
+    assert client.status("lost-1") == "Succeeded"
+    assert client.emu.admin.calls("ImportFromPackage")[-1]["fault"] == kind
+    # Calling again with the same id is refused: it exists.
+    assert client.action("ImportFromPackage", body).status_code == 400
+    assert len(_imports(client)) == 1
+
+
+def test_after_handler_drop_and_hang(client: Client) -> None:
+    url = client.upload_package(customer_groups_package([["10", "Wholesale", ""]]))
+    body = {"packageUrl": url, "definitionGroupId": "CustomerGroups-Import", "executionId": "reset-1",
+            "execute": True, "overwrite": True, "legalEntityId": "USMF"}  # fmt: skip
+    client.emu.admin.inject_fault("ImportFromPackage", "after_drop", next_n=1)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        client.action("ImportFromPackage", body)
+    assert [e["executionId"] for e in _imports(client)] == ["reset-1"]
+    client.emu.admin.advance(60)  # one import at a time
+
+    client.emu.admin.inject_fault("ImportFromPackage", "after_hang", next_n=1, delay_seconds=1.0)
+    started = time.perf_counter()
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        client.action("ImportFromPackage", body | {"executionId": "hang-1"}, timeout=0.3)
+    assert time.perf_counter() - started < 0.9  # the client gave up; the server still works on it
+    deadline = time.monotonic() + 10
+    while len(client.emu.admin.calls("ImportFromPackage")) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)  # logged once the hang ends
+    assert {e["executionId"] for e in _imports(client)} == {"reset-1", "hang-1"}
+    assert client.emu.admin.calls("ImportFromPackage")[-1]["fault"] == "after_hang"
+    assert status_call(client).status_code == 400  # the server carries on
+
+
+def test_after_handler_fault_on_ack_acks_the_message(client: Client) -> None:
+    export_id = "{6D31E09F-0249-459F-94F0-AAD9C2C47B64}"
+    client.emu.admin.seed_outbound(export_id, b"payload")
+    base = f"{client.emu.api_base_url}/api/connector"
+    from urllib.parse import quote
+
+    msg = client.get(f"{base}/dequeue/{quote(export_id)}")
+    assert msg.status_code == 200
+    client.emu.admin.inject_fault("ack", "after_503", next_n=1, retry_after=2)
+    r = client.post(f"{base}/ack/{quote(export_id)}", data=msg.content,
+                    headers={"Content-Type": "application/json"})  # fmt: skip
+    assert r.status_code == 503 and r.headers["Retry-After"] == "2"
+    assert [m["status"] for m in client.emu.admin.outbound()] == ["Acked"]
+    # Acknowledging again (the client's retry) is accepted.
+    r = client.post(f"{base}/ack/{quote(export_id)}", data=msg.content,
+                    headers={"Content-Type": "application/json"})  # fmt: skip
+    assert r.status_code == 200
+
+
+def test_after_handler_faults_from_config_and_over_http(make_emulator) -> None:
+    cfg = EmulatorConfig(faults=[FaultRule(endpoint="GetAzureWriteUrl", kind="after_500", next_n=1)])
+    emu = make_emulator(cfg)
+    client = Client(emu)
+    assert client.action("GetAzureWriteUrl", {"uniqueFileName": "a"}).status_code == 500
+    assert client.action("GetAzureWriteUrl", {"uniqueFileName": "a"}).status_code == 200
+    r = client.post(f"{emu.base_url}/_emulator/faults", auth=False,
+                    json={"endpoint": "GetAzureWriteUrl", "kind": "after_502", "next_n": 1})  # fmt: skip
+    assert r.status_code == 200
+    assert client.action("GetAzureWriteUrl", {"uniqueFileName": "b"}).status_code == 502
+    assert [c["fault"] for c in emu.admin.calls("GetAzureWriteUrl")] == ["after_500", None, "after_502"]
+    with pytest.raises(ValueError):
+        FaultRule(endpoint="*", kind="after_404", next_n=1)  # type: ignore[arg-type]

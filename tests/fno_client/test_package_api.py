@@ -221,13 +221,31 @@ def test_429_waits_for_retry_after_then_succeeds(fno: HTTPServer, settings: Sett
     assert arrivals[1] - arrivals[0] >= 0.95
 
 
-def test_429_is_repeated_even_for_import_because_it_was_not_run(fno: HTTPServer, settings: Settings) -> None:
+@pytest.mark.parametrize("status", [429, 503])
+def test_a_refused_import_is_sent_once_and_handed_back_with_retry_after(
+    fno: HTTPServer, settings: Settings, status: int
+) -> None:
+    """429 / 503 with Retry-After: "not done". One retry layer for starts: the orchestrator's timer."""
     fno.expect_oneshot_request(ACTION + "ImportFromPackageAsync").respond_with_data(
-        "", status=429, headers={"Retry-After": "0"}
+        "", status=status, headers={"Retry-After": "1"}
     )
     expect(fno, "ImportFromPackageAsync").respond_with_json({"value": EXEC_ID})
+    with pytest.raises(TransientFnoError) as info:
+        api(settings).import_from_package("u", "g", EXEC_ID, legal_entity_id="USMF")
+    assert info.value.refused and info.value.retry_after == 1 and info.value.status == status
+    assert len(calls(fno, "ImportFromPackageAsync")) == 1
+    # The caller's next attempt goes through.
     assert api(settings).import_from_package("u", "g", EXEC_ID, legal_entity_id="USMF") == EXEC_ID
-    assert len(calls(fno, "ImportFromPackageAsync")) == 2
+
+
+def test_a_503_without_retry_after_on_import_is_ambiguous_not_refused(
+    fno: HTTPServer, settings: Settings
+) -> None:
+    expect(fno, "ImportFromPackageAsync").respond_with_data("", status=503)
+    with pytest.raises(TransientFnoError) as info:
+        api(settings).import_from_package("u", "g", EXEC_ID, legal_entity_id="USMF")
+    assert not info.value.refused
+    assert len(calls(fno, "ImportFromPackageAsync")) == 1
 
 
 def test_long_retry_after_is_handed_to_the_caller(fno: HTTPServer, settings: Settings) -> None:

@@ -236,3 +236,68 @@ def test_file_deleted_by_retention_is_acked_and_recorded_failed(env: Env) -> Non
     row = env.rows("message")[0]
     assert row["Status"] == "Failed" and row["Acked"] is True and "gone" in row["Reason"]
     assert env.archive_blobs() == []
+
+
+def _audit_acks(env: Env, monkeypatch) -> list[str]:
+    """Wraps the app's ack: records each correlation id acknowledged before its archive was committed and
+    verified (a blob of its own with ``verified=1``); the list must stay empty."""
+    from dmf.fno.recurring_api import RecurringApi
+
+    early: list[str] = []
+    real_ack = RecurringApi.ack
+
+    def audited(self, activity_id, message):
+        cid = message.correlation_id
+        verified = [
+            b.name
+            for b in env.archive.list_blobs(include=["metadata"])
+            if cid in b.name and (b.metadata or {}).get("verified") == "1"
+        ]
+        if not verified:
+            early.append(cid)
+        return real_ack(self, activity_id, message)
+
+    monkeypatch.setattr(RecurringApi, "ack", audited)
+    return early
+
+
+@pytest.mark.parametrize("kind", ["after_500", "after_503", "after_drop", "after_hang"])
+def test_an_ack_whose_answer_is_lost_is_archived_once_and_acked(make_env, monkeypatch, kind: str) -> None:
+    """F&O acknowledged the message, then the answer was lost: the ack is repeated (safe), the message is
+    not redelivered, and it has exactly one archive, written before the first ack."""
+    env = make_env(FNO_HTTP_TIMEOUT_SECONDS="1")
+    early = _audit_acks(env, monkeypatch)
+    cids = [env.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(n)) for n in range(3)]
+    env.emu.admin.inject_fault("ack", kind, next_n=1, delay_seconds=1.5)
+    res = _drain(env, workers=1)
+    assert res["archived"] == 3 and res["failed"] == 0 and res["not_acked"] == 0, res
+    assert set(_statuses(env).values()) == {"Acked"}
+    assert [c["fault"] for c in env.emu.admin.calls("ack")].count(kind) == 1
+    assert early == []
+    assert env.archive_blobs() == sorted(archive_path("cust-groups", DAY, c, ".zip") for c in cids)
+    rows = env.rows("message")
+    assert sorted(r["CorrelationId"] for r in rows) == sorted(cids)
+    assert all(r["Status"] == "Archived" and r["Acked"] is True for r in rows), rows
+    # Nothing comes back after F&O's visibility timeout: it was acknowledged.
+    env.emu.admin.advance(1801)
+    assert _drain(env, run=RUN + "b")["taken"] == 0
+
+
+@pytest.mark.parametrize("endpoint", ["dequeue", "download"])
+def test_a_lost_dequeue_or_download_answer_loses_no_message(make_env, monkeypatch, endpoint: str) -> None:
+    """The dequeue (or download) happened in F&O but its answer was lost: the message is not acked, comes
+    back after the visibility timeout, and is archived once."""
+    env = make_env()
+    early = _audit_acks(env, monkeypatch)
+    cids = [env.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(n)) for n in range(3)]
+    env.emu.admin.inject_fault(endpoint, "after_503", next_n=1)
+    res = _drain(env, workers=1)
+    env.emu.admin.advance(1801)
+    res2 = _drain(env, run=RUN + "b", workers=1)
+    assert res["archived"] + res2["archived"] == 3, (res, res2)
+    assert set(_statuses(env).values()) == {"Acked"}
+    assert early == []
+    for cid in cids:
+        assert [n for n in env.archive_blobs() if cid in n] == [archive_path("cust-groups", DAY, cid, ".zip")]
+    archived = [r["CorrelationId"] for r in env.rows("message") if r["Status"] == "Archived"]
+    assert sorted(archived) == sorted(cids)  # each archived exactly once

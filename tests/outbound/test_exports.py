@@ -160,3 +160,74 @@ def test_package_name_pattern() -> None:
     assert ex.package_name(ExportJob.model_validate(JOB | {"package_name": "{nope}"}), DUE) == (
         "groups-nightly-20261125020000"
     )
+
+
+def test_a_refused_export_start_is_called_again_without_waiting_out_the_grace(env: Env) -> None:
+    """503 with Retry-After is "not done": the next attempt calls again instead of polling an id F&O
+    never saw (which would wait POLL_NOT_FOUND_GRACE_SECONDS, then re-call)."""
+    req = _req()
+    env.emu.admin.inject_fault("ExportToPackageAsync", "503", next_n=1, retry_after=1)
+    st = ex.start_export(env.svc, req)
+    assert st["state"] == "throttled" and st["retry_after"] == 1
+    assert ex.start_export(env.svc, req) == {"state": "started"}
+    assert [c["status"] for c in env.emu.admin.calls("ExportToPackageAsync")] == [503, 200]
+    assert _run_to_terminal(env, req) == "Succeeded"
+    assert [e["executionId"] for e in env.emu.admin.executions() if e["kind"] == "export"] == [
+        req["execution_id"]
+    ]
+
+
+def _run_export(env: Env, job: dict, due: datetime) -> tuple[dict, dict]:
+    j = ExportJob.model_validate(job)
+    run_id = ex.export_run_id(j.name, due)
+    req = {
+        "job": j.model_dump(),
+        "run_id": run_id,
+        "day": f"{due:%Y%m%d}",
+        "execution_id": ex.export_execution_id(j.data_project, run_id),
+        "package_name": ex.package_name(j, due),
+        "instance_id": ex.export_instance_id(j.name),
+    }
+    assert ex.start_export(env.svc, req) == {"state": "started"}
+    assert _run_to_terminal(env, req) == "Succeeded"
+    got = ex.fetch_export(env.svc, req)
+    assert got["ready"], got
+    return req, got
+
+
+def test_two_runs_on_the_same_day_keep_two_archives(env: Env) -> None:
+    job = JOB | {"package_name": "{job}-{date}"}  # a name that does not tell the day's runs apart
+    _import(env, ["D1"])
+    first, got1 = _run_export(env, job, DUE)
+    api = package_api(env.svc.settings, "main")
+    data = customer_groups_package(["D2"])
+    url = api.upload_package("second.zip", data, len(data))
+    exec_id = api.import_from_package(url.blob_url, "CustomerGroups-Import", "imp-2", legal_entity_id="USMF")
+    for _ in range(60):
+        if api.get_execution_summary_status(exec_id).value == "Succeeded":
+            break
+        env.emu.admin.advance(5)
+    _, got2 = _run_export(env, job, DUE + timedelta(hours=12))
+    assert got1["archived"] != got2["archived"]
+    prefix = "exports/groups-nightly/2026/11/25/"
+    assert env.archive_blobs() == sorted(
+        [prefix + "groups-nightly-20261125-020000.zip", prefix + "groups-nightly-20261125-140000.zip"]
+    )
+    # The first run's package is still its own.
+    assert _csv_rows(env.svc.blob_at(got1["archived"]).download_blob().readall()) == {"D1"}
+    assert _csv_rows(env.svc.blob_at(got2["archived"]).download_blob().readall()) == {"D1", "D2"}
+    # A redelivered fetch of the same run writes the same blob again, not a third copy.
+    assert ex.fetch_export(env.svc, first)["archived"] == got1["archived"]
+    assert len(env.archive_blobs()) == 2
+
+
+def test_a_recall_after_a_lost_answer_counts_the_existing_export_as_started(env: Env) -> None:
+    """ExportToPackage started but its answer was lost; F&O does not show the id yet when the orchestrator
+    re-calls, and answers "execution id already exists": that is our export, started once."""
+    req = _req()
+    env.emu.admin.inject_fault("ExportToPackageAsync", "after_drop", next_n=1)
+    assert ex.start_export(env.svc, req)["state"] == "ambiguous"
+    assert ex.start_export(env.svc, req | {"allow_recall": True}) == {"state": "started"}
+    assert [c["status"] for c in env.emu.admin.calls("ExportToPackageAsync")] == [0, 400]
+    assert _run_to_terminal(env, req) == "Succeeded"
+    assert len([e for e in env.emu.admin.executions() if e["kind"] == "export"]) == 1
