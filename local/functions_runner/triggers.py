@@ -18,14 +18,14 @@ import logging
 import os
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
-from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
-from azure.storage.blob import BlobServiceClient
+from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
+from azure.storage.blob import BlobPrefix, BlobServiceClient
 from croniter import croniter
 
 from dmf.redact import redact
@@ -98,13 +98,16 @@ class BlobTriggers:
                 path = resolve_settings(fi.trigger["path"])
                 container, prefix, regex = _blob_pattern(path)
                 conn_name = fi.trigger.get("connection") or "AzureWebJobsStorage"
-                svc = BlobServiceClient.from_connection_string(_connection_string(conn_name))
+                conn = _connection_string(conn_name)
+                svc = BlobServiceClient.from_connection_string(conn)
+                # Listings are polls: a failed one is simply tried at the next scan, not retried for minutes.
+                lister = BlobServiceClient.from_connection_string(conn, retry_total=0)
             except AppConfigurationError as exc:
                 _indexing_error(self.function_errors, fi.name, exc)
                 continue
             self.watches.append({
                 "fi": fi, "container": container, "prefix": prefix, "regex": regex, "connection": conn_name,
-                "client": svc.get_container_client(container),
+                "client": svc.get_container_client(container), "lister": lister.get_container_client(container),
             })  # fmt: skip
         self._lock = threading.Lock()
         self._seen: set[tuple[str, str, str]] = set()  # (function, blob, etag) with a receipt
@@ -114,6 +117,7 @@ class BlobTriggers:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.deliveries = 0
+        self.unlistable: set[tuple[str, str]] = set()  # (container, folder) Azurite failed to list
 
     def start(self, poll_interval: float) -> None:
         if not self.watches:
@@ -152,7 +156,7 @@ class BlobTriggers:
         for w in self.watches:
             fi, container = w["fi"], w["container"]
             try:
-                blobs = list(w["client"].list_blobs(name_starts_with=w["prefix"] or None))
+                blobs = self._list(w)
             except ResourceNotFoundError:
                 continue
             for b in blobs:
@@ -177,6 +181,37 @@ class BlobTriggers:
                     self._pool.submit(self._deliver, w, b.name, b.etag, key)
                 started += copies
         return started
+
+    def _list(self, w: dict[str, Any]) -> list[Any]:
+        """The watched blobs. Azurite answers 500 to a listing that would hold a name with control
+        characters: then walk folder by folder, so only the folder holding that name goes unlisted."""
+        try:
+            return list(w["lister"].list_blobs(name_starts_with=w["prefix"] or None))
+        except HttpResponseError as exc:
+            if (exc.status_code or 0) < 500:
+                raise
+        return list(self._walk(w, w["prefix"] or ""))
+
+    def _walk(self, w: dict[str, Any], prefix: str) -> Iterator[Any]:
+        try:
+            items = list(w["lister"].walk_blobs(name_starts_with=prefix or None, delimiter="/"))
+        except HttpResponseError as exc:
+            if (exc.status_code or 0) < 500:
+                raise
+            if (w["container"], prefix) not in self.unlistable:
+                self.unlistable.add((w["container"], prefix))
+                log.error(
+                    "cannot list %s/%s (storage answered %s): a blob name there likely holds control "
+                    "characters, which Azurite cannot list. Blobs in that folder wait until it is renamed "
+                    "or deleted; other folders are delivered.",
+                    w["container"], redact(repr(prefix)), exc.status_code,
+                )  # fmt: skip
+            return
+        for item in items:
+            if isinstance(item, BlobPrefix):
+                yield from self._walk(w, item.name)
+            else:
+                yield item
 
     def _deliver(self, w: dict[str, Any], blob_name: str, etag: str, key: tuple[str, str, str]) -> None:
         fi, container = w["fi"], w["container"]

@@ -59,6 +59,24 @@ def test_blob_trigger_fires_once_per_version_with_sdk_binding(make_runner, setti
     assert len(trigger_app.STARTS) == 2
 
 
+def test_a_name_azurite_cannot_list_holds_up_only_its_own_folder(make_runner, settings, container) -> None:
+    container.upload_blob("broken/bad\x01name.csv", b"1")  # Azurite answers 500 to any listing that holds it
+    container.upload_blob("orders/a.csv", b"x,y\n1,2\n")
+    runner = make_runner(
+        trigger_app.app, settings=settings, clock=VirtualClock(START), blob_poll_interval=0.2
+    )
+    deadline = time.monotonic() + 90
+    while deliveries("on_inbound_blob") != ["orders/a.csv"]:
+        assert time.monotonic() < deadline, deliveries("on_inbound_blob")
+        time.sleep(0.1)
+    assert runner.blobs.unlistable == {(container.container_name, "broken/")}
+    container.upload_blob("later/b.csv", b"2")  # later drops are not stalled by the bad name
+    deadline = time.monotonic() + 90
+    while "later/b.csv" not in deliveries("on_inbound_blob"):
+        assert time.monotonic() < deadline, deliveries("on_inbound_blob")
+        time.sleep(0.1)
+
+
 def test_receipts_survive_a_restart(make_runner, settings, container) -> None:
     container.upload_blob("b.csv", b"1")
     first = make_runner(trigger_app.app, settings=settings, clock=VirtualClock(START))
