@@ -18,9 +18,10 @@ BINDING_SETTINGS = {
 }
 
 
-def _get(url: str) -> tuple[int, dict]:
+def _get(url: str, key: str) -> tuple[int, dict]:
+    req = urllib.request.Request(url, headers={"x-functions-key": key})  # a FUNCTION-level route
     try:
-        with urllib.request.urlopen(url, timeout=30) as r:
+        with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
         return e.code, json.loads(e.read())
@@ -52,7 +53,7 @@ def test_health_names_functions_disabled_by_unset_binding_settings(azurite, uniq
         # The runner disables them, as the host does...
         assert {"on_inbound_blob", "drain_timer"} <= set(stack.runner.function_errors)
         # ...and health says so instead of "ok".
-        status, body = _get(f"{stack.runner.http_base_url}/api/health")
+        status, body = _get(f"{stack.runner.http_base_url}/api/health", stack.runner.function_key)
         assert status == 503 and body["status"] == "degraded", body
         assert body["disabled_functions"] == [
             {"function": "drain_timer", "missing_settings": ["DRAIN_SCHEDULE"]},
@@ -62,7 +63,7 @@ def test_health_names_functions_disabled_by_unset_binding_settings(azurite, uniq
         stack.settings = app_settings(azurite, stack.emu, **stack.names)
         stack.start_runner()
         assert not set(stack.runner.function_errors) & set(BINDING_SETTINGS)
-        status, body = _get(f"{stack.runner.http_base_url}/api/health")
+        status, body = _get(f"{stack.runner.http_base_url}/api/health", stack.runner.function_key)
         assert (status, body["status"]) == (200, "ok") and "disabled_functions" not in body
     finally:
         stack.stop()
