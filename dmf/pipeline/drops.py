@@ -487,8 +487,8 @@ def _fit_blob_name(dest: str, drop_id: str) -> str:
     return f"{container}/{folder}{stem[:room]}{tag}{suffix}"
 
 
-_TEMP_PATH = re.compile(
-    "(?:" + "|".join(re.escape(d) for d in {tempfile.gettempdir(), "/tmp"}) + r")[/\\][^\s'\"]*"  # noqa: S108
+_TEMP_PATH = re.compile(  # matches temp paths to strip them from reasons; nothing is written there
+    "(?:" + "|".join(re.escape(d) for d in {tempfile.gettempdir(), "/tmp"}) + r")[/\\][^\s'\"]*"  # noqa: S108 # nosec B108
 )
 
 
