@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_MANIFEST_BYTES = 1 * 2**20
 OK_STATUSES = {"Succeeded", "PartiallySucceeded"}
-FINAL_DROP_STATUSES = {"Succeeded", "PartiallySucceeded", "Failed", "Rejected", "Duplicate", "Gone"}
+FINAL_DROP_STATUSES = {
+    "Succeeded", "PartiallySucceeded", "Failed", "Rejected", "Duplicate", "Gone", "Canceled",
+}  # fmt: skip
 # Outcomes that leave F&O's side unknown: the content claim stays, so a re-drop cannot import twice.
 UNSETTLED = {"TimedOut", "Unknown"}
 
@@ -72,6 +74,8 @@ def plan_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             "StartedAt": _now(),
         },
     )
+    received = req.get("received_at")
+    svc.ledger.index_drop(source, drop_id, day, datetime.fromisoformat(received) if received else _now())
     try:
         route = resolve(name, svc.settings)
     except RoutingError as exc:
@@ -347,6 +351,8 @@ def drop_status(results: list[dict[str, Any]], rejected: list[dict[str, Any]]) -
         return "Succeeded"
     if any(s in OK_STATUSES for s in statuses):
         return "PartiallySucceeded"
+    if statuses and all(s == "Canceled" for s in statuses) and not rejected:
+        return "Canceled"  # an operator canceled it before anything reached F&O
     return "Failed"
 
 
@@ -380,6 +386,7 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         "Succeeded": s.processed_container,
         "PartiallySucceeded": s.processed_container,
         "Failed": s.failed_container,
+        "Canceled": s.failed_container,
     }.get(status, s.rejected_container)
     name = source.partition("/")[2]
     archived = _free_destination(svc, f"{target}/{name}", drop_id)
@@ -416,7 +423,12 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             dest = _free_destination(svc, f"{target}/{member.partition('/')[2]}", drop_id)
             _move(svc, member, dest, None, drop_id, status)
     unsettled = any(r.get("status") in UNSETTLED for r in results)
-    if status in {"Rejected", "Failed"} and req.get("sha256") and action != "duplicate" and not unsettled:
+    if (
+        status in {"Rejected", "Failed", "Canceled"}
+        and req.get("sha256")
+        and action != "duplicate"
+        and not unsettled
+    ):
         svc.ledger.release_content(req["sha256"], drop_id)
     return {"status": status, "archived": archived}
 
