@@ -91,12 +91,12 @@ def deep_health(svc: Services, now: datetime | None = None) -> dict[str, Any]:
                 "oldestWaitSeconds": round(waited),
             }
             if snap["paused"]:
-                problems.append(
+                warnings.append(
                     f"gate {n}: paused by {snap.get('paused_by') or 'an operator'}; no import starts"
                 )
             if expired:
                 problems.append(f"gate {n}: {len(expired)} holder lease(s) expired (a crashed import?)")
             if waited > WAITER_TOO_OLD_SECONDS:
-                problems.append(f"gate {n}: a drop has waited {waited / 3600:.1f} h for its turn")
+                warnings.append(f"gate {n}: a drop has waited {waited / 3600:.1f} h for its turn")
     status = "ok" if not problems else "unhealthy"
     return {"status": status, "problems": problems, "warnings": warnings, "checks": checks}

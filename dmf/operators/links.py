@@ -44,9 +44,7 @@ def read_links(svc: Services, paths: list[str], minutes: int = MAX_MINUTES) -> d
     now = datetime.now(UTC)
     expiry = now + timedelta(minutes=minutes)
     bs = clients.blob_service(svc.settings)
-    account_key = (
-        getattr(bs.credential, "account_key", None) if svc.settings.uses_connection_string else None
-    )
+    account_key = getattr(bs.credential, "account_key", None) if svc.settings.uses_connection_string else None
     delegation = None if account_key else _delegation_key(svc, now, expiry)
     out = {}
     for path in paths:

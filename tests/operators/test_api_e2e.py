@@ -205,7 +205,7 @@ def test_pause_holds_imports_resume_lets_them_in_and_cancel_frees_a_waiter(stack
         stack.drop(f"{PROJECT}/Customer groups__cancel.csv", customer_groups_csv(["C1"]))
         gates = _wait(lambda: (g := api(stack, "GET", "gates").json()["gates"][0])["waiters"][1:] and g)
         assert gates["paused"] and not gates["holders"]
-        stack.runner.wait_until_idle(timeout=60)
+        time.sleep(2)  # (with the clock held the runner is never idle: a waiter's recheck timer is pending)
         assert _imports(stack) == []  # nothing imports while paused
         held = stack.drop_row("Customer groups__held.csv")
         to_cancel = stack.drop_row("Customer groups__cancel.csv")
@@ -216,11 +216,10 @@ def test_pause_holds_imports_resume_lets_them_in_and_cancel_frees_a_waiter(stack
         c = api(stack, "POST", f"drops/{to_cancel['RowKey']}/cancel")
         assert c.status_code == 202, c.text
         assert c.json()["canceled"] == [f"{to_cancel['RowKey']}-p001"]
-        stack.runner.wait_until_idle(timeout=60)
-        assert stack.drop_row("Customer groups__cancel.csv")["Status"] == "Canceled"
+        _wait(lambda: stack.drop_row("Customer groups__cancel.csv")["Status"] == "Canceled")
         assert api(stack, "POST", f"drops/{to_cancel['RowKey']}/cancel").status_code == 409
         health = api(stack, "GET", "health?deep=1").json()
-        assert any("paused" in w for w in health["warnings"])
+        assert any("paused" in w for w in health["warnings"]), health
         assert api(stack, "POST", "gates/main/resume").json()["paused"] is False
     stack.settle()
     assert stack.drop_row("Customer groups__held.csv")["Status"] == "Succeeded"
