@@ -352,10 +352,13 @@ class ImportGate:
         self, paused: bool, now: datetime, *, by: str | None = None, reason: str | None = None,
         stale_after_seconds: float = 300.0,
     ) -> list[str]:  # fmt: skip
-        """Pause (no new permit is granted) or resume. Returns, on resume, the waiters to wake now."""
+        """Pause (no new permit is granted) or resume. Returns, on resume, the waiters to wake now.
+
+        ``stale_after_seconds`` is kept for callers' symmetry with ``release``; resuming wakes all waiters.
+        """
         now = _aware(now)
         for _ in range(MAX_ATTEMPTS):
-            holders, etag, _ = self._load_state()
+            _, etag, _ = self._load_state()
             fields = {
                 "PartitionKey": self.pk,
                 "RowKey": STATE,
@@ -376,7 +379,11 @@ class ImportGate:
                     continue
                 raise
             log.warning("gate %s %s by %s", self.pk, "paused" if paused else "resumed", by or "an operator")
-            return [] if paused else self._next_in_line(len(holders), now, stale_after_seconds)
+            if paused:
+                return []
+            # Wake every waiter (a rare, manual step): the first in line gets in at once, the others look and
+            # wait again. Staleness is not judged here: the caller's clock is not the orchestrations' clock.
+            return [w["InstanceId"] for w in self._waiters() if not w.get("Canceled")]
         raise RuntimeError(f"gate {self.pk}: too much contention pausing")
 
     def cancel_waiter(self, instance_id: str, now: datetime) -> bool:

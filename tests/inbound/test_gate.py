@@ -136,7 +136,7 @@ def test_pause_holds_new_permits_and_resume_wakes_the_first_waiter(table) -> Non
     snap = gate.snapshot()
     assert snap["paused"] and snap["paused_by"] == "ops" and snap["pause_reason"] == "F&O maintenance"
     assert [w["ticket"] for w in snap["waiters"]] == ["b", "c"]  # waiters keep their place
-    assert gate.set_paused(False, T0 + timedelta(seconds=8), stale_after_seconds=STALE) == ["ib"]
+    assert gate.set_paused(False, T0 + timedelta(seconds=8), stale_after_seconds=STALE) == ["ib", "ic"]
     assert not gate.snapshot()["paused"]
     assert gate.try_acquire(
         "b", "ib", T0 + timedelta(seconds=9), lease_seconds=LEASE, stale_after_seconds=STALE

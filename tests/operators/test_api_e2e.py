@@ -221,6 +221,7 @@ def test_pause_holds_imports_resume_lets_them_in_and_cancel_frees_a_waiter(stack
         health = api(stack, "GET", "health?deep=1").json()
         assert any("paused" in w for w in health["warnings"]), health
         assert api(stack, "POST", "gates/main/resume").json()["paused"] is False
+        _wait(lambda: len(_imports(stack)) == 1)  # woken by the resume, not by a recheck timer
     stack.settle()
     assert stack.drop_row("Customer groups__held.csv")["Status"] == "Succeeded"
     assert _imports(stack) == [f"CustomerGroups-Import-{held['RowKey']}-p001"]

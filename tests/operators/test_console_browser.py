@@ -122,5 +122,9 @@ def test_console_shows_a_failure_retries_it_and_pauses_the_gate(stack: Stack, pa
 
 
 def test_console_without_a_key_is_refused(stack: Stack, page) -> None:
-    resp = page.goto(f"{stack.runner.http_base_url}/api/console")
-    assert resp is not None and resp.status == 401
+    base = f"{stack.runner.http_base_url}/api/console"
+    assert page.request.get(base).status == 401
+    assert page.request.get(f"{base}?code=wrong").status == 401
+    ok = page.request.get(f"{base}?code={stack.runner.function_key}")
+    assert ok.status == 200 and ok.headers["content-type"].startswith("text/html")
+    assert ok.headers["referrer-policy"] == "no-referrer"  # the page's URL carries the key
