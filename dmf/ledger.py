@@ -163,7 +163,8 @@ class Ledger:
                 "DropId": drop_id,
                 "Day": day,
                 "ReceivedAt": received_at.astimezone(UTC),
-            }
+            },
+            mode=UpdateMode.MERGE,  # a re-run of the drop's first step keeps the status its end recorded
         )
         self.table.upsert_entity({"PartitionKey": "drop", "RowKey": safe_key(drop_id), "Day": day})
 
@@ -175,10 +176,30 @@ class Ledger:
         out = []
         for r in rows:
             if r.get("SourceBlob") == source[:1100]:  # a hash collision is not this file
-                out.append({"drop_id": r["DropId"], "day": r["Day"], "received_at": r.get("ReceivedAt")})
+                out.append(
+                    {
+                        "drop_id": r["DropId"],
+                        "day": r["Day"],
+                        "received_at": r.get("ReceivedAt"),
+                        "status": r.get("Status"),
+                        "effective_status": r.get("EffectiveStatus"),
+                        "reason": r.get("Reason"),
+                        "finished_at": r.get("FinishedAt"),
+                    }
+                )
             if len(out) >= limit:
                 break
         return out
+
+    def update_index(self, source: str, drop_id: str, fields: dict[str, Any]) -> None:
+        """Copy a drop's end (status, reason) onto its index row, so a file's history is one read."""
+        rows = self.table.query_entities(
+            "PartitionKey eq @pk and DropId eq @id", parameters={"pk": file_partition(source), "id": drop_id}
+        )
+        for r in rows:
+            self.table.upsert_entity(
+                {"PartitionKey": r["PartitionKey"], "RowKey": r["RowKey"], **fields}, mode=UpdateMode.MERGE
+            )
 
     def drop_day(self, drop_id: str) -> str | None:
         try:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dmf.operators import OperatorError
+from dmf.pipeline.drops import FINAL_DROP_STATUSES
 from dmf.pipeline.services import Services
 from dmf.storage.outcomes import safe_key
 
@@ -207,8 +208,20 @@ def files(svc: Services, path: str) -> dict[str, Any]:
     path = path.strip("/")
     out = []
     for hit in svc.ledger.drops_of(path):
-        row = svc.outcomes.get(hit["day"], hit["drop_id"]) or {}
-        item = summary(row) if row else {"id": hit["drop_id"], "day": hit["day"]}
-        item.setdefault("receivedAt", hit["received_at"].isoformat() if hit["received_at"] else None)
+        if hit["status"] in FINAL_DROP_STATUSES:  # its end is on the index row: no further read
+            item = {
+                "id": hit["drop_id"],
+                "day": hit["day"],
+                "status": hit["status"],
+                "effectiveStatus": hit["effective_status"],
+                "reason": hit["reason"] or None,
+                "finishedAt": hit["finished_at"].isoformat() if hit["finished_at"] else None,
+            }
+            item = {k: v for k, v in item.items() if v is not None}
+        else:  # still going: its live row
+            row = svc.outcomes.get(hit["day"], hit["drop_id"]) or {}
+            item = summary(row) if row else {"id": hit["drop_id"], "day": hit["day"]}
+        item["source"] = path
+        item["receivedAt"] = hit["received_at"].isoformat() if hit["received_at"] else None
         out.append(item)
     return {"path": path, "drops": out}

@@ -141,6 +141,10 @@ def finalize_retry(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         [{"seq": seq_of(r["RowKey"])} for r in detail["rejected"]],
     )
     svc.outcomes.upsert(day, drop_id, {"LastRetryId": retry_id, "EffectiveStatus": effective})
+    if req.get("source"):
+        svc.ledger.update_index(
+            req["source"], drop_id, {"EffectiveStatus": effective, "LastRetryId": retry_id}
+        )
     unsettled = any(r.get("Status") in UNSETTLED for r in latest.values())
     if effective in {"Failed", "Canceled"} and req.get("sha256") and not unsettled:
         svc.ledger.release_content(req["sha256"], drop_id)

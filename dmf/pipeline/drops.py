@@ -415,6 +415,7 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         summary["DurationSeconds"] = round((finished - started["StartedAt"]).total_seconds(), 3)
     # The outcome row is written before the source blob is touched.
     svc.outcomes.upsert(day, drop_id, summary)
+    _index_end(svc, source, drop_id, status, reason, finished)
     _move(
         svc, source, archived, reason if status not in OK_STATUSES else None, drop_id, status, req.get("etag")
     )
@@ -431,6 +432,18 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     ):
         svc.ledger.release_content(req["sha256"], drop_id)
     return {"status": status, "archived": archived}
+
+
+def _index_end(
+    svc: Services, source: str, drop_id: str, status: str, reason: str | None, when: datetime
+) -> None:
+    """The operators' file index gets the drop's end too (a file's history is then one read)."""
+    try:
+        svc.ledger.update_index(
+            source, drop_id, {"Status": status, "Reason": redact(reason or "")[:2000], "FinishedAt": when}
+        )
+    except Exception as exc:  # the index is secondary: the outcome row is the record
+        log.warning("could not update the file index for %s: %s", drop_id, redact(str(exc)))
 
 
 def _move(

@@ -125,6 +125,10 @@ def test_list_detail_links_and_file_history(stack: Stack) -> None:
     assert hist["drops"][1]["id"] == good["RowKey"] and hist["drops"][0]["id"] != good["RowKey"]
     assert hist["drops"][0]["receivedAt"] > hist["drops"][1]["receivedAt"]
     assert api(stack, "GET", "files", params={"path": path + "x"}).json()["drops"] == []
+    bad_path = f"{stack.names['INBOUND_CONTAINER']}/{PROJECT}/Customer groups__bad.csv"
+    (bad_hist,) = api(stack, "GET", "files", params={"path": bad_path}).json()["drops"]
+    assert bad_hist["id"] == bad["RowKey"] and bad_hist["status"] == "Failed"
+    assert "longer than 10 characters" in bad_hist["reason"]
     assert api(stack, "GET", "files", params={"path": "nocontainer"}).status_code == 400
     # No SAS signature or key landed in any stored row.
     assert "sig=" not in json.dumps(stack.outcomes(), default=str)
@@ -158,6 +162,9 @@ def test_retry_imports_only_the_failed_package_again_under_a_new_execution_id(st
     assert retry["status"] == "Failed" and [p["seq"] for p in retry["packages"]] == [2]
     assert retry["packages"][0]["executionId"] == new[0] and retry["packages"][0]["errorFiles"]
     assert d["retriable"] == [2] and d["effectiveStatus"] == "PartiallySucceeded"
+    two = f"{stack.names['INBOUND_CONTAINER']}/USRT/CustomerGroups-Import/two.zip"
+    (hist,) = api(stack, "GET", "files", params={"path": two}).json()["drops"]
+    assert hist["status"] == "PartiallySucceeded" and hist["effectiveStatus"] == "PartiallySucceeded"
     assert {r["CUSTOMERGROUPID"] for r in stack.emu.admin.data("USRT", "Customer groups")} == {"G1"}
 
     # A second retry again imports only package 2; a drop that fully succeeded has nothing to retry.
