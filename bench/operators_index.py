@@ -148,17 +148,19 @@ def main() -> None:
         )
         info = load(svc, ns.drops, ns.days, ns.files)
         rnd = random.Random(11)
-        files_idx, files_scan, days_idx, days_scan = [], [], [], []
+        files_idx, files_scan, days_idx, days_scan, hits, fails = [], [], [], [], [], []
         for path in rnd.sample(info["names"], ns.repeat):
             a, got = timed(index_file, svc, path)
             b, want = timed(scan_file, svc, path)
             assert got == want, (path, got, want)
+            hits.append(len(got))
             files_idx.append(a)
             files_scan.append(b)
         for day in [rnd.choice(info["days"]) for _ in range(max(ns.repeat // 4, 3))]:
             a, got = timed(index_failures, svc, day)
             b, want = timed(scan_failures, svc, day)
             assert got == want and got, (day, len(got), len(want))
+            fails.append(len(got))
             days_idx.append(a)
             days_scan.append(b)
     med = statistics.median
@@ -172,13 +174,18 @@ def main() -> None:
         f"outcome rows ({ns.drops:,} drops + one package each) over {ns.days} days from {ns.files:,} file names, "
         f"plus the index rows (loaded in {info['load_s']:.1f} s). Answers checked equal; medians.",
         "",
-        "| Question | ours (index / day partition) | baseline: full-table scan | ratio (scan / ours) |",
-        "|---|---|---|---|",
-        f"| what happened to file X (`GET /api/files`), {ns.repeat} files | {f_i * 1000:.1f} ms | {f_s * 1000:.1f} ms | {f_s / f_i:.0f}× |",
-        f"| one day's failures (`GET /api/drops?status=Failed`), {len(days_idx)} days | {d_i * 1000:.1f} ms | {d_s * 1000:.1f} ms | {d_s / d_i:.0f}× |",
+        "| Question | ours (index / day partition) | baseline: full-table scan | ratio (scan / ours) | rows the service reads: ours / scan |",
+        "|---|---|---|---|---|",
+        f"| what happened to file X (`GET /api/files`), {ns.repeat} files, {statistics.mean(hits):.1f} drops each | {f_i * 1000:.1f} ms | {f_s * 1000:.1f} ms | {f_s / f_i:.2f} | {statistics.mean(hits):.1f} / {info['rows']:,} |",
+        f"| one day's failures (`GET /api/drops?status=Failed`), {len(days_idx)} days, {statistics.mean(fails):.0f} failures each | {d_i * 1000:.1f} ms | {d_s * 1000:.1f} ms | {d_s / d_i:.2f} | {info['rows'] // ns.days:,} / {info['rows']:,} |",
         "",
-        "The index answers from one small partition (its rows carry each ended drop's status); the day's list reads",
-        "one partition. A scan reads every row of the table, so its cost grows with the table, the index's does not.",
+        "Both questions are one request either way here. The index answers from one small partition (its rows carry",
+        "each ended drop's status and reason); a day's list reads one partition. A scan makes the service read every",
+        "row of the table. Azurite keeps tables in memory and filters 10,000 rows in a few milliseconds, so a scan",
+        "with a selective filter costs about one request's overhead: the file question comes out about even here.",
+        "The day's failures are several times faster from the day's partition: the scan returns every day's failures",
+        "and the client keeps one day's. In Azure Table Storage a query without a PartitionKey is a server-side scan that grows with the",
+        "table and pages at partition boundaries; the index's cost stays one partition read however large it grows.",
         "",
     ]
     out = ROOT / "bench" / "results" / "operators.md"

@@ -67,7 +67,7 @@ def test_routes_need_a_function_key(stack: Stack) -> None:
     assert not api(stack, "GET", "gates").json()["gates"][0]["paused"]
 
 
-def test_list_detail_links_and_file_history(stack: Stack) -> None:
+def test_list_detail_links_and_file_history(stack: Stack, caplog) -> None:
     stack.drop(f"{PROJECT}/Customer groups__good.csv", customer_groups_csv(["A1", "A2"]))
     stack.drop(f"{PROJECT}/Customer groups__bad.csv", customer_groups_csv([], bad_rows=3))
     stack.settle()
@@ -130,8 +130,9 @@ def test_list_detail_links_and_file_history(stack: Stack) -> None:
     assert bad_hist["id"] == bad["RowKey"] and bad_hist["status"] == "Failed"
     assert "longer than 10 characters" in bad_hist["reason"]
     assert api(stack, "GET", "files", params={"path": "nocontainer"}).status_code == 400
-    # No SAS signature or key landed in any stored row.
+    # No SAS signature or key landed in any stored row or log line.
     assert "sig=" not in json.dumps(stack.outcomes(), default=str)
+    assert "sig=" not in caplog.text and stack.runner.function_key not in caplog.text
 
 
 def test_retry_imports_only_the_failed_package_again_under_a_new_execution_id(stack: Stack) -> None:
