@@ -170,6 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             if ns.keep:
                 print("The stack stays up (Azurite, emulator, app); Ctrl-C stops it.", flush=True)
+                _interrupt_on_signals()
                 try:
                     while True:
                         time.sleep(1)
@@ -177,6 +178,17 @@ def main(argv: list[str] | None = None) -> int:
                     print("\nStopping …")
     print(f"\nDone in {time.monotonic() - t0:.1f}s (virtual clock: {not ns.real_clock}).")
     return 0 if ok else 1
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C (even when started in the background, where SIGINT may be ignored) and SIGTERM stop cleanly."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def outbound_demo(stack: Any) -> None:
