@@ -298,3 +298,24 @@ def test_deep_health_names_a_failing_token_endpoint(stack: Stack) -> None:
     assert stack.settings["FNO_MAIN_CLIENT_SECRET"] not in bad.text
     stack.emu.admin.clear_faults()
     assert api(stack, "GET", "health?deep=1").status_code == 200
+
+
+def test_retry_is_refused_when_the_same_content_was_imported_since_by_another_drop(stack: Stack) -> None:
+    data = customer_groups_csv(["K1"])
+    stack.drop(f"{PROJECT}/Customer groups__first.csv", data)
+    first = _wait(lambda: [r for r in stack.drops() if r.get("ContentSha256")])[0]
+    exec_id = f"CustomerGroups-Import-{first['RowKey']}-p001"
+    _wait(lambda: any(e["executionId"] == exec_id for e in stack.emu.admin.executions()))
+    stack.emu.admin.override_status(exec_id, "Failed")
+    stack.settle()
+    assert stack.drop_row("Customer groups__first.csv")["Status"] == "Failed"  # its content claim is released
+    stack.drop(f"{PROJECT}/Customer groups__again.csv", data)  # the same bytes: this drop claims and imports
+    stack.settle()
+    again = stack.drop_row("Customer groups__again.csv")
+    assert again["Status"] == "Succeeded"
+    imports = len(stack.import_calls())
+    refused = api(stack, "POST", f"drops/{first['RowKey']}/retry")
+    assert refused.status_code == 409 and again["RowKey"] in refused.json()["error"], refused.text
+    stack.settle()
+    assert len(stack.import_calls()) == imports
+    assert api(stack, "GET", f"drops/{first['RowKey']}").json()["retries"] == []
