@@ -183,12 +183,13 @@ def test_retry_imports_only_the_failed_package_again_under_a_new_execution_id(st
 
 
 def test_a_failed_drop_retried_after_the_fault_is_fixed_succeeds(stack: Stack) -> None:
-    stack.drop(f"{PROJECT}/Customer groups.csv", customer_groups_csv(["F1"]))
-    row = _wait(lambda: [r for r in stack.drops() if r.get("ContentSha256")])[0]
-    exec_id = f"CustomerGroups-Import-{row['RowKey']}-p001"
-    # F&O reports the first import Failed (as when a required setup was missing in F&O).
-    _wait(lambda: any(e["executionId"] == exec_id for e in stack.emu.admin.executions()))
-    stack.emu.admin.override_status(exec_id, "Failed")
+    with stack.runner.hold_clock():  # F&O's (virtual) time stands still until the status is overridden
+        stack.drop(f"{PROJECT}/Customer groups.csv", customer_groups_csv(["F1"]))
+        row = _wait(lambda: [r for r in stack.drops() if r.get("ContentSha256")])[0]
+        exec_id = f"CustomerGroups-Import-{row['RowKey']}-p001"
+        # F&O reports the first import Failed (as when a required setup was missing in F&O).
+        _wait(lambda: any(e["executionId"] == exec_id for e in stack.emu.admin.executions()))
+        stack.emu.admin.override_status(exec_id, "Failed")
     stack.settle()
     assert stack.drop_row("Customer groups.csv")["Status"] == "Failed"
     r = api(stack, "POST", f"drops/{row['RowKey']}/retry")
@@ -302,11 +303,12 @@ def test_deep_health_names_a_failing_token_endpoint(stack: Stack) -> None:
 
 def test_retry_is_refused_when_the_same_content_was_imported_since_by_another_drop(stack: Stack) -> None:
     data = customer_groups_csv(["K1"])
-    stack.drop(f"{PROJECT}/Customer groups__first.csv", data)
-    first = _wait(lambda: [r for r in stack.drops() if r.get("ContentSha256")])[0]
-    exec_id = f"CustomerGroups-Import-{first['RowKey']}-p001"
-    _wait(lambda: any(e["executionId"] == exec_id for e in stack.emu.admin.executions()))
-    stack.emu.admin.override_status(exec_id, "Failed")
+    with stack.runner.hold_clock():
+        stack.drop(f"{PROJECT}/Customer groups__first.csv", data)
+        first = _wait(lambda: [r for r in stack.drops() if r.get("ContentSha256")])[0]
+        exec_id = f"CustomerGroups-Import-{first['RowKey']}-p001"
+        _wait(lambda: any(e["executionId"] == exec_id for e in stack.emu.admin.executions()))
+        stack.emu.admin.override_status(exec_id, "Failed")
     stack.settle()
     assert stack.drop_row("Customer groups__first.csv")["Status"] == "Failed"  # its content claim is released
     stack.drop(f"{PROJECT}/Customer groups__again.csv", data)  # the same bytes: this drop claims and imports

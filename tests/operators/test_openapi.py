@@ -2,24 +2,39 @@
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 from dmf.operators.openapi import document
 
+ROOT = Path(__file__).resolve().parents[2]
+
+
+_LIST = """
+import json, function_app
+out = []
+for f in function_app.app.get_functions():
+    t = f.get_trigger()
+    if t is not None and t.get_binding_name() == "httpTrigger":
+        d = t.get_dict_repr()
+        out.append([d.get("route") or f.get_function_name(), [str(getattr(m, "value", m)) for m in d.get("methods") or []]])
+print(json.dumps(out))
+"""
+
 
 def _routes() -> set[tuple[str, str]]:
-    import function_app
-
-    out = set()
-    for f in function_app.app.get_functions():
-        trigger = f.get_trigger()
-        if trigger is None or trigger.get_binding_name() != "httpTrigger":
-            continue
-        d = trigger.get_dict_repr()
-        route = d.get("route") or f.get_function_name()
-        for m in d.get("methods") or ["GET", "POST"]:
-            out.add((f"/api/{route}", str(getattr(m, "value", m)).lower()))
-    return out
+    """The app's HTTP routes, listed in a fresh interpreter (as the host indexes the app)."""
+    out = subprocess.run(
+        [sys.executable, "-c", _LIST], cwd=ROOT, capture_output=True, text=True, check=True
+    ).stdout
+    return {
+        (f"/api/{route}", m.lower())
+        for route, methods in json.loads(out.strip().splitlines()[-1])
+        for m in methods or ["GET", "POST"]
+    }
 
 
 def test_every_registered_route_is_in_the_openapi_document() -> None:
