@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,8 +56,16 @@ def _error(exc: Exception) -> func.HttpResponse:
 
 
 def _who(req: func.HttpRequest) -> str:
-    """The caller as App Service authentication names it (Entra ID in front), else 'function key'."""
-    return req.headers.get("x-ms-client-principal-name") or "function key"
+    """The caller as App Service authentication names it (Entra ID in front), else 'function key'.
+
+    The header is trusted only when App Service authentication is on (it then strips any such header a
+    caller sends); without it, anyone holding a key could claim any name.
+    """
+    if os.environ.get("WEBSITE_AUTH_ENABLED", "").lower() == "true":
+        name = req.headers.get("x-ms-client-principal-name")
+        if name:
+            return name[:200]
+    return "function key"
 
 
 def _listing(req: func.HttpRequest, kind: str) -> func.HttpResponse:
@@ -183,6 +192,16 @@ async def retry_drop_route(req: func.HttpRequest, client: df.DurableOrchestratio
     if status is not None and status.runtime_status in _RUNNING:
         return _json({"error": f"drop {drop_id} is still running: retry it once it has ended"}, 409)
     try:
+        # A retry whose orchestration ended without recording its end (terminated, crashed) must not block.
+        for run_id, asked_at in await asyncio.to_thread(ops_retry.unfinished_retries, svc, drop_id):
+            st = await client.get_status(run_id)
+            if st is None or st.runtime_status is None:
+                # Not started (yet): another request may be between writing the row and starting it.
+                if asked_at is None or (datetime.now(UTC) - asked_at).total_seconds() < 300:
+                    continue
+            elif st.runtime_status in _RUNNING:
+                continue
+            await asyncio.to_thread(ops_retry.abandon_run, svc, drop_id, run_id)
         plan = await asyncio.to_thread(ops_retry.plan_retry, svc, drop_id, _who(req))
     except (OperatorError, SettingsError) as exc:
         return _error(exc)

@@ -106,6 +106,25 @@ def plan_retry(svc: Services, drop_id: str, requested_by: str | None = None) -> 
     }
 
 
+def unfinished_retries(svc: Services, drop_id: str) -> list[tuple[str, datetime | None]]:
+    """The drop's retries whose rows do not record an end yet, with when each was asked for."""
+    detail = drop_rows(svc, drop_id)
+    out = []
+    for run_id, rows in sorted(detail["retries"].items()):
+        head = next((r for r in rows if r["RowKey"] == run_id), {})
+        if head.get("Status") not in TERMINAL_STATUSES:
+            out.append((run_id, head.get("StartedAt")))
+    return out
+
+
+def abandon_run(svc: Services, drop_id: str, run_id: str) -> None:
+    """A retry's orchestration ended without recording its end: record that it did not finish."""
+    day = drop_rows(svc, drop_id)["day"]
+    reason = "the retry's orchestration ended without recording a result (terminated or crashed)"
+    svc.outcomes.upsert(day, run_id, {"Status": "Failed", "Reason": reason, "FinishedAt": datetime.now(UTC)})
+    log.warning("retry %s of %s: %s", run_id, drop_id, reason)
+
+
 def abandon(svc: Services, plan: dict[str, Any], reason: str) -> None:
     """The retry's orchestration could not be started: say so on its row."""
     svc.outcomes.upsert(

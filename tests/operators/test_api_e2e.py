@@ -321,3 +321,31 @@ def test_retry_is_refused_when_the_same_content_was_imported_since_by_another_dr
     stack.settle()
     assert len(stack.import_calls()) == imports
     assert api(stack, "GET", f"drops/{first['RowKey']}").json()["retries"] == []
+
+
+def test_a_retry_whose_orchestration_was_terminated_does_not_block_the_next(stack: Stack) -> None:
+    stack.drop(f"{PROJECT}/Customer groups__bad.csv", customer_groups_csv([], bad_rows=1))
+    stack.settle()
+    drop = stack.drop_row("Customer groups__bad.csv")["RowKey"]
+    assert api(stack, "POST", "gates/main/pause").status_code == 200
+    with stack.runner.hold_clock():
+        assert api(stack, "POST", f"drops/{drop}/retry").json()["id"] == f"{drop}-r01"
+        _wait(lambda: api(stack, "GET", "gates").json()["gates"][0]["waiters"])
+        # While it runs, another retry is refused.
+        busy = api(stack, "POST", f"drops/{drop}/retry")
+        assert busy.status_code == 409 and "still Running" in busy.json()["error"]
+        stack.runner.terminate(f"{drop}-r01", "operator test")
+        stack.runner.terminate(f"{drop}-r01-p001", "operator test")
+        _wait(lambda: stack.runner.get_status(f"{drop}-r01")["runtimeStatus"] == "Terminated")
+        again = api(stack, "POST", f"drops/{drop}/retry")
+        assert again.status_code == 202 and again.json()["id"] == f"{drop}-r02", again.text
+    stack.runner.fire_timer("gate_sweeper")  # evicts the terminated waiter, as its timer would
+    assert api(stack, "POST", "gates/main/resume").status_code == 200
+    stack.settle()
+    d = api(stack, "GET", f"drops/{drop}").json()
+    r01, r02 = d["retries"]
+    assert r01["status"] == "Failed" and "ended without recording" in r01["reason"]
+    assert r02["status"] == "Failed" and [p["executionId"] for p in r02["packages"]] == [
+        f"CustomerGroups-Import-{drop}-r02-p001"
+    ]
+    assert f"CustomerGroups-Import-{drop}-r01-p001" not in _imports(stack)
