@@ -75,7 +75,9 @@ def list_rows(
             values[name] = norm(params[name])
     if params.get("source"):  # a prefix: "inbound/USMF/" lists that folder's drops
         q.append("SourceBlob ge @src and SourceBlob lt @srcend")
-        values["src"], values["srcend"] = params["source"], params["source"] + "\U0010ffff"
+        prefix = params["source"]
+        # Everything from the prefix up to (not including) the prefix with its last character bumped.
+        values["src"], values["srcend"] = prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
     pages = svc.outcomes.table.query_entities(
         " and ".join(q), parameters=values, results_per_page=size
     ).by_page(continuation_token=decode_token(token))
