@@ -5,10 +5,11 @@ import azure.functions as func
 
 from activities import gate as gate_activities
 from activities import inbound as inbound_activities
+from activities import operators as operator_activities
 from activities import outbound as outbound_activities
 from dmf.logs import configure_logging
-from orchestrators import import_package, inbound_drop, outbound
-from triggers import admin_http, gate_watch, inbound_blob, outbound_timers
+from orchestrators import import_package, inbound_drop, outbound, retry_drop
+from triggers import admin_http, gate_watch, inbound_blob, operators_api, outbound_timers
 
 configure_logging()
 
@@ -27,5 +28,8 @@ app.register_functions(outbound_timers.bp)
 app.register_functions(outbound.bp)
 app.register_functions(outbound_activities.bp)
 
-# Operators.
+# Operators: health, the operators' API and console, retries.
 app.register_functions(admin_http.bp)
+app.register_functions(operators_api.bp)
+app.register_functions(retry_drop.bp)
+app.register_functions(operator_activities.bp)

@@ -54,7 +54,13 @@ def gate_try_acquire(req: dict) -> dict[str, Any]:
             execution_id=req.get("execution_id"),
             still_running=lambda h: fno_execution_running(req["environment"], h.execution_id),
         )
-    return {"granted": r.granted, "position": r.position, "holders": r.holders}
+    return {
+        "granted": r.granted,
+        "position": r.position,
+        "holders": r.holders,
+        "paused": r.paused,
+        "canceled": r.canceled,
+    }
 
 
 @bp.activity_trigger(input_name="req")

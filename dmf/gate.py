@@ -13,6 +13,11 @@ semaphore with a FIFO queue, driven by activities:
   dead waiter cannot block the queue.
 - ``release`` returns the instance ids of the next waiters so the caller can raise an event to them at
   once (no waiter sits out a polling interval after a release).
+- Operators may **pause** a gate (``Paused`` on the state row, set with an ETag match like every other
+  change): no permit is granted while paused, holders finish, waiters keep their place. They may also
+  **cancel** a waiter (``Canceled`` on its row, ETag-matched, so a waiter being granted meanwhile wins and
+  the cancel says so): the waiter's next ``try_acquire`` answers ``canceled`` instead of joining the queue.
+  State-row writes merge, so holders' updates never wipe the pause and a pause never wipes the holders.
 
 Times come from the caller: orchestrations pass ``context.current_utc_datetime``, which keeps the gate
 deterministic under replay and lets a virtual clock drive it in tests.
@@ -86,10 +91,16 @@ class Acquire:
     granted: bool
     position: int  # waiters ahead in the queue (0 when granted)
     holders: list[str] = field(default_factory=list)  # instance ids currently holding
+    paused: bool = False  # the gate is paused by an operator: nobody is let in
+    canceled: bool = False  # an operator canceled this waiter: it must not import
 
 
 def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _iso(dt: Any) -> str | None:
+    return _aware(dt).isoformat() if isinstance(dt, datetime) else None
 
 
 class ImportGate:
@@ -100,6 +111,10 @@ class ImportGate:
 
     # -- state row -------------------------------------------------------------------------------------
     def _load(self) -> tuple[list[Holder], str]:
+        holders, etag, _ = self._load_state()
+        return holders, etag
+
+    def _load_state(self) -> tuple[list[Holder], str, dict[str, Any]]:
         try:
             e = self.table.get_entity(self.pk, STATE)
         except ResourceNotFoundError:
@@ -109,7 +124,7 @@ class ImportGate:
                 pass
             e = self.table.get_entity(self.pk, STATE)
         holders = [Holder.from_json(h) for h in json.loads(e.get("Holders") or "[]")]
-        return holders, e.metadata["etag"]
+        return holders, e.metadata["etag"], dict(e)
 
     def _state_entity(self, holders: list[Holder]) -> dict[str, Any]:
         return {
@@ -174,7 +189,8 @@ class ImportGate:
         """
         now = _aware(now)
         for _ in range(MAX_ATTEMPTS):
-            holders, etag = self._load()
+            holders, etag, state = self._load_state()
+            paused = bool(state.get("Paused"))
             live = [h for h in holders if h.lease_until > now]
             expired = [h for h in holders if h.lease_until <= now]
             kept = [h for h in expired if still_running is not None and still_running(h)]
@@ -202,16 +218,20 @@ class ImportGate:
             if mine is None:
                 self.enqueue(ticket, instance_id, now)
                 continue
+            if mine.get("Canceled"):
+                return Acquire(False, 0, [h.instance_id for h in live], paused, canceled=True)
             cutoff = now - timedelta(seconds=stale_after_seconds)
-            queue = [w for w in waiters if w is mine or _aware(w["SeenAt"]) >= cutoff]
+            queue = [
+                w for w in waiters if w is mine or (_aware(w["SeenAt"]) >= cutoff and not w.get("Canceled"))
+            ]
             for w in waiters:
-                if w not in queue:
+                if w not in queue and not w.get("Canceled"):
                     log.warning(
                         "gate %s: dropping stale waiter %s (%s)", self.pk, w["Ticket"], w["InstanceId"]
                     )
                     self._delete_quietly(w["RowKey"], w["_etag"])  # unless it just refreshed itself
             position = queue.index(mine)
-            free = self.permits - len(live)
+            free = 0 if paused else self.permits - len(live)
             if position < free:
                 lease_until = now + timedelta(seconds=lease_seconds)
                 new = [*live, Holder(ticket, instance_id, lease_until, now, execution_id)]
@@ -220,12 +240,17 @@ class ImportGate:
                         "update",
                         self._state_entity(new),
                         {
-                            "mode": UpdateMode.REPLACE,
+                            "mode": UpdateMode.MERGE,
                             "etag": etag,
                             "match_condition": MatchConditions.IfNotModified,
                         },
                     ),
-                    ("delete", {"PartitionKey": self.pk, "RowKey": mine["RowKey"]}),
+                    # ETag-matched: a cancel written meanwhile makes the grant fail and be looked at again.
+                    (
+                        "delete",
+                        {"PartitionKey": self.pk, "RowKey": mine["RowKey"]},
+                        {"etag": mine["_etag"], "match_condition": MatchConditions.IfNotModified},
+                    ),
                 ]
                 try:
                     self.table.submit_transaction(ops)
@@ -245,7 +270,7 @@ class ImportGate:
                 continue  # our row changed or vanished: look again
             if expired:
                 self._replace_holders(live, etag)
-            return Acquire(False, position, [h.instance_id for h in live])
+            return Acquire(False, position, [h.instance_id for h in live], paused)
         raise RuntimeError(f"gate {self.pk}: too much contention acquiring {ticket}")
 
     def renew(self, ticket: str, now: datetime, *, lease_seconds: float) -> bool:
@@ -301,10 +326,14 @@ class ImportGate:
         raise RuntimeError(f"gate {self.pk}: too much contention evicting")
 
     def snapshot(self) -> dict[str, Any]:
-        holders, _ = self._load()
+        holders, _, state = self._load_state()
         return {
             "environment": self.pk,
             "permits": self.permits,
+            "paused": bool(state.get("Paused")),
+            "paused_at": _iso(state.get("PausedAt")) if state.get("Paused") else None,
+            "paused_by": state.get("PausedBy"),
+            "pause_reason": state.get("PauseReason"),
             "holders": [h.to_json() for h in holders],
             "waiters": [
                 {
@@ -312,17 +341,80 @@ class ImportGate:
                     "instance_id": w["InstanceId"],
                     "enqueued_at": _aware(w["EnqueuedAt"]).isoformat(),
                     "seen_at": _aware(w["SeenAt"]).isoformat(),
+                    "canceled": bool(w.get("Canceled")),
                 }
                 for w in self._waiters()
             ],
         }
+
+    # -- operators -------------------------------------------------------------------------------------
+    def set_paused(
+        self, paused: bool, now: datetime, *, by: str | None = None, reason: str | None = None,
+        stale_after_seconds: float = 300.0,
+    ) -> list[str]:  # fmt: skip
+        """Pause (no new permit is granted) or resume. Returns, on resume, the waiters to wake now.
+
+        ``stale_after_seconds`` is kept for callers' symmetry with ``release``; resuming wakes all waiters.
+        """
+        now = _aware(now)
+        for _ in range(MAX_ATTEMPTS):
+            _, etag, _ = self._load_state()
+            fields = {
+                "PartitionKey": self.pk,
+                "RowKey": STATE,
+                "Paused": paused,
+                "PausedAt": now if paused else None,
+                "PausedBy": (by or "")[:200] if paused else "",
+                "PauseReason": (reason or "")[:500] if paused else "",
+            }
+            try:
+                self.table.update_entity(
+                    {k: v for k, v in fields.items() if v is not None},
+                    mode=UpdateMode.MERGE,
+                    etag=etag,
+                    match_condition=MatchConditions.IfNotModified,
+                )
+            except HttpResponseError as exc:
+                if getattr(exc, "status_code", None) == 412:
+                    continue
+                raise
+            log.warning("gate %s %s by %s", self.pk, "paused" if paused else "resumed", by or "an operator")
+            if paused:
+                return []
+            # Wake every waiter (a rare, manual step): the first in line gets in at once, the others look and
+            # wait again. Staleness is not judged here: the caller's clock is not the orchestrations' clock.
+            return [w["InstanceId"] for w in self._waiters() if not w.get("Canceled")]
+        raise RuntimeError(f"gate {self.pk}: too much contention pausing")
+
+    def cancel_waiter(self, instance_id: str, now: datetime) -> bool:
+        """Mark ``instance_id``'s waiter row canceled. False when it is not waiting (granted, or gone)."""
+        for _ in range(MAX_ATTEMPTS):
+            mine = next((w for w in self._waiters() if w["InstanceId"] == instance_id), None)
+            if mine is None:
+                return False
+            try:
+                self.table.update_entity(
+                    {
+                        "PartitionKey": self.pk,
+                        "RowKey": mine["RowKey"],
+                        "Canceled": True,
+                        "CanceledAt": _aware(now),
+                    },
+                    mode=UpdateMode.MERGE,
+                    etag=mine["_etag"],
+                    match_condition=MatchConditions.IfNotModified,
+                )
+                return True
+            except HttpResponseError:
+                continue  # it refreshed, or was granted and deleted: look again
+        raise RuntimeError(f"gate {self.pk}: too much contention canceling {instance_id}")
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _replace_holders(self, holders: list[Holder], etag: str) -> bool:
         try:
             self.table.update_entity(
                 self._state_entity(holders),
-                mode=UpdateMode.REPLACE,
+                mode=UpdateMode.MERGE,
                 etag=etag,
                 match_condition=MatchConditions.IfNotModified,
             )
@@ -333,9 +425,11 @@ class ImportGate:
             raise
 
     def _next_in_line(self, holding: int, now: datetime, stale_after_seconds: float) -> list[str]:
+        if self._load_state()[2].get("Paused"):
+            return []  # nobody is let in while paused: resuming wakes them
         free = max(self.permits - holding, 0)
         cutoff = now - timedelta(seconds=stale_after_seconds)
-        fresh = [w for w in self._waiters() if _aware(w["SeenAt"]) >= cutoff]
+        fresh = [w for w in self._waiters() if _aware(w["SeenAt"]) >= cutoff and not w.get("Canceled")]
         return [w["InstanceId"] for w in fresh[:free]]
 
     def _delete_waiter(self, ticket: str) -> None:

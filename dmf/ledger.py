@@ -6,12 +6,17 @@
 - ``duration`` partition: how long imports of a data project usually take (an exponentially weighted
   mean), so polling can wait about that long before its first status call instead of burning calls.
 - ``run`` partition: single-run guards for timer-started jobs (a drain or export never overlaps itself).
+- ``f~<hash of container/name>`` partitions: the operators' index of drops per source blob, one row per
+  drop keyed by its inverted arrival time (newest first), written when the drop starts; ``drop`` partition:
+  the outcome day of each drop, so ``GET /api/drops/{id}`` finds its rows without a scan.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
@@ -20,6 +25,12 @@ from azure.data.tables import TableClient, UpdateMode
 from dmf.storage.outcomes import safe_key
 
 EWMA_WEIGHT = 0.5
+_INVERT_MS = 10**14  # > any epoch millisecond this code will see: inverted times sort newest first
+
+
+def file_partition(source: str) -> str:
+    """The index partition of a source blob (``container/name``; names may be 1,024 characters long)."""
+    return "f~" + hashlib.sha256(source.encode("utf-8")).hexdigest()[:40]
 
 
 @dataclass(frozen=True)
@@ -139,3 +150,59 @@ class Ledger:
                 )
             except HttpResponseError:
                 pass
+
+    # -- operators' index ----------------------------------------------------------------------------
+    def index_drop(self, source: str, drop_id: str, day: str, received_at: datetime) -> None:
+        """Record that ``drop_id`` (outcome day ``day``) handles ``source``. Idempotent."""
+        ms = int(received_at.astimezone(UTC).timestamp() * 1000)
+        self.table.upsert_entity(
+            {
+                "PartitionKey": file_partition(source),
+                "RowKey": f"{_INVERT_MS - ms:015d}~{safe_key(drop_id)}",
+                "SourceBlob": source[:1100],
+                "DropId": drop_id,
+                "Day": day,
+                "ReceivedAt": received_at.astimezone(UTC),
+            },
+            mode=UpdateMode.MERGE,  # a re-run of the drop's first step keeps the status its end recorded
+        )
+        self.table.upsert_entity({"PartitionKey": "drop", "RowKey": safe_key(drop_id), "Day": day})
+
+    def drops_of(self, source: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The drops of ``source``, newest first (one partition read; never a scan)."""
+        rows = self.table.query_entities(
+            "PartitionKey eq @pk", parameters={"pk": file_partition(source)}, results_per_page=limit
+        )
+        out = []
+        for r in rows:
+            if r.get("SourceBlob") == source[:1100]:  # a hash collision is not this file
+                out.append(
+                    {
+                        "drop_id": r["DropId"],
+                        "day": r["Day"],
+                        "received_at": r.get("ReceivedAt"),
+                        "status": r.get("Status"),
+                        "effective_status": r.get("EffectiveStatus"),
+                        "reason": r.get("Reason"),
+                        "finished_at": r.get("FinishedAt"),
+                    }
+                )
+            if len(out) >= limit:
+                break
+        return out
+
+    def update_index(self, source: str, drop_id: str, fields: dict[str, Any]) -> None:
+        """Copy a drop's end (status, reason) onto its index row, so a file's history is one read."""
+        rows = self.table.query_entities(
+            "PartitionKey eq @pk and DropId eq @id", parameters={"pk": file_partition(source), "id": drop_id}
+        )
+        for r in rows:
+            self.table.upsert_entity(
+                {"PartitionKey": r["PartitionKey"], "RowKey": r["RowKey"], **fields}, mode=UpdateMode.MERGE
+            )
+
+    def drop_day(self, drop_id: str) -> str | None:
+        try:
+            return self.table.get_entity("drop", safe_key(drop_id))["Day"]
+        except ResourceNotFoundError:
+            return None

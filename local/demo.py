@@ -63,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
         "--real-clock", action="store_true", help="real time instead of the virtual clock (slower)"
     )
     p.add_argument("--verbose", action="store_true")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the stack up after the demo (open the operators' console) until Ctrl-C",
+    )
     ns = p.parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if ns.verbose else logging.WARNING,
@@ -156,9 +161,34 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  {le} customer groups: {', '.join(ids) or '-'}")
 
             outbound_demo(stack)
-        ok = admin.violations == 0 and any(r.get("Status") == "Succeeded" for r in rows)
+            ok = admin.violations == 0 and any(r.get("Status") == "Succeeded" for r in rows)
+            day = next((r["PartitionKey"] for r in rows if r.get("Kind") == "drop"), "")
+            console = f"{stack.runner.http_base_url}/api/console?code={stack.runner.function_key}&day={day}"
+            print(f"\nOperators' console: {console}")
+            print(
+                f"Operators' API:     {stack.runner.http_base_url}/api/openapi.json (x-functions-key header)"
+            )
+            if ns.keep:
+                print("The stack stays up (Azurite, emulator, app); Ctrl-C stops it.", flush=True)
+                _interrupt_on_signals()
+                try:
+                    while True:
+                        time.sleep(1)
+                except KeyboardInterrupt:
+                    print("\nStopping …")
     print(f"\nDone in {time.monotonic() - t0:.1f}s (virtual clock: {not ns.real_clock}).")
     return 0 if ok else 1
+
+
+def _interrupt_on_signals() -> None:
+    """Ctrl-C (even when started in the background, where SIGINT may be ignored) and SIGTERM stop cleanly."""
+    import signal
+
+    def stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
 
 
 def outbound_demo(stack: Any) -> None:

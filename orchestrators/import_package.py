@@ -30,6 +30,8 @@ MAX_RECALLS = 2
 VERIFY_GRACE_SECONDS = 60.0
 TARGET_KEY_TRIES = 6
 LOST_GATE = "LostGate"
+CANCELED = "canceled"
+CANCELED_REASON = "canceled by an operator while waiting at the import gate (nothing was sent to F&O)"
 
 
 @bp.orchestration_trigger(context_name="context")
@@ -51,7 +53,9 @@ def import_package(context: df.DurableOrchestrationContext):
     started_at = now_iso(context)
     while True:
         # 1. Wait for the gate (FIFO across every orchestration importing into this environment).
-        yield from _wait_for_gate(context, gate_req, cfg)
+        if (yield from _wait_for_gate(context, gate_req, cfg)) == CANCELED:
+            outcome = {"status": "Canceled", "reason": CANCELED_REASON, "polls": 0}
+            break
         # 2. Import and poll, holding the gate; then release it (kept while F&O may still be importing).
         try:
             outcome = yield from _import_and_poll(context, req, policy, cfg["gate_lease_seconds"])
@@ -119,9 +123,16 @@ def _wait_for_gate(context: df.DurableOrchestrationContext, gate_req: dict, cfg:
             "gate_try_acquire", RETRY, gate_req | {"now": now_iso(context)}
         )
         if acq["granted"]:
-            return
+            return "granted"
+        if acq.get("canceled"):
+            return CANCELED
         context.set_custom_status(
-            {"stage": "waiting-for-gate", "position": acq["position"], "holders": acq["holders"]}
+            {
+                "stage": "waiting-for-gate",
+                "position": acq["position"],
+                "holders": acq["holders"],
+                "paused": bool(acq.get("paused")),
+            }
         )
         timer = timer_in(context, recheck_seconds(cfg["gate_recheck_seconds"], acq["position"]))
         opened = context.wait_for_external_event(GATE_EVENT)

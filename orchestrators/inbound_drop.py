@@ -11,6 +11,7 @@ import azure.durable_functions as df
 
 from dmf.pipeline.ids import package_instance_id
 from dmf.redact import redact
+from orchestrators.import_package import CANCELED_REASON
 
 bp = df.Blueprint()
 
@@ -79,6 +80,10 @@ def inbound_drop(context: df.DurableOrchestrationContext):
 
     results = []
     for n, pkg in enumerate(packages, start=1):
+        if results and results[-1].get("error_summary") == CANCELED_REASON:
+            # An operator canceled the drop at the gate: the packages after it are not imported either.
+            results.append({"seq": n, "status": "Canceled", "error_summary": CANCELED_REASON})
+            continue
         context.set_custom_status(
             {"stage": "importing", "package": n, "of": len(packages), "rejected": len(rejected)}
         )

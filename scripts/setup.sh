@@ -51,3 +51,18 @@ if [ ! -x local/node_modules/.bin/azurite ] || [ "$(cat "$nstamp" 2>/dev/null)" 
   (cd local && npm install --no-audit --no-fund --silent)
   echo "$nwant" > "$nstamp"
 fi
+
+# The console's browser tests (tests/operators/test_console_browser.py) drive Debian's Chromium, never a
+# browser downloaded by "playwright install". Installed once when missing and apt is there; skipped otherwise.
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  as_root=""
+  if [ "$(id -u)" != 0 ]; then
+    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then as_root="sudo"; else as_root="none"; fi
+  fi
+  if [ "$as_root" = none ]; then
+    echo "note: /usr/bin/chromium is missing (apt-get install chromium as root); the console's browser tests will be skipped" >&2
+  else
+    { $as_root apt-get update -qq && $as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } \
+      || echo "could not install chromium: the console's browser tests will be skipped" >&2
+  fi
+fi

@@ -1,4 +1,4 @@
-"""Operator HTTP endpoints: health and configuration check.
+"""Operator HTTP endpoints: health and configuration check (``?deep=1``: tokens, storage, gates).
 
 ``GET /api/health`` answers 200 ``ok`` only when the settings validate **and** every function is enabled.
 Trigger bindings name app settings as ``%NAME%`` (the inbound container, the timer schedules): the host
@@ -20,6 +20,8 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
+from dmf.operators.health import deep_health
+from dmf.pipeline.services import services
 from dmf.settings import SettingsError, get_settings
 
 bp = df.Blueprint()
@@ -64,12 +66,19 @@ def app_functions() -> list[Any]:
 
 @bp.route(route="health", methods=["GET"], auth_level=func.AuthLevel.FUNCTION)
 def health(req: func.HttpRequest) -> func.HttpResponse:
-    """Reports whether the settings validate and every function is enabled, naming each problem if not."""
+    """Reports whether the settings validate, naming each problem if not. Cheap: no call leaves the process.
+
+    ``?deep=1`` also gets a token for each F&O environment, reaches storage and reads every import gate
+    (see ``dmf.operators.health``); 503 names what is wrong. A sync function: the worker runs it on a thread.
+    """
     disabled = disabled_functions(app_functions())
     try:
         s = get_settings()
         body: dict[str, Any] = {"status": "ok", "environments": sorted(s.environments)}
         code = 200
+        if req.params.get("deep", "").lower() in ("1", "true", "yes"):
+            body.update(deep_health(services()))
+            code = 200 if body["status"] == "ok" else 503
     except SettingsError as exc:
         body, code = {"status": "misconfigured", "problems": str(exc).splitlines()[1:]}, 500
     if disabled:

@@ -221,7 +221,9 @@ async def drain_now(req: func.HttpRequest, client: df.DurableOrchestrationClient
     if export is None:
         return _json({"error": f"no recurring export named {name!r} in RECURRING_EXPORTS"}, 404)
     res = await start_drain(client, export)
-    return _json(res, 202 if res["started"] else 409)
+    if res["started"]:  # the standard payload: statusQueryGetUri and friends, for the caller to follow
+        return client.create_check_status_response(req, res["instance_id"])
+    return _json(res, 409)
 
 
 @bp.route(route="outbound/exports/{name}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -234,4 +236,6 @@ async def export_now(req: func.HttpRequest, client: df.DurableOrchestrationClien
         return _json({"error": f"no export job named {name!r} in EXPORT_JOBS"}, 404)
     now = _now()
     res = await start_export(client, job, now, now, manual=True)
-    return _json(res, 202 if res["started"] else 409)
+    if res["started"]:
+        return client.create_check_status_response(req, res["instance_id"])
+    return _json(res, 409)

@@ -34,7 +34,9 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH_MANIFEST_BYTES = 1 * 2**20
 OK_STATUSES = {"Succeeded", "PartiallySucceeded"}
-FINAL_DROP_STATUSES = {"Succeeded", "PartiallySucceeded", "Failed", "Rejected", "Duplicate", "Gone"}
+FINAL_DROP_STATUSES = {
+    "Succeeded", "PartiallySucceeded", "Failed", "Rejected", "Duplicate", "Gone", "Canceled",
+}  # fmt: skip
 # Outcomes that leave F&O's side unknown: the content claim stays, so a re-drop cannot import twice.
 UNSETTLED = {"TimedOut", "Unknown"}
 
@@ -72,6 +74,8 @@ def plan_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             "StartedAt": _now(),
         },
     )
+    received = req.get("received_at")
+    svc.ledger.index_drop(source, drop_id, day, datetime.fromisoformat(received) if received else _now())
     try:
         route = resolve(name, svc.settings)
     except RoutingError as exc:
@@ -347,6 +351,8 @@ def drop_status(results: list[dict[str, Any]], rejected: list[dict[str, Any]]) -
         return "Succeeded"
     if any(s in OK_STATUSES for s in statuses):
         return "PartiallySucceeded"
+    if statuses and all(s == "Canceled" for s in statuses) and not rejected:
+        return "Canceled"  # an operator canceled it before anything reached F&O
     return "Failed"
 
 
@@ -380,6 +386,7 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         "Succeeded": s.processed_container,
         "PartiallySucceeded": s.processed_container,
         "Failed": s.failed_container,
+        "Canceled": s.failed_container,
     }.get(status, s.rejected_container)
     name = source.partition("/")[2]
     archived = _free_destination(svc, f"{target}/{name}", drop_id)
@@ -408,6 +415,7 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         summary["DurationSeconds"] = round((finished - started["StartedAt"]).total_seconds(), 3)
     # The outcome row is written before the source blob is touched.
     svc.outcomes.upsert(day, drop_id, summary)
+    _index_end(svc, source, drop_id, status, reason, finished)
     _move(
         svc, source, archived, reason if status not in OK_STATUSES else None, drop_id, status, req.get("etag")
     )
@@ -416,9 +424,26 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             dest = _free_destination(svc, f"{target}/{member.partition('/')[2]}", drop_id)
             _move(svc, member, dest, None, drop_id, status)
     unsettled = any(r.get("status") in UNSETTLED for r in results)
-    if status in {"Rejected", "Failed"} and req.get("sha256") and action != "duplicate" and not unsettled:
+    if (
+        status in {"Rejected", "Failed", "Canceled"}
+        and req.get("sha256")
+        and action != "duplicate"
+        and not unsettled
+    ):
         svc.ledger.release_content(req["sha256"], drop_id)
     return {"status": status, "archived": archived}
+
+
+def _index_end(
+    svc: Services, source: str, drop_id: str, status: str, reason: str | None, when: datetime
+) -> None:
+    """The operators' file index gets the drop's end too (a file's history is then one read)."""
+    try:
+        svc.ledger.update_index(
+            source, drop_id, {"Status": status, "Reason": redact(reason or "")[:2000], "FinishedAt": when}
+        )
+    except Exception as exc:  # the index is secondary: the outcome row is the record
+        log.warning("could not update the file index for %s: %s", drop_id, redact(str(exc)))
 
 
 def _move(

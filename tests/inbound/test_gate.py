@@ -119,3 +119,41 @@ def test_concurrent_acquirers_never_exceed_permits(table, permits: int) -> None:
     if permits == 1:
         assert order == sorted(order)  # strict FIFO by arrival
     assert gate.snapshot()["holders"] == []
+
+
+def test_pause_holds_new_permits_and_resume_wakes_the_first_waiter(table) -> None:
+    gate = ImportGate(table, "main", permits=1)
+    gate.enqueue("a", "ia", T0)
+    assert gate.try_acquire("a", "ia", T0, lease_seconds=LEASE, stale_after_seconds=STALE).granted
+    gate.enqueue("b", "ib", T0 + timedelta(seconds=1))
+    gate.enqueue("c", "ic", T0 + timedelta(seconds=2))
+    assert gate.set_paused(True, T0, by="ops", reason="F&O maintenance") == []
+    # The holder keeps its permit and renews through the pause (a merge never wipes the pause).
+    assert gate.renew("a", T0 + timedelta(seconds=5), lease_seconds=LEASE)
+    assert gate.release("a", T0 + timedelta(seconds=6), stale_after_seconds=STALE) == []  # nobody woken
+    b = gate.try_acquire("b", "ib", T0 + timedelta(seconds=7), lease_seconds=LEASE, stale_after_seconds=STALE)
+    assert not b.granted and b.paused and b.position == 0
+    snap = gate.snapshot()
+    assert snap["paused"] and snap["paused_by"] == "ops" and snap["pause_reason"] == "F&O maintenance"
+    assert [w["ticket"] for w in snap["waiters"]] == ["b", "c"]  # waiters keep their place
+    assert gate.set_paused(False, T0 + timedelta(seconds=8), stale_after_seconds=STALE) == ["ib", "ic"]
+    assert not gate.snapshot()["paused"]
+    assert gate.try_acquire(
+        "b", "ib", T0 + timedelta(seconds=9), lease_seconds=LEASE, stale_after_seconds=STALE
+    ).granted
+
+
+def test_a_canceled_waiter_is_told_so_and_no_longer_blocks_the_queue(table) -> None:
+    gate = ImportGate(table, "main", permits=1)
+    gate.enqueue("a", "ia", T0)
+    gate.enqueue("b", "ib", T0 + timedelta(seconds=1))
+    assert gate.cancel_waiter("ia", T0 + timedelta(seconds=2))
+    a = gate.try_acquire("a", "ia", T0 + timedelta(seconds=3), lease_seconds=LEASE, stale_after_seconds=STALE)
+    assert a.canceled and not a.granted
+    # b is first in line now that a is canceled.
+    assert gate.try_acquire(
+        "b", "ib", T0 + timedelta(seconds=4), lease_seconds=LEASE, stale_after_seconds=STALE
+    ).granted
+    assert not gate.cancel_waiter("ib", T0)  # holding, not waiting: too late to cancel
+    gate.release("a", T0 + timedelta(seconds=5), stale_after_seconds=STALE)  # the canceled row goes
+    assert [w["ticket"] for w in gate.snapshot()["waiters"]] == []

@@ -290,6 +290,7 @@ def test_http_routes_start_an_export_and_refuse_an_overlapping_one(stack: Stack)
     with stack.runner.hold_clock():  # keep the export running (polling on a durable timer)
         first = requests.post(f"{base}/api/outbound/exports/groups-nightly", headers=key, timeout=30)
         assert first.status_code == 202, first.text
+        assert first.json()["id"] == "export-groups-nightly" and "statusQueryGetUri" in first.json()
         second = requests.post(f"{base}/api/outbound/exports/groups-nightly", headers=key, timeout=30)
         assert second.status_code == 409 and "still" in second.json()["reason"]
         assert requests.post(f"{base}/api/outbound/exports/nope", headers=key, timeout=30).status_code == 404
@@ -299,7 +300,9 @@ def test_http_routes_start_an_export_and_refuse_an_overlapping_one(stack: Stack)
     drained = requests.post(
         f"{base}/api/outbound/drains/cust-groups?code={stack.runner.function_key}", timeout=30
     )
-    assert drained.status_code == 202 and drained.json()["instance_id"] == DRAIN_ID
+    # Started: the standard Durable check-status payload, whose status URL answers for the run.
+    assert drained.status_code == 202 and drained.json()["id"] == DRAIN_ID
+    assert requests.get(drained.json()["statusQueryGetUri"], timeout=30).json()["instanceId"] == DRAIN_ID
 
 
 def test_a_terminated_drain_does_not_block_the_next_one(stack: Stack) -> None:
