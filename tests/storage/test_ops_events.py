@@ -121,3 +121,31 @@ def test_drain_finished_says_whether_messages_were_left(
         level,
     )
     assert (r.messages, r.duplicates, r.failed, r.duration_seconds) == (9, 2, 0, 30.0)
+
+
+def test_drop_finished_carries_the_routes_fields(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from dmf.pipeline import drops
+
+    caplog.set_level(logging.INFO, logger="dmf")
+    monkeypatch.setattr(drops, "_move", lambda *a, **k: None)  # only the outcome and its log line matter here
+    svc = MagicMock()
+    svc.outcomes.get.return_value = {
+        "Environment": "main",
+        "LegalEntity": "DEMF",
+        "DataProject": "Vendors",
+        "StartedAt": datetime.now(UTC) - timedelta(seconds=42),
+    }
+    req = {
+        "instance_id": "drop-abc",
+        "day": "20261129",
+        "source": "inbound/DEMF/Vendors/v.csv",
+        "results": [{"seq": 1, "status": "Failed", "reason": "F&O said no"}],
+        "rejected": [],
+    }
+    assert drops.finalize_drop(svc, req)["status"] == "Failed"
+    (r,) = _events(caplog, "drop_finished")
+    assert (r.status, r.environment, r.legal_entity, r.data_project) == ("Failed", "main", "DEMF", "Vendors")
+    assert (r.drop_id, r.packages, r.levelno) == ("drop-abc", 1, logging.WARNING)
+    assert 41 < r.duration_seconds < 60
