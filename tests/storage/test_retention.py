@@ -128,3 +128,38 @@ def test_setting_is_documented_with_its_default() -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "SETTINGS.md").read_text()
     (line,) = [x for x in doc.splitlines() if x.startswith("| `OUTCOME_RETENTION_DAYS`")]
     assert "| `365` |" in line
+
+
+def test_the_housekeeping_call_works_with_the_real_services(storage_conn: str, unique_name: str) -> None:
+    """What triggers/outbound_timers.py's housekeeping adds:
+    ``result |= await asyncio.to_thread(outbound_housekeeping.purge_expired_rows, svc, now)``."""
+    import asyncio
+
+    from dmf.pipeline.services import Services
+    from dmf.settings import load_settings
+
+    settings = load_settings(
+        {
+            "DATA_STORAGE": storage_conn,
+            "OUTCOMES_TABLE": unique_name + "o",
+            "LEDGER_TABLE": unique_name + "l",
+            "OUTCOME_RETENTION_DAYS": "30",
+            "FNO_MAIN_BASE_URL": "https://fno.example.com",
+            "FNO_MAIN_TENANT_ID": "t",
+            "FNO_MAIN_CLIENT_ID": "c",
+            "FNO_MAIN_CLIENT_SECRET": "s",
+        }
+    )
+    svc = Services(settings)
+    svc.outcomes.upsert(day_key(NOW - timedelta(days=31)), "drop-old", {"Kind": "drop", "Status": "Failed"})
+    svc.outcomes.upsert(day_key(NOW), "drop-new", {"Kind": "drop", "Status": "Succeeded"})
+
+    async def housekeeping() -> dict:
+        result = {"instances_purged": 0, "archives_deleted": 0}
+        result |= await asyncio.to_thread(hk.purge_expired_rows, svc, NOW)
+        return result
+
+    result = asyncio.run(housekeeping())
+    assert result["outcome_rows_deleted"] == 1 and result["complete"] and "archives_deleted" in result
+    assert svc.outcomes.get(day_key(NOW), "drop-new") is not None
+    assert svc.outcomes.get(day_key(NOW - timedelta(days=31)), "drop-old") is None
