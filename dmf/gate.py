@@ -36,6 +36,7 @@ from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableTransactionError, UpdateMode
 
+from dmf.logs import ops_event
 from dmf.storage.outcomes import safe_key
 
 log = logging.getLogger(__name__)
@@ -208,8 +209,18 @@ class ImportGate:
                 self._replace_holders(live, etag)
                 continue  # start over from the stored state either way
             for h in expired:
-                log.warning(
-                    "gate %s: lease of %s (%s) expired; freeing its permit", self.pk, h.ticket, h.instance_id
+                ops_event(
+                    log,
+                    "gate_freed",
+                    "gate %s: lease of %s (%s) expired; freeing its permit",
+                    self.pk,
+                    h.ticket,
+                    h.instance_id,
+                    level=logging.WARNING,
+                    gate=self.pk,
+                    ticket=h.ticket,
+                    reason="lease expired",
+                    held_seconds=round((now - _aware(h.since)).total_seconds(), 3),
                 )
             if any(h.ticket == ticket for h in live):
                 return Acquire(True, 0, [h.instance_id for h in live])
@@ -257,6 +268,18 @@ class ImportGate:
                 except (TableTransactionError, HttpResponseError) as exc:
                     log.info("gate %s: lost a race acquiring for %s (%s); retrying", self.pk, ticket, exc)
                     continue
+                ops_event(
+                    log,
+                    "gate_acquired",
+                    "gate %s: permit to %s after %s",
+                    self.pk,
+                    ticket,
+                    now - _aware(mine["EnqueuedAt"]),
+                    gate=self.pk,
+                    ticket=ticket,
+                    waited_seconds=round((now - _aware(mine["EnqueuedAt"])).total_seconds(), 3),
+                    holders=len(new),
+                )
                 return Acquire(True, 0, [h.instance_id for h in new])
             try:
                 # Update, never upsert: a row dropped as stale meanwhile must not come back half-empty.
@@ -295,6 +318,20 @@ class ImportGate:
             remaining = [h for h in holders if h.ticket != ticket]
             if len(remaining) != len(holders) and not self._replace_holders(remaining, etag):
                 continue
+            for h in holders:
+                if h.ticket == ticket:
+                    held = now - _aware(h.since)
+                    ops_event(
+                        log,
+                        "gate_released",
+                        "gate %s: %s gave its permit back after %s",
+                        self.pk,
+                        ticket,
+                        held,
+                        gate=self.pk,
+                        ticket=ticket,
+                        held_seconds=round(held.total_seconds(), 3),
+                    )
             self._delete_waiter(ticket)
             return self._next_in_line(len(remaining), now, stale_after_seconds)
         raise RuntimeError(f"gate {self.pk}: too much contention releasing {ticket}")
@@ -311,11 +348,18 @@ class ImportGate:
             if len(remaining) != len(holders):
                 for h in holders:
                     if h.instance_id in instance_ids:
-                        log.warning(
+                        ops_event(
+                            log,
+                            "gate_freed",
                             "gate %s: evicting holder %s of ended instance %s",
                             self.pk,
                             h.ticket,
                             h.instance_id,
+                            level=logging.WARNING,
+                            gate=self.pk,
+                            ticket=h.ticket,
+                            reason="orchestration ended",
+                            held_seconds=round((_aware(now) - _aware(h.since)).total_seconds(), 3),
                         )
                 if not self._replace_holders(remaining, etag):
                     continue

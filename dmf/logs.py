@@ -5,6 +5,10 @@ set by activities and client functions with ``log_context(...)``; a filter copie
 redacting filter and formatter of ``dmf.redact`` make sure no SAS signature, token, key or configured secret is
 ever written.
 Application Insights export is decided in ``dmf.telemetry`` (on the host the Python worker owns the exporter).
+
+``ops_event`` writes the few lines operators alert and chart on (docs/RUNBOOK.md): an ``event`` name and its
+fields travel as record attributes, which the exporter turns into custom dimensions (``customDimensions`` in
+``traces``, ``Properties`` in ``AppTraces``), so queries never parse message text.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import logging
 import os
 from collections.abc import Iterator
 
-from dmf.redact import RedactingFilter, RedactingFormatter, install_log_redaction
+from dmf.redact import RedactingFilter, RedactingFormatter, install_log_redaction, redact
 
 CONTEXT_FIELDS = ("instance_id", "execution_id", "data_project", "blob_name")
 _context: contextvars.ContextVar[dict[str, str]] = contextvars.ContextVar("dmf_log_context", default={})  # noqa: B039
@@ -31,6 +35,23 @@ def log_context(**fields: str | None) -> Iterator[None]:
         yield
     finally:
         _context.reset(token)
+
+
+def ops_event(
+    logger: logging.Logger,
+    event: str,
+    message: str,
+    *args: object,
+    level: int = logging.INFO,
+    **fields: str | int | float | bool | None,
+) -> None:
+    """Log ``message`` with ``event`` and ``fields`` as attributes (custom dimensions). Strings are redacted
+    here (the redacting filter scrubs the message, not attributes); None values are left out."""
+    extra: dict[str, str | int | float | bool] = {"event": event}
+    for key, value in fields.items():
+        if value is not None:
+            extra[key] = redact(value) if isinstance(value, str) else value
+    logger.log(level, message, *args, extra=extra)
 
 
 def current_context() -> dict[str, str]:

@@ -229,6 +229,9 @@ class Settings(BaseSettings):
     archive_retention_days: float = Field(
         default=0.0, ge=0, validation_alias=_alias("ARCHIVE_RETENTION_DAYS")
     )
+    outcome_retention_days: float = Field(
+        default=365.0, ge=0, validation_alias=_alias("OUTCOME_RETENTION_DAYS")
+    )
 
     # Read by decorators / host.json as %NAME%; kept here so they are validated and documented in one place.
     task_hub_name: str = Field(

@@ -72,6 +72,55 @@ param pythonVersion string = '3.11'
 param logRetentionDays int = 30
 
 // ---------------------------------------------------------------------------------------------------------------
+// Retention of the data containers (storage lifecycle management; docs/RUNBOOK.md, "Retention")
+// ---------------------------------------------------------------------------------------------------------------
+
+@minValue(0)
+@description('Days after which packages in the staging container are deleted; 0 keeps them.')
+param stagingRetentionDays int = 90
+
+@minValue(0)
+@description('Days after which drops in the processed container are deleted; 0 keeps them.')
+param processedRetentionDays int = 90
+
+@minValue(0)
+@description('Days after which drops in the failed container (and their .reason.txt) are deleted; 0 keeps them.')
+param failedRetentionDays int = 180
+
+@minValue(0)
+@description('Days after which drops in the rejected container (and their .reason.txt) are deleted; 0 keeps them.')
+param rejectedRetentionDays int = 90
+
+@minValue(0)
+@description('Days after which error files copied from F&O (import-errors container) are deleted; 0 keeps them.')
+param importErrorsRetentionDays int = 180
+
+@minValue(0)
+@description('Days after which outbound archives are deleted; 0 keeps them (they are the users\' record). Use this or the app\'s ARCHIVE_RETENTION_DAYS, not both.')
+param archiveRetentionDays int = 0
+
+// ---------------------------------------------------------------------------------------------------------------
+// Operations: workbook and alerts (infra/app/operations.bicep; docs/RUNBOOK.md)
+// ---------------------------------------------------------------------------------------------------------------
+
+@description('Deploy the operations workbook: failures by data project and legal entity, import durations, gate wait, drain backlog.')
+param opsWorkbookEnabled bool = true
+
+@description('Deploy the log alert rules: failed or timed-out imports, poison blobs, gate held too long, drain backlog.')
+param opsAlertsEnabled bool = true
+
+@description('Resource id of an existing action group the alerts notify (email, Teams, ITSM); empty: alerts show in the portal only.')
+param opsActionGroupId string = ''
+
+@minValue(5)
+@description('Alert when an import-gate permit is held longer than this many minutes.')
+param opsGateHeldMinutes int = 120
+
+@minValue(1)
+@description('Alert when a recurring-export drain stops on its budget this many times within an hour.')
+param opsDrainBacklogRuns int = 3
+
+// ---------------------------------------------------------------------------------------------------------------
 // App configuration (see docs/SETTINGS.md for each setting)
 // ---------------------------------------------------------------------------------------------------------------
 
@@ -181,6 +230,14 @@ var platformContainerNames = [
   deploymentContainerName
   deadLetterContainerName
 ]
+// One lifecycle rule per data container with a retention; the inbound container has none (drops leave it).
+var stagingRetention = stagingRetentionDays > 0 ? [ { container: dataContainers.STAGING_CONTAINER, days: stagingRetentionDays } ] : []
+var processedRetention = processedRetentionDays > 0 ? [ { container: dataContainers.PROCESSED_CONTAINER, days: processedRetentionDays } ] : []
+var failedRetention = failedRetentionDays > 0 ? [ { container: dataContainers.FAILED_CONTAINER, days: failedRetentionDays } ] : []
+var rejectedRetention = rejectedRetentionDays > 0 ? [ { container: dataContainers.REJECTED_CONTAINER, days: rejectedRetentionDays } ] : []
+var errorsRetention = importErrorsRetentionDays > 0 ? [ { container: dataContainers.ERRORS_CONTAINER, days: importErrorsRetentionDays } ] : []
+var archiveRetention = archiveRetentionDays > 0 ? [ { container: dataContainers.ARCHIVE_CONTAINER, days: archiveRetentionDays } ] : []
+var blobRetention = concat(stagingRetention, processedRetention, failedRetention, rejectedRetention, errorsRetention, archiveRetention)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Resources
@@ -235,6 +292,23 @@ module storage 'app/storage.bicep' = {
     tables: dataTableNames
     restrictNetwork: vnetEnabled
     workspaceId: monitoring.outputs.workspaceId
+    retention: blobRetention
+  }
+}
+
+module operations 'app/operations.bicep' = {
+  name: 'operations'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    workspaceId: monitoring.outputs.workspaceId
+    nameSuffix: resourceToken
+    workbookEnabled: opsWorkbookEnabled
+    alertsEnabled: opsAlertsEnabled
+    actionGroupId: opsActionGroupId
+    gateHeldMinutes: opsGateHeldMinutes
+    drainBacklogRuns: opsDrainBacklogRuns
   }
 }
 

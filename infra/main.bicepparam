@@ -20,6 +20,9 @@ param fnoAuthority = readEnvironmentVariable('FNO_AUTHORITY', '')
 param fnoClientId = readEnvironmentVariable('FNO_CLIENT_ID')
 param fnoLegalEntity = readEnvironmentVariable('FNO_LEGAL_ENTITY', 'USMF')
 
+// Alerts notify this action group (docs/RUNBOOK.md); empty: alerts show in the portal only.
+param opsActionGroupId = readEnvironmentVariable('OPS_ACTION_GROUP_ID', '')
+
 // Jobs: recurring-integration exports to drain and scheduled ExportToPackage jobs (see docs/DEPLOY.md).
 param recurringExports = []
 param exportJobs = []

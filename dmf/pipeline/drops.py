@@ -18,6 +18,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
+from dmf.logs import ops_event
 from dmf.package.batch import extract_batch_zip, parse_batch_manifest
 from dmf.package.build import build_packages_from_raw
 from dmf.package.catalogue import EntityInfo
@@ -416,6 +417,21 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     # The outcome row is written before the source blob is touched.
     svc.outcomes.upsert(day, drop_id, summary)
     _index_end(svc, source, drop_id, status, reason, finished)
+    ops_event(
+        log,
+        "drop_finished",
+        "drop %s ended %s",
+        drop_id,
+        status,
+        level=logging.INFO if status in OK_STATUSES or status == "Duplicate" else logging.WARNING,
+        status=status,
+        environment=started.get("Environment"),
+        legal_entity=started.get("LegalEntity"),
+        data_project=started.get("DataProject"),
+        drop_id=drop_id,
+        packages=len(results) + len(rejected),
+        duration_seconds=summary.get("DurationSeconds"),
+    )
     _move(
         svc, source, archived, reason if status not in OK_STATUSES else None, drop_id, status, req.get("etag")
     )

@@ -24,7 +24,7 @@ from azure.core.exceptions import AzureError
 from dmf.fno.clients import package_api
 from dmf.fno.errors import FnoError, names_existing_execution
 from dmf.fno.models import ExecutionStatus
-from dmf.logs import log_context
+from dmf.logs import log_context, ops_event
 from dmf.pipeline.services import Services
 from dmf.redact import redact
 from dmf.storage.transfer import blob_client_for_url, copy_blob
@@ -238,6 +238,27 @@ def record_import_result(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             "ErrorFiles": errors.get("files") or None,
             "SummaryPageUrl": errors.get("summary_page_url"),
         },
+    )
+    confirmed = req.get("confirmed_start_at")
+    ops_event(
+        log,
+        "import_finished",
+        "import %s of %s ended %s",
+        req["execution_id"],
+        route.get("data_project"),
+        status,
+        level=logging.INFO if status == "Succeeded" else logging.WARNING,
+        status=status,
+        environment=route.get("environment"),
+        legal_entity=route.get("legal_entity"),
+        data_project=route.get("data_project"),
+        execution_id=req["execution_id"],
+        drop_id=req.get("drop_id"),
+        import_seconds=(
+            round((finished - datetime.fromisoformat(confirmed)).total_seconds(), 3) if confirmed else None
+        ),
+        total_seconds=round((finished - started).total_seconds(), 3),
+        error_count=errors.get("error_count"),
     )
     if status in {"Succeeded", "PartiallySucceeded", "Failed"} and req.get("confirmed_start_at"):
         seconds = (finished - datetime.fromisoformat(req["confirmed_start_at"])).total_seconds()

@@ -37,7 +37,7 @@ from dmf.fno.clients import recurring_api
 from dmf.fno.errors import FnoError
 from dmf.fno.models import DequeuedMessage
 from dmf.fno.recurring_api import RecurringApi
-from dmf.logs import log_context
+from dmf.logs import log_context, ops_event
 from dmf.pipeline.services import Services
 from dmf.settings import RecurringExport
 from dmf.storage import clients
@@ -524,6 +524,28 @@ def record_drain_result(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             "FinishedAt": finished,
             "DurationSeconds": round((finished - started).total_seconds(), 3),
         },
+    )
+    stop = req.get("stop_reason") or ""
+    backlog = "budget" in stop  # stopped on its count or time budget: F&O still had messages queued
+    export = req["export"]
+    ops_event(
+        log,
+        "drain_finished",
+        "drain %s of %s ended %s (%s)",
+        req["run_id"],
+        export["name"],
+        status,
+        stop,
+        level=logging.WARNING if backlog or status != "Succeeded" else logging.INFO,
+        status=status,
+        environment=export.get("environment"),
+        export=export["name"],
+        stop_reason=stop,
+        backlog=backlog,
+        messages=totals.get("archived", 0) + totals.get("duplicate", 0) + failed,
+        duplicates=totals.get("duplicate", 0),
+        failed=failed,
+        duration_seconds=round((finished - started).total_seconds(), 3),
     )
     if req.get("guard"):
         svc.ledger.finish_run(req["guard"], req.get("guard_token") or req["run_id"])

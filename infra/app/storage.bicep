@@ -8,6 +8,8 @@ param tables array
 @description('With a VNet: deny the public endpoint except for trusted Azure services (Event Grid dead-lettering).')
 param restrictNetwork bool = false
 param workspaceId string
+@description('Lifecycle management: [{ container, days }]. Blobs in each container are deleted that many days after their last change.')
+param retention array = []
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   name: name
@@ -137,6 +139,46 @@ resource tableDiagnostics 'Microsoft.Insights/diagnosticSettings@2021-05-01-prev
         enabled: true
       }
     ]
+  }
+}
+
+// Retention of the data containers (docs/RUNBOOK.md, "Retention"): one delete rule per container. A deleted blob
+// stays recoverable for the blob service's 7-day soft delete.
+var lifecycleRules = [for r in retention: {
+  name: 'delete${replace(r.container, '-', '')}'
+  enabled: true
+  type: 'Lifecycle'
+  definition: {
+    filters: {
+      blobTypes: [
+        'blockBlob'
+      ]
+      prefixMatch: [
+        '${r.container}/'
+      ]
+    }
+    actions: {
+      baseBlob: {
+        delete: {
+          daysAfterModificationGreaterThan: r.days
+        }
+      }
+      snapshot: {
+        delete: {
+          daysAfterCreationGreaterThan: r.days
+        }
+      }
+    }
+  }
+}]
+
+resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = if (!empty(retention)) {
+  parent: storage
+  name: 'default'
+  properties: {
+    policy: {
+      rules: lifecycleRules
+    }
   }
 }
 

@@ -579,6 +579,8 @@ class Template:
             return Unknown(f"{fn}({', '.join(map(str, args))})", sample="/".join(str(a) for a in args))
         if fn == "loadJsonContent":
             return json.loads((self.path.parent / args[0]).read_text())
+        if fn == "loadTextContent":
+            return (self.path.parent / args[0]).read_text()
         if fn == "readEnvironmentVariable":
             if args[0] in self._environ:
                 return self._environ[args[0]]

@@ -79,6 +79,8 @@ def test_module_references_resolve(path: Path) -> None:
         assert (path.parent / ref).is_file(), f"{path.name} uses missing module {ref}"
     for ref in re.findall(r"loadJsonContent\('([^']+)'\)", text):
         json.loads((path.parent / ref).read_text())
+    for ref in re.findall(r"loadTextContent\('([^']+)'\)", text):
+        assert (path.parent / ref).is_file(), f"{path.name} loads missing file {ref}"
 
 
 def test_bicepparam_parses_and_fits_main() -> None:
