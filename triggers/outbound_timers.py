@@ -178,6 +178,8 @@ async def housekeeping(client: df.DurableOrchestrationClient, now: datetime | No
     )
     archives = await asyncio.to_thread(outbound_housekeeping.purge_archives, svc, now)
     result = {"instances_purged": getattr(purged, "instances_deleted", None), "archives_deleted": archives}
+    # Outcome and ledger rows past OUTCOME_RETENTION_DAYS (learned durations and run guards are kept).
+    result |= await asyncio.to_thread(outbound_housekeeping.purge_expired_rows, svc, now)
     log.info("housekeeping: %s", result)
     return result
 
