@@ -99,7 +99,15 @@ def test_concurrent_acquirers_never_exceed_permits(table, permits: int) -> None:
                 holding += 1
                 peak = max(peak, holding)
                 order.append(ticket)
-            time.sleep(0.1)
+            # Hold until every permit has been in use at once (or 5 s): on a loaded machine a fixed short
+            # hold may end before the next acquirer's poll, which says nothing about the gate.
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                with lock:
+                    if peak >= permits:
+                        break
+                time.sleep(0.01)
+            time.sleep(0.05)
             with lock:
                 holding -= 1
             g.release(ticket, T0, stale_after_seconds=STALE)
