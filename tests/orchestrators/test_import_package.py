@@ -242,11 +242,8 @@ def test_timed_out_keeps_the_permit_marked_maybe_running() -> None:
     poll = POLL | {"deadline": 100}
     s = script(pipeline_config=[CFG | {"poll": poll}], check_import=[check("Executing")] * 3)
     out = s.run(orchestrator)
-    assert [t.wait for t in s.timers()] == [
-        15,
-        30,
-        55,
-    ]  # from each check's time; the last cut to the deadline
+    # Each wait counts from its check's time; the last is cut to the deadline.
+    assert [t.wait for t in s.timers()] == [15, 30, 55]
     assert s.names()[4:10] == [
         "timer@15",
         "check_import",
