@@ -8,7 +8,7 @@ idle RSS after imports is reported for both (Linux ``ru_maxrss``), with wall tim
 Azurite's CPU time. A third row times the path the app takes by default in Azure (``copy_blob`` server-side
 into the write URL, as ``start_import`` does): the same preparation, then a Copy Blob.
 
-    .venv/bin/python -m bench.inbound_memory_1gb [--mib 1024] [--no-write]
+    .venv/bin/python -m bench.inbound_memory_1gb [--mib 1024] [--rounds 1] [--no-write]
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def child(mode: str, conn: str, container: str, blob: str) -> None:
     print(json.dumps(out))
 
 
-def main(target: int = TARGET) -> str:
+def main(target: int = TARGET, rounds: int = 1) -> str:
     import psutil
     from azure.storage.blob import BlobServiceClient
 
@@ -145,14 +145,17 @@ def main(target: int = TARGET) -> str:
                 f, overwrite=True, max_concurrency=2
             )
         pkg.unlink()
-        for mode in ("ours", "baseline", "ours_server"):
-            before = server_cpu()
-            out = subprocess.run(
-                [sys.executable, __file__, "--child", mode, az.connection_string, "bench", "USMF/CustomerGroups-Import/big.zip"],
-                capture_output=True, text=True, check=True, cwd=ROOT,
-            )  # fmt: skip
-            results[mode] = json.loads(out.stdout.strip().splitlines()[-1])
-            results[mode]["server_cpu"] = server_cpu() - before
+        for _ in range(rounds):  # interleaved, so a burst of load elsewhere hits every variant alike
+            for mode in ("ours", "baseline", "ours_server"):
+                before = server_cpu()
+                out = subprocess.run(
+                    [sys.executable, __file__, "--child", mode, az.connection_string, "bench", "USMF/CustomerGroups-Import/big.zip"],
+                    capture_output=True, text=True, check=True, cwd=ROOT,
+                )  # fmt: skip
+                got = json.loads(out.stdout.strip().splitlines()[-1])
+                got["server_cpu"] = server_cpu() - before
+                if mode not in results or got["seconds"] < results[mode]["seconds"]:
+                    results[mode] = got  # fastest round; memory peaks are alike across rounds
     load.append(os.getloadavg())
     ours, base, srv = results["ours"], results["baseline"], results["ours_server"]
     above = {m: r["peak_mib"] - r["idle_mib"] for m, r in results.items()}
@@ -168,7 +171,7 @@ def main(target: int = TARGET) -> str:
             "validated row by row, staged, then uploaded to a SAS write URL streamed (Azurite).",
             "",
             f"Machine: {os.cpu_count()} CPUs shared with other work; load average {load[0][0]:.1f} at the start, "
-            f"{load[1][0]:.1f} at the end.",
+            f"{load[1][0]:.1f} at the end. Best of {rounds} interleaved round(s) per variant.",
             "",
             "| variant | idle RSS | peak RSS | peak above idle | time | time / baseline | CPU: worker / Azurite |",
             "|---|---|---|---|---|---|---|",
@@ -191,9 +194,12 @@ if __name__ == "__main__":
 
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--mib", type=int, default=TARGET // MiB, help="data file size (default 1024)")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="interleaved rounds; the fastest of each variant counts"
+    )
     p.add_argument("--no-write", action="store_true", help="print only (quick runs at a smaller size)")
     ns = p.parse_args()
-    text = main(ns.mib * MiB)
+    text = main(ns.mib * MiB, ns.rounds)
     print(text)
     if not ns.no_write:
         (ROOT / "bench" / "results").mkdir(parents=True, exist_ok=True)
