@@ -31,15 +31,17 @@ log = logging.getLogger(__name__)
 
 ACTION_PATH = "/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."
 # Block sizes for the SAS upload: 4 MiB blocks keep memory flat and stay far below the 50,000-block cap
-# for any package F&O will accept; anything up to 8 MiB goes in one Put Blob.
+# for any package F&O will accept; anything up to 8 MiB goes in one Put Blob. Larger uploads stage
+# UPLOAD_CONCURRENCY blocks at once (the SDK's own chunking: at most that many blocks in memory).
 MAX_SINGLE_PUT = 8 * 2**20
 BLOCK_SIZE = 4 * 2**20
+UPLOAD_CONCURRENCY = 4
 
 
 class PackageApi:
     """Typed calls to one F&O environment's Package API. Every call has a timeout; see ``FnoHttp``."""
 
-    def __init__(self, http: FnoHttp, api_root: str, *, upload_concurrency: int = 2) -> None:
+    def __init__(self, http: FnoHttp, api_root: str, *, upload_concurrency: int = UPLOAD_CONCURRENCY) -> None:
         self.http = http
         self.api_root = api_root.rstrip("/")
         self.upload_concurrency = upload_concurrency
@@ -94,6 +96,8 @@ class PackageApi:
     ) -> None:
         """Stream ``data`` to the SAS URL as a block blob (single put when small, blocks when large).
 
+        Blocks go up ``upload_concurrency`` at a time; the SDK reads the source in order (or, for a
+        seekable file of known ``length``, each block's own range) and holds at most that many blocks.
         Put Block is idempotent, so the storage SDK's own retries are safe here.
         """
         blob = BlobClient.from_blob_url(

@@ -1,4 +1,9 @@
-"""Blob ↔ local temp file helpers with bounded memory."""
+"""Blob ↔ local temp file helpers with bounded memory.
+
+Reads and writes go through ``dmf.storage.transfer``: ranged GETs read ahead in parallel (written to the file
+in order), and uploads stage blocks in parallel while the file is read and hashed in order; memory stays at
+a few 4 MiB chunks and blocks whatever the size of the file.
+"""
 
 from __future__ import annotations
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tracemalloc
+import threading
+import time
 from datetime import UTC, datetime
 
+import psutil
 import pytest
 from azure.data.tables import TableServiceClient
 from azure.storage.blob import BlobServiceClient
@@ -50,16 +52,31 @@ def test_streamed_copy_of_200_mb_keeps_memory_bounded(containers) -> None:
     assert up.size == total
 
     dst = dst_c.get_blob_client("big-copy.bin")
-    tracemalloc.start()
+    # Resident memory, sampled: each ranged GET makes the SDK/urllib3 allocate several times the range
+    # that is never touched (tracemalloc counts it, RSS does not), so RSS is what "bounded" means here.
+    proc = psutil.Process()
+    idle = peak = proc.memory_info().rss
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, proc.memory_info().rss)
+            time.sleep(0.002)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     try:
         result = copy_blob(src, dst, prefer_server_side=False)
-        _, peak = tracemalloc.get_traced_memory()
     finally:
-        tracemalloc.stop()
+        done.set()
+        sampler.join()
     assert result.method == "stream"
     assert result.size == total
-    # One 8 MiB block plus download chunks and SDK buffers; a read-it-all copy would peak above 200 MiB.
-    assert peak < 48 * MiB, f"peak traced memory {peak / MiB:.1f} MiB"
+    # 3 read chunks and 6 blocks of 4 MiB (transfer.py's bounds) plus SDK/HTTP buffers; a read-it-all
+    # copy would peak above 200 MiB.
+    above = (peak - idle) / MiB
+    assert above < 64, f"peak RSS {above:.1f} MiB above the level before the copy"
     got = hashlib.md5(usedforsecurity=False)
     for chunk in dst.download_blob().chunks():
         got.update(chunk)
