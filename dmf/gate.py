@@ -209,19 +209,7 @@ class ImportGate:
                 self._replace_holders(live, etag)
                 continue  # start over from the stored state either way
             for h in expired:
-                ops_event(
-                    log,
-                    "gate_freed",
-                    "gate %s: lease of %s (%s) expired; freeing its permit",
-                    self.pk,
-                    h.ticket,
-                    h.instance_id,
-                    level=logging.WARNING,
-                    gate=self.pk,
-                    ticket=h.ticket,
-                    reason="lease expired",
-                    held_seconds=round((now - _aware(h.since)).total_seconds(), 3),
-                )
+                self._log_freed(h, now, "lease expired")
             if any(h.ticket == ticket for h in live):
                 return Acquire(True, 0, [h.instance_id for h in live])
             waiters = self._waiters()
@@ -348,19 +336,7 @@ class ImportGate:
             if len(remaining) != len(holders):
                 for h in holders:
                     if h.instance_id in instance_ids:
-                        ops_event(
-                            log,
-                            "gate_freed",
-                            "gate %s: evicting holder %s of ended instance %s",
-                            self.pk,
-                            h.ticket,
-                            h.instance_id,
-                            level=logging.WARNING,
-                            gate=self.pk,
-                            ticket=h.ticket,
-                            reason="orchestration ended",
-                            held_seconds=round((_aware(now) - _aware(h.since)).total_seconds(), 3),
-                        )
+                        self._log_freed(h, now, "orchestration ended")
                 if not self._replace_holders(remaining, etag):
                     continue
             for w in self._waiters():
@@ -454,6 +430,23 @@ class ImportGate:
         raise RuntimeError(f"gate {self.pk}: too much contention canceling {instance_id}")
 
     # -- helpers ---------------------------------------------------------------------------------------
+    def _log_freed(self, h: Holder, now: datetime, reason: str) -> None:
+        """A permit freed without its holder releasing it: an operations event (alerts read it)."""
+        ops_event(
+            log,
+            "gate_freed",
+            "gate %s: freeing the permit of %s (%s): %s",
+            self.pk,
+            h.ticket,
+            h.instance_id,
+            reason,
+            level=logging.WARNING,
+            gate=self.pk,
+            ticket=h.ticket,
+            reason=reason,
+            held_seconds=round((_aware(now) - _aware(h.since)).total_seconds(), 3),
+        )
+
     def _replace_holders(self, holders: list[Holder], etag: str) -> bool:
         try:
             self.table.update_entity(

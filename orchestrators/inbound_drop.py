@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import azure.durable_functions as df
 
-from dmf.pipeline.ids import package_instance_id
 from dmf.redact import redact
-from orchestrators.import_package import CANCELED_REASON
+from orchestrators.imports_in_order import import_in_order
 
 bp = df.Blueprint()
 
@@ -78,33 +77,13 @@ def inbound_drop(context: df.DurableOrchestrationContext):
         pkg | {"source": by_seq[p["seq"]]["source"]} for p in prepared if p["ok"] for pkg in p["packages"]
     ]
 
-    results = []
-    for n, pkg in enumerate(packages, start=1):
-        if results and results[-1].get("error_summary") == CANCELED_REASON:
-            # An operator canceled the drop at the gate: the packages after it are not imported either.
-            results.append({"seq": n, "status": "Canceled", "error_summary": CANCELED_REASON})
-            continue
-        context.set_custom_status(
-            {"stage": "importing", "package": n, "of": len(packages), "rejected": len(rejected)}
-        )
-        sub_input = {
-            "drop_id": drop_id,
-            "day": drop["day"],
-            "seq": n,
-            "staged": pkg["staged"],
-            "entities": pkg["entities"],
-            "rows": pkg["rows"],
-            "source": pkg["source"],
-            "route": route,
-        }
-        try:
-            res = yield context.call_sub_orchestrator(
-                "import_package", sub_input, package_instance_id(drop_id, n)
-            )
-        except Exception as exc:
-            # F&O may or may not have imported it: "Unknown" keeps the content claim (no re-import).
-            res = {"seq": n, "status": "Unknown", "reason": redact(f"import orchestration failed: {exc}")}
-        results.append(res)
+    results = yield from import_in_order(
+        context,
+        drop_id,
+        {"day": drop["day"], "route": route},
+        list(enumerate(packages, start=1)),
+        lambda n, _seq: {"stage": "importing", "package": n, "of": len(packages), "rejected": len(rejected)},
+    )
 
     final.update(action="import", results=results, rejected=rejected)
     context.set_custom_status({"stage": "finalising"})

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import azure.durable_functions as df
 
-from dmf.pipeline.ids import package_instance_id
-from dmf.redact import redact
-from orchestrators.import_package import CANCELED_REASON
+from orchestrators.imports_in_order import import_in_order
 
 bp = df.Blueprint()
 
@@ -23,32 +21,19 @@ def retry_drop(context: df.DurableOrchestrationContext):
     plan = dict(context.get_input())
     retry_id = context.instance_id
     packages = plan.pop("packages")
-    results = []
-    for n, pkg in enumerate(packages, start=1):
-        seq = pkg["seq"]
-        if results and results[-1].get("error_summary") == CANCELED_REASON:
-            results.append({"seq": seq, "status": "Canceled", "error_summary": CANCELED_REASON})
-            continue
-        context.set_custom_status(
-            {"stage": "importing", "package": n, "of": len(packages), "seq": seq, "retry_of": plan["drop_id"]}
-        )
-        sub_input = {
-            "drop_id": retry_id,
-            "day": plan["day"],
+    results = yield from import_in_order(
+        context,
+        retry_id,
+        {"day": plan["day"], "route": plan["route"]},
+        [(pkg["seq"], pkg) for pkg in packages],
+        lambda n, seq: {
+            "stage": "importing",
+            "package": n,
+            "of": len(packages),
             "seq": seq,
-            "staged": pkg["staged"],
-            "entities": pkg["entities"],
-            "rows": pkg["rows"],
-            "source": pkg["source"],
-            "route": plan["route"],
-        }
-        try:
-            res = yield context.call_sub_orchestrator(
-                "import_package", sub_input, package_instance_id(retry_id, seq)
-            )
-        except Exception as exc:
-            res = {"seq": seq, "status": "Unknown", "reason": redact(f"import orchestration failed: {exc}")}
-        results.append(res)
+            "retry_of": plan["drop_id"],
+        },
+    )
     context.set_custom_status({"stage": "finalising"})
     result = yield context.call_activity_with_retry(
         "finalize_retry", RETRY, plan | {"retry_id": retry_id, "results": results}
