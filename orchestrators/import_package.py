@@ -16,7 +16,7 @@ from dmf.gate import recheck_seconds
 from dmf.pipeline.ids import execution_id
 from dmf.pipeline.polling import TERMINAL, PollPolicy
 from dmf.redact import redact
-from orchestrators.timing import now_iso, timer_in
+from orchestrators.timing import now_iso, refusal_wait, timer_in
 
 bp = df.Blueprint()
 
@@ -157,11 +157,7 @@ def _start(
             "start_import", RETRY, req | {"allow_recall": recall, "now": now_iso(context)}
         )
         if st["state"] == "throttled" and waited < policy.deadline:
-            hint = st.get("retry_after")
-            wait = (
-                float(hint) if hint is not None else min(policy.initial * 2**throttled, policy.max_interval)
-            )
-            wait = max(1.0, min(wait, policy.deadline - waited))
+            wait = refusal_wait(st.get("retry_after"), throttled, waited, policy)
             throttled += 1
             waited += wait
             context.set_custom_status(

@@ -16,7 +16,7 @@ from __future__ import annotations
 import azure.durable_functions as df
 
 from dmf.pipeline.polling import TERMINAL, PollPolicy
-from orchestrators.timing import now_iso, timer_in
+from orchestrators.timing import now_iso, refusal_wait, timer_in
 
 bp = df.Blueprint()
 
@@ -158,11 +158,7 @@ def _start_export(context: df.DurableOrchestrationContext, req: dict, policy: Po
     while True:
         st = yield context.call_activity_with_retry("export_start", RETRY, req | {"allow_recall": recall})
         if st["state"] == "throttled" and waited < policy.deadline:
-            hint = st.get("retry_after")
-            wait = (
-                float(hint) if hint is not None else min(policy.initial * 2**throttled, policy.max_interval)
-            )
-            wait = max(1.0, min(wait, policy.deadline - waited))
+            wait = refusal_wait(st.get("retry_after"), throttled, waited, policy)
             throttled += 1
             waited += wait
             context.set_custom_status({"stage": "export-throttled", "retry_in": wait})
