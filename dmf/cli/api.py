@@ -69,11 +69,11 @@ class Api:
             )
         return Answer(r.status_code, body)
 
-    def get(self, path: str, **params: Any) -> Answer:
-        return self.call("GET", path, params={k: v for k, v in params.items() if v is not None})
+    def get(self, route: str, /, **params: Any) -> Answer:
+        return self.call("GET", route, params={k: v for k, v in params.items() if v is not None})
 
-    def post(self, path: str, body: Any = None) -> Answer:
-        return self.call("POST", path, json=body)
+    def post(self, route: str, body: Any = None) -> Answer:
+        return self.call("POST", route, json=body)
 
 
 def seg(text: str) -> str:
