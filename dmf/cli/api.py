@@ -69,6 +69,18 @@ class Api:
             )
         return Answer(r.status_code, body)
 
+    def follow(self, status_url: str) -> Answer:
+        """GET a Durable check-status URL. It carries its own (system) key: it is never shown, and no
+        function key is sent with it."""
+        try:
+            r = self._session.get(status_url, headers={"Accept": "application/json"}, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise ConnectionFailed(f"cannot reach {self.base}: {type(exc).__name__}") from None
+        try:
+            return Answer(r.status_code, r.json() if r.content else None)
+        except ValueError:
+            return Answer(r.status_code, None)
+
     def get(self, route: str, /, **params: Any) -> Answer:
         return self.call("GET", route, params={k: v for k, v in params.items() if v is not None})
 

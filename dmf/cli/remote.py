@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -48,6 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "retry", retry, "import again the drop's packages that ended Failed or TimedOut; exit 1 if refused"
     )
     p.add_argument("drop_id", metavar="DROP_ID")
+    _wait_args(p, "until the retry ends; exit 1 unless it Succeeded")
     p = add("cancel", cancel, "cancel a drop waiting at the import gate; exit 1 if it is not waiting")
     p.add_argument("drop_id", metavar="DROP_ID")
     p = add("pause", pause, "pause an F&O environment's import gate (imports in flight finish)")
@@ -57,12 +59,21 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("environment", metavar="ENVIRONMENT")
     p = add("drain-now", drain_now, "drain a recurring export (RECURRING_EXPORTS) now; exit 1 if one runs")
     p.add_argument("name", metavar="NAME")
+    _wait_args(p, "until the drain ends; exit 1 unless its orchestration Completed")
     p = add("export-now", export_now, "run an export job (EXPORT_JOBS) now; exit 1 if one runs")
     p.add_argument("name", metavar="NAME")
+    _wait_args(p, "until the export ends; exit 1 unless its orchestration Completed")
+
+
+def _wait_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--wait", action="store_true", help=f"wait {what}")
+    p.add_argument("--wait-timeout", type=float, default=3600.0, metavar="SECONDS",
+                   help="give up waiting after this long (exit 1; default 3600)")  # fmt: skip
 
 
 def _run(handler: Any, args: argparse.Namespace) -> int:
     api = Api(args.url, args.key, args.timeout)
+    args.api = api
     try:
         return int(handler(api, args))
     except ConnectionFailed as exc:
@@ -237,15 +248,49 @@ def _file_history(api: Api, args: argparse.Namespace, path: str) -> int:
 
 # -- actions -------------------------------------------------------------------------------------------
 def _started(ans: Answer, args: argparse.Namespace, what: str, **extra: Any) -> int:
-    """A 202 with the Durable check-status payload: print the instance id, never its key-bearing URLs."""
+    """A 202 with the Durable check-status payload: print the instance id, never its key-bearing URLs;
+    with ``--wait``, follow the instance until it ends."""
     if not ans.ok:
         return _refused(ans, args)
-    body = {"started": True, "id": (ans.body or {}).get("id"), **extra}
+    body: dict[str, Any] = {"started": True, "id": (ans.body or {}).get("id"), **extra}
+    if not args.json:
+        print(f"{what} started: {body['id']}", flush=True)
+    rc = OK
+    if getattr(args, "wait", False):
+        final = _follow(args.api, (ans.body or {}).get("statusQueryGetUri"), args.wait_timeout)
+        body["runtimeStatus"] = final.get("runtimeStatus")
+        if final.get("output") is not None:
+            body["output"] = final["output"]
+        rc = OK if body["runtimeStatus"] == "Completed" else FAILED
+        if "drop" in extra and body["runtimeStatus"] == "Completed":  # a retry: what its packages did
+            drop = args.api.get(f"drops/{seg(extra['drop'])}")
+            run = next((r for r in (drop.body or {}).get("retries", []) if r.get("id") == body["id"]), {})
+            body["status"], body["reason"] = run.get("status"), run.get("reason")
+            rc = OK if body["status"] == "Succeeded" else FAILED
+        if not args.json:
+            ended = body.get("status") or body["runtimeStatus"]
+            print(f"{body['id']} ended {ended}" + (f": {body['reason']}" if body.get("reason") else ""))
     if args.json:
-        emit_json(body)
-    else:
-        print(f"{what} started: {body['id']}")
-    return OK
+        emit_json(without_secrets(body))
+    return rc
+
+
+def _follow(api: Api, status_url: str | None, timeout: float) -> dict[str, Any]:
+    if not status_url:
+        return {"runtimeStatus": "Unknown"}
+    deadline = time.monotonic() + timeout
+    delay = 0.5
+    while True:
+        ans = api.follow(status_url)
+        body = ans.body if isinstance(ans.body, dict) else {}
+        if body.get("runtimeStatus") in ("Completed", "Failed", "Terminated", "Canceled"):
+            return body
+        if ans.status in (400, 401, 403, 404) and not body.get("runtimeStatus"):
+            return {"runtimeStatus": f"Unknown (HTTP {ans.status})"}
+        if time.monotonic() > deadline:
+            return {"runtimeStatus": body.get("runtimeStatus") or "Unknown", "output": "gave up waiting"}
+        time.sleep(delay)
+        delay = min(delay * 1.5, 10.0)
 
 
 def retry(api: Api, args: argparse.Namespace) -> int:

@@ -77,6 +77,12 @@ def test_status_show_and_retry(stack: Stack, cli) -> None:
     assert refused.rc == 1 and "no Failed or TimedOut package" in refused.err
     stack.settle()
     assert len(_imports(stack)) == n
+    # --wait follows the retry to its end: F&O fails the same rows again, so it ends Failed (exit 1).
+    r = cli(stack, "retry", bad_id, "--wait", "--json")
+    assert r.rc == 1, r.err
+    assert r.json()["id"] == f"{bad_id}-r02" and r.json()["runtimeStatus"] == "Completed"
+    assert r.json()["status"] == "Failed" and "longer than 10 characters" in r.json()["reason"]
+    assert f"CustomerGroups-Import-{bad_id}-r02-p001" in _imports(stack)
 
     # Keys and connections: a wrong or missing key and an unreachable app are exit 2.
     wrong = cli(stack, "status", "--day", day, key="not-the-key")
@@ -157,8 +163,9 @@ def test_drain_now_and_export_now(azurite, unique_name, cli) -> None:
         stack.emu.admin.seed_rows("USMF", "Customer groups", [{"CUSTOMERGROUPID": "X1", "DESCRIPTION": "x"}])
         for _ in range(2):
             stack.emu.admin.seed_outbound(exports[0]["activity_id"], legal_entity="USMF")
-        r = cli(stack, "drain-now", "groups")
+        r = cli(stack, "drain-now", "groups", "--wait")
         assert r.rc == 0 and r.out.startswith("drain of groups started: "), r.err
+        assert "ended Completed" in r.out and "code=" not in r.out
         stack.settle()
         drains = [row for row in stack.outcomes() if row.get("Kind") == "drain"]
         assert len(drains) == 1 and drains[0]["Messages"] == 2
