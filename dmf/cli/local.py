@@ -194,7 +194,9 @@ def _prepare(
                 )
             )
         return results
-    progress.stage(("building and checking " if kind == "raw" else "checking ") + path.name)
+    progress.stage(
+        ("building and checking " if kind == "raw" else "checking ") + path.name, counting=kind == "raw"
+    )
     prepared = prepare_file(
         path,
         kind=kind,
@@ -208,6 +210,7 @@ def _prepare(
         template=template,
         template_name=str(template) if template else None,
         wrap=progress.reader,
+        step=progress.stage,
     )
     return [(path.name, prepared)]
 

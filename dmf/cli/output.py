@@ -56,6 +56,7 @@ class Progress:
         self.label, self.total, self.enabled = label, total, enabled
         self.err = err or sys.stderr
         self.done = 0
+        self.counting = False
         self._last = 0.0
 
     def advance(self, n: int) -> None:
@@ -65,14 +66,17 @@ class Progress:
             self._last = now
             self._draw()
 
-    def stage(self, label: str) -> None:
-        self.label = label
+    def stage(self, label: str, *, counting: bool = False) -> None:
+        """A new step; ``counting`` when its bytes are counted through ``reader`` (else only the label)."""
+        self.label, self.counting, self.done = label, counting, 0
         if self.enabled:
             self._draw()
 
     def _draw(self) -> None:
         mib = self.done / 2**20
-        if self.total:
+        if not self.counting:
+            text = f"{self.label} …"
+        elif self.total:
             pct = min(100, int(100 * self.done / self.total))
             text = f"{self.label}: {mib:.1f} / {self.total / 2**20:.1f} MiB ({pct}%)"
         else:

@@ -276,10 +276,11 @@ def prepare_file(
     template: Path | None = None,
     template_name: str | None = None,
     wrap: Callable[[BinaryIO], BinaryIO] | None = None,
+    step: Callable[[str], None] | None = None,
 ) -> Prepared:
     """Build packages from a raw file (``kind == "raw"``) and validate each, or validate a package.
 
-    ``wrap`` may wrap the raw file's stream (the CLI counts bytes for its progress line).
+    ``wrap`` may wrap the raw file's stream and ``step`` is told of each validation (the CLI's progress line).
     """
     if kind != "raw":
         report = _inspect(path, route, limits, catalogue, outside=True)
@@ -303,7 +304,9 @@ def prepare_file(
     if any(_is_error(p) for p in problems):
         return Prepared(problems)
     packages = []
-    for bp in built.packages:
+    for k, bp in enumerate(built.packages, start=1):
+        if step:
+            step(f"checking package {k}/{len(built.packages)}")
         # Built here from checked input: the zip bomb checks are for input from outside.
         report = _inspect(bp.path, route, limits, catalogue, outside=False)
         if not report.ok:
