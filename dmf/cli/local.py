@@ -20,7 +20,7 @@ from typing import Any
 from dmf.cli.output import Progress, emit_json, table
 from dmf.package.batch import extract_batch_zip
 from dmf.package.problems import Code, Problem
-from dmf.pipeline.drops import Prepared, is_batch_zip, prepare_file
+from dmf.pipeline.drops import Prepared, is_batch_zip, item_source_format, prepare_file
 from dmf.pipeline.services import Services
 from dmf.routing import (
     RAW_EXTENSIONS,
@@ -187,8 +187,10 @@ def _prepare(
                         limits=limits,
                         catalogue=svc.catalogue,
                         out_dir=out / f"{i:04d}",
-                        entity=e.entity or route.entity,
-                        source_format=e.source_format or route.source_format,
+                        entity=e.entity,  # as the pipeline: a batch item names its own entity
+                        source_format=item_source_format(
+                            {"source": e.name, "source_format": e.source_format}, route
+                        ),
                         template=template,
                     ),
                 )
@@ -206,7 +208,7 @@ def _prepare(
         catalogue=svc.catalogue,
         out_dir=out,
         entity=route.entity,
-        source_format=route.source_format,
+        source_format=item_source_format({"source": path.name}, route),
         template=template,
         template_name=str(template) if template else None,
         wrap=progress.reader,

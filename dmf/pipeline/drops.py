@@ -346,7 +346,7 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 catalogue=svc.catalogue,
                 out_dir=out,
                 entity=item.get("entity"),
-                source_format=_source_format(item, route) if raw else None,
+                source_format=item_source_format(item, route) if raw else None,
                 template=template,
                 template_name=route.template_package,
             )
@@ -369,7 +369,8 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "seq": seq, "problems": [], "packages": packages}
 
 
-def _source_format(item: dict[str, Any], route: ResolvedRoute) -> str:
+def item_source_format(item: dict[str, Any], route: ResolvedRoute) -> str:
+    """The DMF source format of a raw item: its own (a batch manifest says), its route's, else by extension."""
     suffix = PurePosixPath(item["source"].lower()).suffix
     return item.get("source_format") or route.source_format or RAW_EXTENSIONS.get(suffix, "CSV-Unicode")
 
