@@ -131,3 +131,30 @@ def test_build_writes_a_package_that_imports(stack: Stack, cli, tmp_path: Path, 
     ]  # fmt: skip
     assert cli(None, "build", str(out), "--entity", "Customer groups", "-o", str(tmp_path / "x.zip")).rc == 2
     assert cli(None, "build", str(src), "-o", str(tmp_path / "x.zip")).rc == 2  # --entity is required
+
+
+def test_check_a_batch_with_a_raw_member_as_the_pipeline_builds_it(stack: Stack, cli, tmp_path: Path) -> None:
+    xml = (
+        b'<?xml version="1.0" encoding="utf-8"?><Document><CUSTCUSTOMERGROUPENTITY>'
+        b"<CUSTOMERGROUPID>Q1</CUSTOMERGROUPID><DESCRIPTION>q</DESCRIPTION><PAYMENTTERMID>Net30</PAYMENTTERMID>"
+        b"</CUSTCUSTOMERGROUPENTITY></Document>"
+    )
+    order = {"items": [{"file": "groups.xml", "entity": "Customer groups"}, {"file": "pkg.zip"}]}
+    batch = tmp_path / "mixed.zip"
+    batch.write_bytes(
+        _zip(
+            {
+                "order.batch.json": json.dumps(order).encode(),
+                "groups.xml": xml,
+                "pkg.zip": customer_groups_package(["P1"]),
+            }
+        )
+    )
+    r = cli(None, "check", str(batch), "--json")
+    assert r.rc == 0, r.out
+    items = r.json()["items"]
+    assert [(i["name"], i["packages"][0]["rows"]) for i in items] == [("groups.xml", 1), ("pkg.zip", 1)]
+    stack.drop(f"{PROJECT}/mixed.zip", batch.read_bytes())
+    stack.settle()
+    assert stack.drop_row("mixed.zip")["Status"] == "Succeeded"
+    assert {x["CUSTOMERGROUPID"] for x in stack.emu.admin.data("USMF", "Customer groups")} == {"Q1", "P1"}
