@@ -159,7 +159,11 @@ def status(api: Api, args: argparse.Namespace) -> int:
     print(f"\ndrops on {day}: {summary}")
     if failures:
         print("failures:")
-        table(failures, [("id", "DROP"), ("effective", "STATUS"), ("source", "FILE"), ("reason", "REASON")])
+        table(
+            failures,
+            [("id", "DROP"), ("effective", "STATUS"), ("source", "FILE"), ("reason", "REASON")],
+            wide=("id", "source"),
+        )
     return OK if healthy else FAILED
 
 
@@ -177,9 +181,9 @@ def show(api: Api, args: argparse.Namespace) -> int:
         return OK
     live = d.get("live") or {}
     current = live.get("current") or {}
-    stage = " · ".join(
-        str(x) for x in (live.get("runtimeStatus"), live.get("stage"), current.get("stage")) if x
-    )
+    stage = live.get("runtimeStatus")
+    if stage in ("Running", "Pending"):  # the orchestration's own progress, and its current package's
+        stage = " · ".join(str(x) for x in (stage, live.get("stage"), current.get("stage")) if x)
     fields(
         [
             ("drop", d.get("id")),
@@ -210,22 +214,17 @@ def show(api: Api, args: argparse.Namespace) -> int:
 
 
 def _packages(packages: list[dict[str, Any]], links: bool) -> None:
-    rows = [
-        {
-            **p,
-            "files": "; ".join(
-                (f"{f['path']} {f['url']}" if links and f.get("url") else f["path"])
-                for f in p.get("errorFiles", [])
-            ),
-        }
-        for p in packages
-    ]
     table(
-        rows,
+        packages,
         [("seq", "SEQ"), ("status", "STATUS"), ("executionId", "EXECUTION ID"), ("records", "RECORDS"),
-         ("errorCount", "ERRORS"), ("errorSummary", "F&O SAYS"), ("files", "ERROR FILES")],
-        wide=("executionId", "files") if links else ("executionId",),
+         ("errorCount", "ERRORS"), ("errorSummary", "F&O SAYS")],
+        wide=("executionId",),
+        max_width=80,
     )  # fmt: skip
+    for p in packages:
+        for f in p.get("errorFiles", []):
+            link = f" {f['url']}" if links and f.get("url") else ""
+            print(f"  package {p.get('seq')} error file: {f['path']}{link}")
 
 
 def _file_history(api: Api, args: argparse.Namespace, path: str) -> int:
