@@ -159,39 +159,8 @@ def resolve(path: str, settings: Settings, routes: RoutesFile | None = None) -> 
     name = parts[-1] if parts else path
     kind = kind_of(path)
     for r in routes.routes:
-        if not _glob_to_regex(r.pattern).match(path):
-            continue
-        le = r.legal_entity
-        if r.legal_entity_segment is not None:
-            le = _segment(parts, r.legal_entity_segment, r.name, "legal_entity_segment")
-        if r.legal_entity_token:
-            m = re.search(r.legal_entity_token, name)
-            if not m or "le" not in m.groupdict():
-                raise RoutingError(
-                    f"route {r.name!r}: file name {name!r} has no legal entity token matching {r.legal_entity_token!r}"
-                )
-            le = m.group("le")
-        project = r.data_project
-        if r.data_project_segment is not None:
-            project = _segment(parts, r.data_project_segment, r.name, "data_project_segment")
-        env = settings.environment(r.environment)
-        entity = r.entity or (entity_from_file_name(name) if kind == "raw" else None)
-        return ResolvedRoute(
-            route=r.name,
-            environment=env.name,
-            mode=r.mode,
-            kind=kind,
-            data_project=project,
-            legal_entity=(le or env.legal_entity).upper(),
-            entity=entity,
-            source_format=r.source_format or RAW_EXTENSIONS.get(PurePosixPath(name.lower()).suffix),
-            execute=r.execute,
-            overwrite=r.overwrite,
-            allow_duplicate_content=r.allow_duplicate_content,
-            template_package=r.template_package,
-            activity_id=r.activity_id,
-            max_rows_per_package=r.max_rows_per_package,
-        )
+        if _glob_to_regex(r.pattern).match(path):
+            return _apply(r, path, settings)
     if len(parts) < 3:
         raise RoutingError(
             f"{path!r} matches no route and does not follow the convention "
@@ -210,6 +179,54 @@ def resolve(path: str, settings: Settings, routes: RoutesFile | None = None) -> 
         execute=True,
         overwrite=True,
         allow_duplicate_content=False,
+    )
+
+
+def resolve_named(
+    route_name: str, path: str, settings: Settings, routes: RoutesFile | None = None
+) -> ResolvedRoute:
+    """The named route applied to ``path`` whether or not its pattern matches (the CLI's ``check --route``)."""
+    routes = routes or load_routes(settings)
+    for r in routes.routes:
+        if r.name.casefold() == route_name.casefold():
+            return _apply(r, path, settings)
+    raise RoutingError(f"no route named {route_name!r}; the table has {[r.name for r in routes.routes]}")
+
+
+def _apply(r: Route, path: str, settings: Settings) -> ResolvedRoute:
+    parts = [p for p in path.split("/") if p]
+    name = parts[-1] if parts else path
+    kind = kind_of(path)
+    le = r.legal_entity
+    if r.legal_entity_segment is not None:
+        le = _segment(parts, r.legal_entity_segment, r.name, "legal_entity_segment")
+    if r.legal_entity_token:
+        m = re.search(r.legal_entity_token, name)
+        if not m or "le" not in m.groupdict():
+            raise RoutingError(
+                f"route {r.name!r}: file name {name!r} has no legal entity token matching {r.legal_entity_token!r}"
+            )
+        le = m.group("le")
+    project = r.data_project
+    if r.data_project_segment is not None:
+        project = _segment(parts, r.data_project_segment, r.name, "data_project_segment")
+    env = settings.environment(r.environment)
+    entity = r.entity or (entity_from_file_name(name) if kind == "raw" else None)
+    return ResolvedRoute(
+        route=r.name,
+        environment=env.name,
+        mode=r.mode,
+        kind=kind,
+        data_project=project,
+        legal_entity=(le or env.legal_entity).upper(),
+        entity=entity,
+        source_format=r.source_format or RAW_EXTENSIONS.get(PurePosixPath(name.lower()).suffix),
+        execute=r.execute,
+        overwrite=r.overwrite,
+        allow_duplicate_content=r.allow_duplicate_content,
+        template_package=r.template_package,
+        activity_id=r.activity_id,
+        max_rows_per_package=r.max_rows_per_package,
     )
 
 

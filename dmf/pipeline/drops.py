@@ -11,9 +11,11 @@ import json
 import logging
 import re
 import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
@@ -22,7 +24,8 @@ from dmf.logs import ops_event
 from dmf.package.batch import extract_batch_zip, parse_batch_manifest
 from dmf.package.build import build_packages_from_raw
 from dmf.package.catalogue import EntityInfo
-from dmf.package.inspect import inspect_package
+from dmf.package.inspect import PackageReport, inspect_package
+from dmf.package.problems import Problem
 from dmf.package.zipsafe import precheck
 from dmf.pipeline.blobio import downloaded, sha256_blob, upload_file
 from dmf.pipeline.services import Services
@@ -149,17 +152,21 @@ def plan_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
 
 
 def _is_batch_zip(blob: Any, etag: str | None, limits: Any) -> bool:
+    with downloaded(blob, ".zip", etag) as path:
+        return is_batch_zip(path, limits)
+
+
+def is_batch_zip(path: Path, limits: Any) -> bool:
     """A zip with no Manifest.xml at its root that holds packages (or a batch manifest) is a batch."""
     import zipfile
 
-    with downloaded(blob, ".zip", etag) as path:
-        if precheck(path, limits) is not None:
-            return False  # too many entries to even list: inspect rejects it as a package
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = [n for n in zf.namelist() if not n.endswith("/")]
-        except zipfile.BadZipFile:
-            return False
+    if precheck(path, limits) is not None:
+        return False  # too many entries to even list: inspect rejects it as a package
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = [n for n in zf.namelist() if not n.endswith("/")]
+    except zipfile.BadZipFile:
+        return False
     lower = [n.lower() for n in names]
     if "manifest.xml" in lower:
         return False
@@ -230,7 +237,84 @@ def _plan_batch_manifest(
     return {"action": "import", "items": items, "members": [i["source"] for i in items]}
 
 
-# -- prepare -------------------------------------------------------------------------------------------
+# -- prepare ---------------------------------------------------------------------------------------------
+@dataclass
+class PreparedPackage:
+    path: Path  # a package zip ready to stage (the input itself, or one that build wrote in out_dir)
+    report: PackageReport
+    rows: int | None  # data rows when built here; None for a dropped package (its report counts them)
+
+
+@dataclass
+class Prepared:
+    """What building (raw) or validating (package) one local file gave.
+
+    ``problems`` holds errors and warnings (each with its file, entity and row where known); ``packages``
+    is empty when any is an error. The pipeline's ``prepare_item`` and the CLI's ``check``/``build`` both
+    come through here, so a file checked locally meets exactly the rules a drop meets.
+    """
+
+    problems: list[Problem] = field(default_factory=list)
+    packages: list[PreparedPackage] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(_is_error(p) for p in self.problems)
+
+
+def prepare_file(
+    path: Path,
+    *,
+    kind: str,
+    file_name: str,
+    route: ResolvedRoute,
+    limits: Any,
+    catalogue: Any,
+    out_dir: Path,
+    entity: str | None = None,
+    source_format: str | None = None,
+    template: Path | None = None,
+    template_name: str | None = None,
+    wrap: Callable[[BinaryIO], BinaryIO] | None = None,
+    step: Callable[[str], None] | None = None,
+) -> Prepared:
+    """Build packages from a raw file (``kind == "raw"``) and validate each, or validate a package.
+
+    ``wrap`` may wrap the raw file's stream and ``step`` is told of each validation (the CLI's progress line).
+    """
+    if kind != "raw":
+        report = _inspect(path, route, limits, catalogue, outside=True)
+        return Prepared(list(report.problems), [PreparedPackage(path, report, None)] if report.ok else [])
+    info = catalogue.get(entity) if entity else None
+    if info is None:
+        info = EntityInfo(label=entity or "Unknown", target_entity=entity or "Unknown")
+    with path.open("rb") as f:
+        built = build_packages_from_raw(
+            wrap(f) if wrap else f,
+            file_name=file_name,
+            entity=info,
+            source_format=source_format or "CSV-Unicode",
+            data_project=route.data_project or "",
+            limits=limits,
+            out_dir=out_dir,
+            template=template,
+            template_name=template_name,
+        )
+    problems = list(built.problems)
+    if any(_is_error(p) for p in problems):
+        return Prepared(problems)
+    packages = []
+    for k, bp in enumerate(built.packages, start=1):
+        if step:
+            step(f"checking package {k}/{len(built.packages)}")
+        # Built here from checked input: the zip bomb checks are for input from outside.
+        report = _inspect(bp.path, route, limits, catalogue, outside=False)
+        if not report.ok:
+            return Prepared(problems + list(report.problems))
+        packages.append(PreparedPackage(bp.path, report, bp.rows))
+    return Prepared(problems, packages)
+
+
 def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     """Build (raw) or validate (package) one item and stage the result in our staging container."""
     drop_id, item = req["drop_id"], req["item"]
@@ -241,55 +325,42 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     packages: list[dict[str, Any]] = []
     try:
         # The temp file is never named after the blob (a blob name may be 1,024 characters long).
-        with downloaded(src, _temp_suffix(item["source"]), item.get("etag")) as path:
-            if item["kind"] == "raw":
-                entity = svc.catalogue.get(item["entity"]) if item.get("entity") else None
-                if entity is None:
-                    entity = EntityInfo(
-                        label=item["entity"] or "Unknown", target_entity=item["entity"] or "Unknown"
-                    )
-                with contextlib.ExitStack() as stack:
-                    out = stack.enter_context(tempfile.TemporaryDirectory())
-                    f = stack.enter_context(path.open("rb"))
-                    # A route's template package (a blob, "<container>/<name>") supplies mapping and format.
-                    template = (
-                        stack.enter_context(downloaded(svc.blob_at(route.template_package), ".zip"))
-                        if route.template_package
-                        else None
-                    )
-                    built = build_packages_from_raw(
-                        f,
-                        file_name=item.get("name") or PurePosixPath(item["source"]).name,
-                        entity=entity,
-                        source_format=_source_format(item, route),
-                        data_project=route.data_project or "",
-                        limits=limits,
-                        out_dir=Path(out),
-                        template=template,
-                        template_name=route.template_package,
-                    )
-                    problems = [str(p) for p in built.problems if _is_error(p)]
-                    if problems:
-                        return {"ok": False, "seq": seq, "problems": problems, "packages": []}
-                    for k, bp in enumerate(built.packages, start=1):
-                        # Built here from checked input: the zip bomb checks are for input from outside.
-                        report, rejection = _validate(svc, bp.path, route, limits, seq, outside=False)
-                        if rejection:
-                            return rejection
-                        staged = f"{svc.settings.staging_container}/{drop_id}/{seq:03d}-{k:02d}.zip"
-                        upload_file(bp.path, svc.blob_at(staged), {"source": _ascii(item["source"])})
-                        packages.append(_staged(staged, report, bp.rows))
-            else:
-                report, rejection = _validate(svc, path, route, limits, seq)
-                if rejection:
-                    return rejection
-                staged = f"{svc.settings.staging_container}/{drop_id}/{seq:03d}-01.zip"
-                if item["source"].startswith(f"{svc.settings.staging_container}/"):
+        with (
+            downloaded(src, _temp_suffix(item["source"]), item.get("etag")) as path,
+            contextlib.ExitStack() as stack,
+        ):
+            raw = item["kind"] == "raw"
+            out = Path(stack.enter_context(tempfile.TemporaryDirectory()))
+            # A route's template package (a blob, "<container>/<name>") supplies mapping and format.
+            template = (
+                stack.enter_context(downloaded(svc.blob_at(route.template_package), ".zip"))
+                if raw and route.template_package
+                else None
+            )
+            prepared = prepare_file(
+                path,
+                kind=item["kind"],
+                file_name=item.get("name") or PurePosixPath(item["source"]).name,
+                route=route,
+                limits=limits,
+                catalogue=svc.catalogue,
+                out_dir=out,
+                entity=item.get("entity"),
+                source_format=item_source_format(item, route) if raw else None,
+                template=template,
+                template_name=route.template_package,
+            )
+            if not prepared.ok:
+                problems = [str(p) for p in prepared.problems if _is_error(p)]
+                return {"ok": False, "seq": seq, "problems": problems, "packages": []}
+            for k, pp in enumerate(prepared.packages, start=1):
+                staged = f"{svc.settings.staging_container}/{drop_id}/{seq:03d}-{k:02d}.zip"
+                if not raw and item["source"].startswith(f"{svc.settings.staging_container}/"):
                     staged = item["source"]  # batch members were staged when the batch was unpacked
                 else:
                     # Stage the very bytes just validated (not a copy of whatever the blob holds now).
-                    upload_file(path, svc.blob_at(staged), {"source": _ascii(item["source"])})
-                packages.append(_staged(staged, report, None))
+                    upload_file(pp.path, svc.blob_at(staged), {"source": _ascii(item["source"])})
+                packages.append(_staged(staged, pp.report, pp.rows))
     except ResourceNotFoundError:
         return {"ok": False, "seq": seq, "problems": [f"{item['source']} no longer exists"], "packages": []}
     except ResourceModifiedError:
@@ -298,7 +369,8 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     return {"ok": True, "seq": seq, "problems": [], "packages": packages}
 
 
-def _source_format(item: dict[str, Any], route: ResolvedRoute) -> str:
+def item_source_format(item: dict[str, Any], route: ResolvedRoute) -> str:
+    """The DMF source format of a raw item: its own (a batch manifest says), its route's, else by extension."""
     suffix = PurePosixPath(item["source"].lower()).suffix
     return item.get("source_format") or route.source_format or RAW_EXTENSIONS.get(suffix, "CSV-Unicode")
 
@@ -309,22 +381,17 @@ def _temp_suffix(source: str) -> str:
     return suffix if suffix in RAW_EXTENSIONS or suffix == ".zip" else ""
 
 
-def _validate(
-    svc: Services, path: Path, route: ResolvedRoute, limits: Any, seq: int, *, outside: bool = True
-) -> tuple[Any, dict[str, Any] | None]:
-    """The package's validation report, and a rejection result when it has errors."""
-    report = inspect_package(
+def _inspect(
+    path: Path, route: ResolvedRoute, limits: Any, catalogue: Any, *, outside: bool
+) -> PackageReport:
+    return inspect_package(
         path,
         limits=limits,
-        catalogue=svc.catalogue,
+        catalogue=catalogue,
         overwrite=route.overwrite,
         data_project=route.data_project,
         outside=outside,
     )
-    if report.ok:
-        return report, None
-    problems = [str(p) for p in report.problems if _is_error(p)]
-    return report, {"ok": False, "seq": seq, "problems": problems, "packages": []}
 
 
 def _ascii(text: str) -> str:

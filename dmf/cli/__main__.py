@@ -1,0 +1,7 @@
+"""``python -m dmf.cli``: see ``dmf.cli``."""
+
+import sys
+
+from dmf.cli import main
+
+sys.exit(main())
