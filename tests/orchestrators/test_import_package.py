@@ -137,8 +137,8 @@ def test_waits_for_the_gate_event_then_the_recheck_timer() -> None:
     assert not second.children[1].cancelled  # the timer fired
     assert s.inputs("gate_try_acquire") == [GATE | {"now": iso(t)} for t in (0, 10, 70)]
     assert s.statuses[:2] == [
-        {"stage": "waiting-for-gate", "position": 2, "holders": 1},
-        {"stage": "waiting-for-gate", "position": 1, "holders": 1},
+        {"stage": "waiting-for-gate", "position": 2, "holders": 1, "paused": False},
+        {"stage": "waiting-for-gate", "position": 1, "holders": 1, "paused": False},
     ]
     assert s.inputs("start_import") == [REQ | {"allow_recall": False, "now": iso(70)}]
     s.assert_script_used()
