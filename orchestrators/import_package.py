@@ -4,6 +4,13 @@ durable timers, release the gate, then fetch errors and record the outcome.
 The gate is a Table-backed FIFO (see ``dmf/gate.py``). Waiting uses ``task_any`` of a ``gate_open`` event
 (raised by whoever releases a permit) and a recheck timer (in case an event is lost), so handover is
 prompt and never depends on a single message.
+
+With F&O's import-status business event configured (``FNO_EVENTS_ENABLED``), each poll wait is a
+``task_any`` of the timer and an ``import_completed`` event (raised by ``triggers/fno_events.py``): the
+event wakes the orchestration, which then asks F&O once; the timers become a fallback at least
+``FNO_EVENTS_FALLBACK_POLL_SECONDS`` apart. Events are only hints, read from history (replay-safe):
+another execution's, a repeated one (same event id, or entity and status) and one for an entity already
+reported wake nothing until every entity of the package has reported.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from datetime import timedelta
 import azure.durable_functions as df
 
 from dmf.gate import recheck_seconds
+from dmf.pipeline.fno_events import EVENT_NAME as COMPLETED_EVENT
 from dmf.pipeline.ids import execution_id
 from dmf.pipeline.polling import TERMINAL, PollPolicy
 from dmf.redact import redact
@@ -58,7 +66,9 @@ def import_package(context: df.DurableOrchestrationContext):
             break
         # 2. Import and poll, holding the gate; then release it (kept while F&O may still be importing).
         try:
-            outcome = yield from _import_and_poll(context, req, policy, cfg["gate_lease_seconds"])
+            outcome = yield from _import_and_poll(
+                context, req, policy, cfg["gate_lease_seconds"], cfg.get("events")
+            )
         except Exception as exc:  # unexpected: still free the gate and record the package
             outcome = {"status": "Failed", "reason": redact(f"import step failed: {exc}"), "polls": 0}
         if outcome["status"] != LOST_GATE:
@@ -191,8 +201,47 @@ def _renew(req: dict, context: df.DurableOrchestrationContext, lease_seconds: fl
     }
 
 
-def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy, lease: float):
+def _wait_until(context: df.DurableOrchestrationContext, due, exec_id: str, heard: dict):
+    """Wait until ``due`` or a completion event for this execution; True when an event woke us.
+
+    ``heard`` (``seen`` event keys, ``entities`` reported, ``needed`` entity count) lives across waits, so
+    a duplicate or a partial (one entity of several) event goes back to waiting for the same ``due``.
+    """
+    while True:
+        timer = context.create_timer(due)
+        event = context.wait_for_external_event(COMPLETED_EVENT)
+        winner = yield context.task_any([event, timer])
+        if winner is not event:
+            return False
+        if not timer.is_completed:
+            timer.cancel()
+        if _completes(event.result, exec_id, heard):
+            return True
+
+
+def _completes(payload, exec_id: str, heard: dict) -> bool:
+    if not isinstance(payload, dict) or payload.get("execution_id") != exec_id:
+        return False
+    entity = str(payload.get("entity") or "").strip().lower()
+    key = str(payload.get("event_id") or "") or f"{entity}|{payload.get('status')}"
+    if key in heard["seen"]:
+        return False
+    heard["seen"].add(key)
+    heard["entities"].add(entity)
+    return len(heard["entities"]) >= heard["needed"]
+
+
+def _import_and_poll(
+    context: df.DurableOrchestrationContext,
+    req: dict,
+    policy: PollPolicy,
+    lease: float,
+    events: dict | None = None,
+):
     context.set_custom_status({"stage": "importing", "execution_id": req["execution_id"]})
+    use_events = bool((events or {}).get("enabled"))
+    fallback = float((events or {}).get("fallback_seconds") or 0.0)
+    heard = {"seen": set(), "entities": set(), "needed": max(1, len(req.get("entities") or []))}
     st = yield from _start(context, req, policy, lease, recall=False)
     if st["state"] == "lost-gate":
         return {"status": LOST_GATE}
@@ -215,6 +264,9 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
         if not confirmed and wait > 0:
             # An ambiguous start: look often enough to re-call within the short verify grace.
             wait = max(1.0, min(wait, verify_grace))
+        elif use_events and wait > 0:
+            # F&O tells us when it is done: polling is only the fallback, never more often than this.
+            wait = min(max(wait, fallback), policy.deadline - total)
         if wait <= 0:
             return {
                 "status": "TimedOut",
@@ -228,7 +280,12 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
         ):
             # A long planned wait: keep the permit ours until just after it.
             yield context.call_activity_with_retry("gate_renew", RETRY, _renew(req, context, wait + lease))
-        yield timer_in(context, wait)
+        by_event = False
+        if use_events:
+            due = context.current_utc_datetime + timedelta(seconds=wait)
+            by_event = yield from _wait_until(context, due, req["execution_id"], heard)
+        else:
+            yield timer_in(context, wait)
         chk = yield context.call_activity_with_retry(
             "check_import",
             RETRY,
@@ -252,12 +309,16 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
                 "polls": polls,
                 "execution_id": req["execution_id"],
                 "lease_lost": lease_lost,
+                **({"woken_by_event": True} if by_event else {}),
             }
         )
         if last in TERMINAL:
             # Done by the first call: it may have ended well before, so learn a little shorter; otherwise
             # it ended between the last two calls.
-            observed = 0.9 * elapsed if polls == 1 and expected else (last_pending_at + elapsed) / 2
+            if by_event:  # F&O said so within seconds of finishing
+                observed = elapsed
+            else:
+                observed = 0.9 * elapsed if polls == 1 and expected else (last_pending_at + elapsed) / 2
             return {
                 "status": last,
                 "polls": polls,
