@@ -234,6 +234,8 @@ class Script:
             assert when is not None
             self._set_clock(when)
         elif t.kind == "event":
+            if t.is_completed:  # the winner of a task_any: its payload, as the SDK's ``result``
+                return t._value
             raise AssertionError("an external event was yielded on its own; only task_any is scripted")
         elif t.kind == "any":
             timed = [(self._finish_time(c), i, c) for i, c in enumerate(t.children)]
