@@ -6,11 +6,17 @@ The gate is a Table-backed FIFO (see ``dmf/gate.py``). Waiting uses ``task_any``
 prompt and never depends on a single message.
 
 With F&O's import-status business event configured (``FNO_EVENTS_ENABLED``), each poll wait is a
-``task_any`` of the timer and an ``import_completed`` event (raised by ``triggers/fno_events.py``): the
+``task_any`` of the timer and an ``import_completed_<n>`` event (raised by ``triggers/fno_events.py``): the
 event wakes the orchestration, which then asks F&O once; the timers become a fallback at least
 ``FNO_EVENTS_FALLBACK_POLL_SECONDS`` apart. Events are only hints, read from history (replay-safe):
 another execution's, a repeated one (same event id, or entity and status) and one for an entity already
 reported wake nothing until every entity of the package has reported.
+
+Why ``<n>``: the Python SDK (1.x) keeps an event raised while nobody waits for its name and hands it to
+*every* later waiter of that name (``deferred_tasks`` is never cleared), so one early event would wake
+each later wait at once, for ever. Each consumed event moves ``n`` on; the custom status names the
+current one (``event``), which the endpoint raises. An event that arrives while an activity runs is kept
+under the current name and wakes the next wait exactly once; a waiter the timer beat is kept and reused.
 """
 
 from __future__ import annotations
@@ -201,20 +207,38 @@ def _renew(req: dict, context: df.DurableOrchestrationContext, lease_seconds: fl
     }
 
 
+def _event_name(heard: dict) -> str:
+    return f"{COMPLETED_EVENT}_{heard['n']}"
+
+
+def _publish(context: df.DurableOrchestrationContext, status: dict, heard: dict | None) -> None:
+    """Set the custom status; with events on it names the event the endpoint must raise now."""
+    if heard is not None:
+        heard["status"] = status
+        status = status | {"event": _event_name(heard)}
+    context.set_custom_status(status)
+
+
 def _wait_until(context: df.DurableOrchestrationContext, due, exec_id: str, heard: dict):
     """Wait until ``due`` or a completion event for this execution; True when an event woke us.
 
-    ``heard`` (``seen`` event keys, ``entities`` reported, ``needed`` entity count) lives across waits, so
-    a duplicate or a partial (one entity of several) event goes back to waiting for the same ``due``.
+    ``heard`` (``seen`` event keys, ``entities`` reported, ``needed`` entity count, the event number ``n``
+    and its pending ``waiter``) lives across waits, so a duplicate or a partial (one entity of several)
+    event goes back to waiting for the same ``due``.
     """
     while True:
         timer = context.create_timer(due)
-        event = context.wait_for_external_event(COMPLETED_EVENT)
+        if heard["waiter"] is None:
+            heard["waiter"] = context.wait_for_external_event(_event_name(heard))
+        event = heard["waiter"]
         winner = yield context.task_any([event, timer])
         if winner is not event:
-            return False
+            return False  # the waiter stays: an event arriving during the check completes it
         if not timer.is_completed:
             timer.cancel()
+        heard["waiter"] = None
+        heard["n"] += 1
+        _publish(context, heard["status"], heard)
         if _completes(event.result, exec_id, heard):
             return True
 
@@ -238,10 +262,13 @@ def _import_and_poll(
     lease: float,
     events: dict | None = None,
 ):
-    context.set_custom_status({"stage": "importing", "execution_id": req["execution_id"]})
     use_events = bool((events or {}).get("enabled"))
     fallback = float((events or {}).get("fallback_seconds") or 0.0)
-    heard = {"seen": set(), "entities": set(), "needed": max(1, len(req.get("entities") or []))}
+    heard = None
+    if use_events:
+        needed = max(1, len(req.get("entities") or []))
+        heard = {"seen": set(), "entities": set(), "needed": needed, "n": 1, "waiter": None, "status": {}}
+    _publish(context, {"stage": "importing", "execution_id": req["execution_id"]}, heard)
     st = yield from _start(context, req, policy, lease, recall=False)
     if st["state"] == "lost-gate":
         return {"status": LOST_GATE}
@@ -281,7 +308,7 @@ def _import_and_poll(
             # A long planned wait: keep the permit ours until just after it.
             yield context.call_activity_with_retry("gate_renew", RETRY, _renew(req, context, wait + lease))
         by_event = False
-        if use_events:
+        if heard is not None:
             due = context.current_utc_datetime + timedelta(seconds=wait)
             by_event = yield from _wait_until(context, due, req["execution_id"], heard)
         else:
@@ -302,7 +329,8 @@ def _import_and_poll(
         elapsed = (context.current_utc_datetime - began).total_seconds()
         # A lost lease means another import may have been let in: keep going, but say so where operators look.
         lease_lost = lease_lost or not chk.get("lease_ok", True)
-        context.set_custom_status(
+        _publish(
+            context,
             {
                 "stage": "polling",
                 "status": last,
@@ -310,7 +338,8 @@ def _import_and_poll(
                 "execution_id": req["execution_id"],
                 "lease_lost": lease_lost,
                 **({"woken_by_event": True} if by_event else {}),
-            }
+            },
+            heard,
         )
         if last in TERMINAL:
             # Done by the first call: it may have ended well before, so learn a little shorter; otherwise

@@ -71,15 +71,19 @@ async def _deliver(client: df.DurableOrchestrationClient, n: Notice) -> dict[str
     if status is None or status.runtime_status is None:
         return out | {"result": "unknown"}
     custom = status.custom_status if isinstance(status.custom_status, dict) else {}
+    name = custom.get("event")
     if (
         status.runtime_status not in _RUNNING
         or custom.get("execution_id") != n.execution_id
         or custom.get("stage") not in _WAITING_STAGES
+        or not isinstance(name, str)
+        or not name.startswith(EVENT_NAME)
     ):
         log.info("late business event for %s ignored (%s)", n.execution_id, custom.get("stage"))
         return out | {"result": "late"}
     try:
-        await client.raise_event(n.instance_id, EVENT_NAME, n.payload())
+        # the name the orchestration listens on now (``import_completed_<n>``, see import_package.py)
+        await client.raise_event(n.instance_id, name, n.payload())
     except Exception as exc:  # it finished meanwhile (410) or vanished (404): the event is late
         log.info("business event for %s not raised: %s", n.execution_id, type(exc).__name__)
         return out | {"result": "late"}

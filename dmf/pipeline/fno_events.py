@@ -20,8 +20,9 @@ from dmf.pipeline.ids import package_instance_from_execution
 EVENT_NAME = "import_completed"  # the external event the import orchestration waits for
 BUSINESS_EVENT_ID = "DMFImportStatusBusinessEvent"
 VALIDATION_EVENT = "Microsoft.EventGrid.SubscriptionValidationEvent"
-# Statuses that say the entity is not done: such an event is no completion signal.
-PENDING = frozenset({"notrun", "executing", "unknown", "notfound"})
+# A history record of an entity still running is no completion signal (any other status wakes the
+# orchestration, which asks F&O before believing it).
+PENDING = frozenset({"executing"})
 
 
 class BadDelivery(ValueError):

@@ -36,7 +36,8 @@ def events_script(events: list, inp: dict | None = None, **answers: list) -> Scr
     s = script(pipeline_config=[EVENTS_CFG], **answers)
     if inp is not None:
         s.context.get_input.return_value = inp
-    s.events = {EVENT_NAME: list(events)}
+    # one scripted arrival per waiter: import_completed_1, _2, ... (a new name after each consumed event)
+    s.events = {f"{EVENT_NAME}_{i}": [e] for i, e in enumerate(events, 1)}
     return s
 
 
@@ -47,7 +48,7 @@ def waits(s: Script) -> list[str]:
 def test_event_wakes_the_poll_wait_one_status_call_at_the_event_time() -> None:
     s = events_script([(40, ev())], check_import=[check("Succeeded")])
     out = s.run(orchestrator)
-    assert s.names()[4:7] == [f"any({EVENT_NAME}, timer)", "check_import", "gate_release"]
+    assert s.names()[4:7] == [f"any({EVENT_NAME}_1, timer)", "check_import", "gate_release"]
     # the fallback timer was due after 300 s (15 s policy start raised to the fallback), cancelled at 40 s
     timer = s.timers()[0]
     assert timer.wait == 300.0 and timer.cancelled
@@ -68,14 +69,18 @@ def test_event_wakes_the_poll_wait_one_status_call_at_the_event_time() -> None:
             "execution_id": EXEC,
             "lease_lost": False,
             "woken_by_event": True,
+            "event": f"{EVENT_NAME}_2",
         }
     ]
     s.assert_script_used()
 
 
 def test_lost_event_falls_back_to_polling_at_the_longer_interval() -> None:
-    s = events_script([NEVER, NEVER], check_import=[check("Executing"), check("Succeeded")])
+    s = events_script([NEVER], check_import=[check("Executing"), check("Succeeded")])
     out = s.run(orchestrator)
+    # the waiter the timer beat is kept for the next wait (an event during the check would complete it)
+    waiters = [c for t in s.yielded for c in t.children if c.kind == "event"]
+    assert len(waiters) == 2 and waiters[0] is waiters[1]
     assert [t.wait for t in s.timers()] == [300.0, 300.0]  # policy 15 s then 30 s, both raised to 300 s
     assert s.inputs("check_import") == [check_input(300), check_input(600)]
     assert out["polls"] == 2
@@ -97,6 +102,8 @@ def test_other_executions_duplicates_and_partial_events_wake_nothing() -> None:
     )
     out = s.run(orchestrator)
     assert len(waits(s)) == 5
+    # each consumed event moves the name on (the SDK would hand a kept event to every later waiter of a name)
+    assert [w.split(",")[0] for w in waits(s)] == [f"any({EVENT_NAME}_{i}" for i in range(1, 6)]
     assert all(t.fire_at == s.timers()[0].fire_at for t in s.timers())  # the same fallback due time each wait
     assert s.inputs("check_import") == [check_input(25)]  # one status call, at the completing event
     assert out["status"] == "Succeeded" and out["polls"] == 1
@@ -129,7 +136,7 @@ def test_repeated_event_key_without_event_id_is_a_duplicate() -> None:
 
 def test_ambiguous_start_keeps_the_short_verify_grace_with_events_on() -> None:
     s = events_script(
-        [NEVER, NEVER],
+        [NEVER],
         start_import=[{"state": "ambiguous", "confirmed": False}],
         check_import=[check("Executing"), check("Succeeded")],
     )
@@ -143,6 +150,7 @@ def test_ambiguous_start_keeps_the_short_verify_grace_with_events_on() -> None:
 def test_events_off_never_waits_for_the_completion_event() -> None:
     s = script(check_import=[check("Executing"), check("Succeeded")])
     s.run(orchestrator)
-    assert not any(c.name == EVENT_NAME for t in s.yielded for c in [t, *t.children])
+    assert not any((c.name or "").startswith(EVENT_NAME) for t in s.yielded for c in [t, *t.children])
+    assert all("event" not in st for st in s.statuses)
     assert [t.wait for t in s.timers()] == [15.0, 30.0]
     assert STARTED and INSTANCE and mod.COMPLETED_EVENT == EVENT_NAME
