@@ -292,8 +292,12 @@ def _import_and_poll(
             # An ambiguous start: look often enough to re-call within the short verify grace.
             wait = max(1.0, min(wait, verify_grace))
         elif use_events and wait > 0:
-            # F&O tells us when it is done: polling is only the fallback, never more often than this.
-            wait = min(max(wait, fallback), policy.deadline - total)
+            # F&O tells us when it is done: polling is only the fallback, backing off from ``fallback`` by
+            # the poll factor (up to the larger of it and the max interval), and the first fallback poll
+            # comes that long after the usual end (not just before it).
+            backoff = min(fallback * policy.factor**polls, max(policy.max_interval, fallback))
+            late_first = (expected or 0.0) - elapsed + fallback if polls == 0 else 0.0
+            wait = min(max(wait, backoff, late_first), policy.deadline - total)
         if wait <= 0:
             return {
                 "status": "TimedOut",

@@ -25,7 +25,11 @@ from tests.orchestrators.test_import_package import (
     script,
 )
 
-EVENTS_CFG = CFG | {"events": {"enabled": True, "fallback_seconds": 300}}
+# the app's default max interval (an hour), so the fallback can back off from 300 s
+EVENTS_CFG = CFG | {
+    "poll": CFG["poll"] | {"max_interval": 3600},
+    "events": {"enabled": True, "fallback_seconds": 300},
+}
 
 
 def ev(entity: str = "CustGroup", status: str = "Succeeded", event_id: str = "E1", **kw: Any) -> dict:
@@ -81,8 +85,9 @@ def test_lost_event_falls_back_to_polling_at_the_longer_interval() -> None:
     # the waiter the timer beat is kept for the next wait (an event during the check would complete it)
     waiters = [c for t in s.yielded for c in t.children if c.kind == "event"]
     assert len(waiters) == 2 and waiters[0] is waiters[1]
-    assert [t.wait for t in s.timers()] == [300.0, 300.0]  # policy 15 s then 30 s, both raised to 300 s
-    assert s.inputs("check_import") == [check_input(300), check_input(600)]
+    # policy 15 s then 30 s; the fallback 300 s, then backing off by the factor: 600 s
+    assert [t.wait for t in s.timers()] == [300.0, 600.0]
+    assert s.inputs("check_import") == [check_input(300), check_input(900)]
     assert out["polls"] == 2
     s.assert_script_used()
 
@@ -118,7 +123,7 @@ def test_event_but_f_and_o_still_executing_keeps_waiting_then_the_next_event() -
     )
     out = s.run(orchestrator)
     assert s.inputs("check_import") == [check_input(10), check_input(30)]
-    assert s.timers()[1].wait == 300.0  # the fallback from the first check: 30 s policy raised to 300 s
+    assert s.timers()[1].wait == 600.0  # after one check the fallback has backed off to 2 × 300 s
     assert out["status"] == "PartiallySucceeded" and out["polls"] == 2
     s.assert_script_used()
 
@@ -129,8 +134,8 @@ def test_repeated_event_key_without_event_id_is_a_duplicate() -> None:
         check_import=[check("Executing"), check("Succeeded")],
     )
     s.run(orchestrator)
-    # the first wakes a check at 10 s; the same entity+status again (at 20 s) is ignored: fallback at 310 s
-    assert s.inputs("check_import") == [check_input(10), check_input(310)]
+    # the first wakes a check at 10 s; the same entity+status again (at 20 s) is ignored: fallback at 610 s
+    assert s.inputs("check_import") == [check_input(10), check_input(610)]
     s.assert_script_used()
 
 
@@ -154,3 +159,16 @@ def test_events_off_never_waits_for_the_completion_event() -> None:
     assert all("event" not in st for st in s.statuses)
     assert [t.wait for t in s.timers()] == [15.0, 30.0]
     assert STARTED and INSTANCE and mod.COMPLETED_EVENT == EVENT_NAME
+
+
+def test_learned_duration_first_fallback_poll_comes_after_the_usual_end() -> None:
+    s = events_script(
+        [NEVER],
+        start_import=[STARTED | {"expected_seconds": 1000}],
+        check_import=[check("Succeeded")],
+        gate_renew=[None],
+    )
+    s.run(orchestrator)
+    # polling alone would look at 900 s (90 % of the usual 1000 s); with events the fallback is 1000 + 300 s
+    assert [t.wait for t in s.timers()] == [1300.0]
+    s.assert_script_used()
