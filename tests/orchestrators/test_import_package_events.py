@@ -80,8 +80,10 @@ def test_event_wakes_the_poll_wait_one_status_call_at_the_event_time() -> None:
 
 
 def test_lost_event_falls_back_to_polling_at_the_longer_interval() -> None:
-    s = events_script([NEVER], check_import=[check("Executing"), check("Succeeded")])
+    s = events_script([NEVER], check_import=[check("Executing"), check("Succeeded")], gate_renew=[None])
     out = s.run(orchestrator)
+    # the 600 s wait is longer than half the lease: the permit is renewed first
+    assert s.names()[6] == "gate_renew"
     # the waiter the timer beat is kept for the next wait (an event during the check would complete it)
     waiters = [c for t in s.yielded for c in t.children if c.kind == "event"]
     assert len(waiters) == 2 and waiters[0] is waiters[1]
@@ -119,6 +121,7 @@ def test_event_but_f_and_o_still_executing_keeps_waiting_then_the_next_event() -
     s = events_script(
         [(10, ev(event_id="E1")), (20, ev(event_id="E2"))],
         check_import=[check("Executing"), check("PartiallySucceeded")],
+        gate_renew=[None],
         collect_errors=[{"error_count": 1, "messages": ["x"], "files": []}],
     )
     out = s.run(orchestrator)
@@ -132,6 +135,7 @@ def test_repeated_event_key_without_event_id_is_a_duplicate() -> None:
     s = events_script(
         [(10, ev(event_id="")), (10, ev(event_id="")), NEVER],
         check_import=[check("Executing"), check("Succeeded")],
+        gate_renew=[None],
     )
     s.run(orchestrator)
     # the first wakes a check at 10 s; the same entity+status again (at 20 s) is ignored: fallback at 610 s
@@ -144,6 +148,7 @@ def test_ambiguous_start_keeps_the_short_verify_grace_with_events_on() -> None:
         [NEVER],
         start_import=[{"state": "ambiguous", "confirmed": False}],
         check_import=[check("Executing"), check("Succeeded")],
+        gate_renew=[None],
     )
     s.run(orchestrator)
     assert [t.wait for t in s.timers()][:1] == [
