@@ -143,6 +143,7 @@ class Admin:
             app.engine.violations.clear()
             app.engine._pending.clear()
             app.engine._next_due = None
+        app.engine.events.reset()
         app.recurring.inbound.clear()
         app.recurring.outbound.clear()
         app.store.clear()

@@ -46,6 +46,11 @@ class BusinessEvents:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
+    def reset(self) -> None:
+        with self._lock:
+            self._pending.clear()
+            self.sent.clear()
+
     def configure(self, url: str | None, key: str | None = None) -> None:
         self.url, self.key = url or None, key or None
 
