@@ -57,8 +57,8 @@ class BusinessEvents:
     # -- engine side ----------------------------------------------------------------------------------
     def scheduled(self, e: Execution) -> None:
         """An import's finish time is known (called by the engine)."""
-        if e.kind != "import" or e.end_at is None:
-            return
+        if e.kind != "import" or e.end_at is None or not self.url:
+            return  # nothing is kept while no target is set (imports started then are never posted)
         with self._lock:
             self._pending.append(e)
         if self.on_scheduled is not None and self.url:
