@@ -9,7 +9,7 @@ from activities import operators as operator_activities
 from activities import outbound as outbound_activities
 from dmf.logs import configure_logging
 from orchestrators import import_package, inbound_drop, outbound, retry_drop
-from triggers import admin_http, gate_watch, inbound_blob, operators_api, outbound_timers
+from triggers import admin_http, fno_events, gate_watch, inbound_blob, operators_api, outbound_timers
 
 configure_logging()
 
@@ -22,6 +22,7 @@ app.register_functions(import_package.bp)
 app.register_functions(inbound_activities.bp)
 app.register_functions(gate_activities.bp)
 app.register_functions(gate_watch.bp)
+app.register_functions(fno_events.bp)  # pushed completion (F&O business event)
 
 # Outbound: recurring-export drains, scheduled exports, recurring enqueue route, housekeeping.
 app.register_functions(outbound_timers.bp)

@@ -22,6 +22,10 @@ def pipeline_config(req: Any) -> dict[str, Any]:
         "poll": PollPolicy.from_settings(s).to_dict(),
         "gate_recheck_seconds": s.gate_recheck_seconds,
         "gate_lease_seconds": s.gate_lease_seconds,
+        "events": {
+            "enabled": s.fno_events_enabled,
+            "fallback_seconds": s.fno_events_fallback_poll_seconds,
+        },
     }
 
 

@@ -192,6 +192,11 @@ class Settings(BaseSettings):
 
     gate_lease_seconds: float = Field(default=900.0, ge=30, validation_alias=_alias("GATE_LEASE_SECONDS"))
     gate_recheck_seconds: float = Field(default=60.0, gt=0, validation_alias=_alias("GATE_RECHECK_SECONDS"))
+    # Pushed completion (F&O's DMF import-status business event): polling becomes the slower fallback.
+    fno_events_enabled: bool = Field(default=False, validation_alias=_alias("FNO_EVENTS_ENABLED"))
+    fno_events_fallback_poll_seconds: float = Field(
+        default=300.0, ge=1, validation_alias=_alias("FNO_EVENTS_FALLBACK_POLL_SECONDS")
+    )
 
     routes_file: str = Field(default="routes.json", validation_alias=_alias("ROUTES_FILE"))
     routes_json: str | None = Field(default=None, validation_alias=_alias("ROUTES_JSON"))

@@ -141,6 +141,13 @@ param housekeepingSchedule string = '0 30 2 * * *'
 @description('NCRONTAB of the import-gate sweeper, which frees permits held by ended orchestrations.')
 param gateSweepSchedule string = '0 * * * * *'
 
+@description('Pushed completion: F&O posts its DMF import-status business event to /api/fno/events (an HTTPS endpoint whose URL, with a function key, F&O reads from Key Vault: docs/DEPLOY.md 2.5). Nothing else is deployed for it; polling stays as the fallback.')
+param fnoEventsEnabled bool = false
+
+@description('With fnoEventsEnabled: import status polls (the fallback) at least this many seconds apart.')
+@minValue(1)
+param fnoEventsFallbackPollSeconds int = 300
+
 @description('Recurring-integration export activities to drain: [{ name, environment, activity_id }].')
 param recurringExports array = []
 
@@ -392,6 +399,8 @@ var fnoSettings = {
   FNO_MAIN_CLIENT_ID: fnoClientId
   FNO_MAIN_LEGAL_ENTITY: fnoLegalEntity
   FNO_MAIN_IMPORT_PERMITS: string(fnoImportPermits)
+  FNO_EVENTS_ENABLED: string(fnoEventsEnabled)
+  FNO_EVENTS_FALLBACK_POLL_SECONDS: string(fnoEventsFallbackPollSeconds)
 }
 // Cloud F&O trusts Entra ID (tenant); on-premises F&O trusts AD FS (authority).
 var fnoCloudSettings = {

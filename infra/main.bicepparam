@@ -19,6 +19,8 @@ param fnoTenantId = readEnvironmentVariable('FNO_TENANT_ID', '')
 param fnoAuthority = readEnvironmentVariable('FNO_AUTHORITY', '')
 param fnoClientId = readEnvironmentVariable('FNO_CLIENT_ID')
 param fnoLegalEntity = readEnvironmentVariable('FNO_LEGAL_ENTITY', 'USMF')
+// Pushed completion: F&O's DMF import-status business event to /api/fno/events (docs/DEPLOY.md 2.5).
+param fnoEventsEnabled = bool(readEnvironmentVariable('FNO_EVENTS_ENABLED', 'false'))
 
 // Alerts notify this action group (docs/RUNBOOK.md); empty: alerts show in the portal only.
 param opsActionGroupId = readEnvironmentVariable('OPS_ACTION_GROUP_ID', '')

@@ -146,6 +146,18 @@ class Stack:
         )
         self.runner.start()
 
+    def enable_business_events(self, key: str | None = None, path: str = "/api/fno/events") -> None:
+        """Let the emulator post F&O's DMF import-status business event to the app's endpoint (with the
+        runner's function key unless ``key`` says otherwise) when an import finishes. With the virtual clock
+        each finish time is also a runner timer, so the clock stops there and the events arrive at that
+        virtual instant (the timer's action posts them and returns once the app has answered)."""
+        events = self.emu.business_events
+        events.configure(self.runner.http_base_url + path, self.runner.function_key if key is None else key)
+        if self.clock is not None:
+            events.on_scheduled = lambda when: self.runner.engine.add_timer(
+                when, events.emit_due, kind="fno-business-event"
+            )
+
     def stop_runner(self) -> None:
         if self.runner is not None:
             self.loop_blocks.extend(self.runner.loop_blocks)

@@ -4,6 +4,19 @@ durable timers, release the gate, then fetch errors and record the outcome.
 The gate is a Table-backed FIFO (see ``dmf/gate.py``). Waiting uses ``task_any`` of a ``gate_open`` event
 (raised by whoever releases a permit) and a recheck timer (in case an event is lost), so handover is
 prompt and never depends on a single message.
+
+With F&O's import-status business event configured (``FNO_EVENTS_ENABLED``), each poll wait is a
+``task_any`` of the timer and an ``import_completed_<n>`` event (raised by ``triggers/fno_events.py``): the
+event wakes the orchestration, which then asks F&O once; the timers become a fallback at least
+``FNO_EVENTS_FALLBACK_POLL_SECONDS`` apart. Events are only hints, read from history (replay-safe):
+another execution's, a repeated one (same event id, or entity and status) and one for an entity already
+reported wake nothing until every entity of the package has reported.
+
+Why ``<n>``: the Python SDK (1.x) keeps an event raised while nobody waits for its name and hands it to
+*every* later waiter of that name (``deferred_tasks`` is never cleared), so one early event would wake
+each later wait at once, for ever. Each consumed event moves ``n`` on; the custom status names the
+current one (``event``), which the endpoint raises. An event that arrives while an activity runs is kept
+under the current name and wakes the next wait exactly once; a waiter the timer beat is kept and reused.
 """
 
 from __future__ import annotations
@@ -13,6 +26,7 @@ from datetime import timedelta
 import azure.durable_functions as df
 
 from dmf.gate import recheck_seconds
+from dmf.pipeline.fno_events import EVENT_NAME as COMPLETED_EVENT
 from dmf.pipeline.ids import execution_id
 from dmf.pipeline.polling import TERMINAL, PollPolicy
 from dmf.redact import redact
@@ -58,7 +72,9 @@ def import_package(context: df.DurableOrchestrationContext):
             break
         # 2. Import and poll, holding the gate; then release it (kept while F&O may still be importing).
         try:
-            outcome = yield from _import_and_poll(context, req, policy, cfg["gate_lease_seconds"])
+            outcome = yield from _import_and_poll(
+                context, req, policy, cfg["gate_lease_seconds"], cfg.get("events")
+            )
         except Exception as exc:  # unexpected: still free the gate and record the package
             outcome = {"status": "Failed", "reason": redact(f"import step failed: {exc}"), "polls": 0}
         if outcome["status"] != LOST_GATE:
@@ -187,8 +203,68 @@ def _renew(req: dict, context: df.DurableOrchestrationContext, lease_seconds: fl
     }
 
 
-def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy, lease: float):
-    context.set_custom_status({"stage": "importing", "execution_id": req["execution_id"]})
+def _event_name(heard: dict) -> str:
+    return f"{COMPLETED_EVENT}_{heard['n']}"
+
+
+def _publish(context: df.DurableOrchestrationContext, status: dict, heard: dict | None) -> None:
+    """Set the custom status; with events on it names the event the endpoint must raise now."""
+    if heard is not None:
+        heard["status"] = status
+        status = status | {"event": _event_name(heard)}
+    context.set_custom_status(status)
+
+
+def _wait_until(context: df.DurableOrchestrationContext, due, exec_id: str, heard: dict):
+    """Wait until ``due`` or a completion event for this execution; True when an event woke us.
+
+    ``heard`` (``seen`` event keys, ``entities`` reported, ``needed`` entity count, the event number ``n``
+    and its pending ``waiter``) lives across waits, so a duplicate or a partial (one entity of several)
+    event goes back to waiting for the same ``due``.
+    """
+    while True:
+        timer = context.create_timer(due)
+        if heard["waiter"] is None:
+            heard["waiter"] = context.wait_for_external_event(_event_name(heard))
+        event = heard["waiter"]
+        winner = yield context.task_any([event, timer])
+        if winner is not event:
+            return False  # the waiter stays: an event arriving during the check completes it
+        if not timer.is_completed:
+            timer.cancel()
+        heard["waiter"] = None
+        heard["n"] += 1
+        _publish(context, heard["status"], heard)
+        if _completes(event.result, exec_id, heard):
+            return True
+
+
+def _completes(payload, exec_id: str, heard: dict) -> bool:
+    if not isinstance(payload, dict) or payload.get("execution_id") != exec_id:
+        return False
+    entity = str(payload.get("entity") or "").strip().lower()
+    key = str(payload.get("event_id") or "") or f"{entity}|{payload.get('status')}"
+    if key in heard["seen"]:
+        return False
+    heard["seen"].add(key)
+    heard["entities"].add(entity)
+    return len(heard["entities"]) >= heard["needed"]
+
+
+def _import_and_poll(
+    context: df.DurableOrchestrationContext,
+    req: dict,
+    policy: PollPolicy,
+    lease: float,
+    events: dict | None = None,
+):
+    use_events = bool((events or {}).get("enabled"))
+    fallback = float((events or {}).get("fallback_seconds") or 0.0)
+    heard = None
+    if use_events:
+        needed = max(1, len(req.get("entities") or []))
+        heard = {"seen": set(), "entities": set(), "needed": needed, "n": 1, "waiter": None, "status": {}}
+    _publish(context, {"stage": "importing", "execution_id": req["execution_id"]}, heard)
     st = yield from _start(context, req, policy, lease, recall=False)
     if st["state"] == "lost-gate":
         return {"status": LOST_GATE}
@@ -211,6 +287,13 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
         if not confirmed and wait > 0:
             # An ambiguous start: look often enough to re-call within the short verify grace.
             wait = max(1.0, min(wait, verify_grace))
+        elif use_events and wait > 0:
+            # F&O tells us when it is done: polling is only the fallback, backing off from ``fallback`` by
+            # the poll factor (up to the larger of it and the max interval), and the first fallback poll
+            # comes that long after the usual end (not just before it).
+            backoff = min(fallback * policy.factor**polls, max(policy.max_interval, fallback))
+            late_first = (expected or 0.0) - elapsed + fallback if polls == 0 else 0.0
+            wait = min(max(wait, backoff, late_first), policy.deadline - total)
         if wait <= 0:
             return {
                 "status": "TimedOut",
@@ -224,7 +307,12 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
         ):
             # A long planned wait: keep the permit ours until just after it.
             yield context.call_activity_with_retry("gate_renew", RETRY, _renew(req, context, wait + lease))
-        yield timer_in(context, wait)
+        by_event = False
+        if heard is not None:
+            due = context.current_utc_datetime + timedelta(seconds=wait)
+            by_event = yield from _wait_until(context, due, req["execution_id"], heard)
+        else:
+            yield timer_in(context, wait)
         chk = yield context.call_activity_with_retry(
             "check_import",
             RETRY,
@@ -241,19 +329,25 @@ def _import_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
         elapsed = (context.current_utc_datetime - began).total_seconds()
         # A lost lease means another import may have been let in: keep going, but say so where operators look.
         lease_lost = lease_lost or not chk.get("lease_ok", True)
-        context.set_custom_status(
+        _publish(
+            context,
             {
                 "stage": "polling",
                 "status": last,
                 "polls": polls,
                 "execution_id": req["execution_id"],
                 "lease_lost": lease_lost,
-            }
+                **({"woken_by_event": True} if by_event else {}),
+            },
+            heard,
         )
         if last in TERMINAL:
             # Done by the first call: it may have ended well before, so learn a little shorter; otherwise
             # it ended between the last two calls.
-            observed = 0.9 * elapsed if polls == 1 and expected else (last_pending_at + elapsed) / 2
+            if by_event:  # F&O said so within seconds of finishing
+                observed = elapsed
+            else:
+                observed = 0.9 * elapsed if polls == 1 and expected else (last_pending_at + elapsed) / 2
             return {
                 "status": last,
                 "polls": polls,

@@ -12,6 +12,7 @@ benches=(
   bench.package_csv_throughput    # raw CSV → package vs zip -6; 1 GiB conversion memory
   bench.inbound_memory_1gb        # staging + uploading a 1 GB package: peak memory vs read-it-all
   bench.inbound_fifty_packages    # 50 packages at once: elapsed vs sum of durations, status calls
+  bench.events                    # pushed completion (F&O business event) vs polling: delay and status calls
   bench.outbound_drain            # draining 500 messages vs a naive loop; 1 GiB message memory
   bench.operators_index           # operators: file history and a day's failures, index vs full-table scan
 )

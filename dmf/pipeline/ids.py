@@ -26,3 +26,16 @@ def execution_id(data_project: str, package_instance: str) -> str:
     """
     project = _UNSAFE.sub("-", data_project).strip("-")[:40] or "import"
     return f"{project}-{package_instance}"
+
+
+# A package instance id as ``package_instance_id`` builds it: a drop (or a retry of one: ``-rNN``) and ``-pNNN``.
+_PACKAGE_INSTANCE = re.compile(r"(drop-[0-9a-f]{32}(?:-r\d{2,})*-p\d{3,})\Z")
+
+
+def package_instance_from_execution(exec_id: str) -> str | None:
+    """The import orchestration an execution id of ours belongs to (the inverse of ``execution_id``), or
+    None for any other execution (F&O's own ids, other tools' imports). No storage is read."""
+    m = _PACKAGE_INSTANCE.search(exec_id or "")
+    if m is None or not exec_id[: m.start()].endswith("-"):
+        return None
+    return m.group(1)

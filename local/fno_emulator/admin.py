@@ -128,6 +128,13 @@ class Admin:
     def purge_expired_files(self) -> int:
         return self._app.blobs.purge_expired()
 
+    def set_business_events(self, url: str | None, key: str | None = None) -> None:
+        """Post the DMF import-status business event to ``url`` (``?code=key``) when an import finishes."""
+        self._app.engine.events.configure(url, key)
+
+    def business_events_sent(self) -> list[dict]:
+        return list(self._app.engine.events.sent)
+
     def reset(self) -> None:
         """Forget executions, violations, messages, calls and data (between tests sharing one emulator)."""
         app = self._app
@@ -136,6 +143,7 @@ class Admin:
             app.engine.violations.clear()
             app.engine._pending.clear()
             app.engine._next_due = None
+        app.engine.events.reset()
         app.recurring.inbound.clear()
         app.recurring.outbound.clear()
         app.store.clear()
@@ -204,6 +212,12 @@ def admin_router(app: EmulatorApp, admin: Admin):
             if head == "tokens" and parts[1:] == ["revoke"] and method == "POST":
                 admin.revoke_tokens()
                 return reply({"ok": True})
+            if head == "business-events" and method == "POST":
+                body = json.loads(h.body() or b"{}")
+                admin.set_business_events(body.get("url"), body.get("key"))
+                return reply({"ok": True})
+            if head == "business-events" and method == "GET":
+                return reply(admin.business_events_sent())
             if head == "reset" and method == "POST":
                 admin.reset()
                 return reply({"ok": True})

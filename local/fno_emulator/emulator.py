@@ -12,6 +12,7 @@ from pathlib import Path
 
 from .admin import Admin, admin_router
 from .app import EmulatorApp
+from .business_events import BusinessEvents
 from .certs import generate
 from .clock import Clock
 from .config import EmulatorConfig
@@ -55,7 +56,14 @@ class Emulator:
         self.app.set_base_url(f"https://127.0.0.1:{port}")
         self._thread = threading.Thread(target=self._server.serve_forever, name="fno-emulator", daemon=True)
         self._thread.start()
+        self.app.engine.events.start()
         return self
+
+    @property
+    def business_events(self) -> BusinessEvents:
+        """The DMF import-status business event sender (``business_events.py``)."""
+        assert self.app is not None, "start() first"
+        return self.app.engine.events
 
     @property
     def base_url(self) -> str:
@@ -86,6 +94,8 @@ class Emulator:
         return self.config.credentials[0].client_secret
 
     def stop(self) -> None:
+        if self.app is not None:
+            self.app.engine.events.stop()
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from .blobs import BlobFetchError, BlobStore
+from .business_events import BusinessEvents
 from .clock import Clock
 from .config import CatalogueEntity, DataProject, EmulatorConfig
 from .datastore import DataStore
@@ -200,6 +201,7 @@ class Engine:
         self._pending: list[Execution] = []  # not yet committed
         self._next_due: datetime | None = None
         self.summary_page_base = ""  # set by the server
+        self.events = BusinessEvents(clock, config.business_events_url, config.business_events_key)
 
     # -- helpers ----------------------------------------------------------------------------------
     def _times(self, project: DataProject | None, kind: str, rows: int) -> tuple[float, float]:
@@ -394,6 +396,7 @@ class Engine:
             e.results = results
             e.end_at = e.start_at + timedelta(seconds=base + per_row * rows)
             self._schedule(e)
+        self.events.scheduled(e)
 
     def commit(self, e: Execution) -> None:
         """Write an import's good rows to the data store (called once, at its finish time)."""

@@ -9,7 +9,8 @@ reads it, from the test's script:
 - activities and sub-orchestrations: the next scripted answer for that name (a value, an exception to
   raise, or a callable of the input); a call with no answer left fails the test;
 - timers fire at their ``fire_at``: the clock (``current_utc_datetime``) moves there;
-- external events arrive after the scripted delay (``None``: never);
+- external events arrive after the scripted delay (``None``: never), or ``(delay, payload)``: with a payload
+  (each ``wait_for_external_event`` takes the next entry for its name);
 - ``task_any`` completes with whichever child finishes first on the clock; ``task_all`` with every result.
 
 Activities take no time unless ``durations`` says otherwise, so the clock is the sum of the timers waited
@@ -103,7 +104,7 @@ class Script:
         instance_id: str = "inst-1",
         activities: dict[str, list[Any]] | None = None,
         subs: dict[str, list[Any]] | None = None,
-        events: dict[str, list[float | None]] | None = None,
+        events: dict[str, list[Any]] | None = None,
         durations: dict[str, float] | None = None,
     ) -> None:
         self.now = T0
@@ -190,7 +191,11 @@ class Script:
 
     def _event(self, name: str) -> FakeTask:
         delays = self.events.get(name) or []
-        return self._task("event", name=name, arrives_after=delays.pop(0) if delays else NEVER)
+        entry = delays.pop(0) if delays else NEVER
+        delay, payload = entry if isinstance(entry, tuple) else (entry, None)
+        task = self._task("event", name=name, arrives_after=delay)
+        task._value = payload
+        return task
 
     def _set_clock(self, when: datetime) -> None:
         if when > self.now:
@@ -229,6 +234,8 @@ class Script:
             assert when is not None
             self._set_clock(when)
         elif t.kind == "event":
+            if t.is_completed:  # the winner of a task_any: its payload, as the SDK's ``result``
+                return t._value
             raise AssertionError("an external event was yielded on its own; only task_any is scripted")
         elif t.kind == "any":
             timed = [(self._finish_time(c), i, c) for i, c in enumerate(t.children)]
