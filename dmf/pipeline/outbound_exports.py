@@ -70,24 +70,12 @@ def package_name(job: ExportJob, due: datetime) -> str:
 # -- schedule -------------------------------------------------------------------------------------------
 
 
-def ncrontab_iter(expression: str, start: datetime) -> croniter:
-    """NCRONTAB has six fields, seconds first; croniter takes the seconds field last."""
-    fields = expression.split()
-    if len(fields) == 6:
-        fields = fields[1:] + fields[:1]
-    return croniter(" ".join(fields), start)
-
-
 def latest_due(expression: str, after: datetime, until: datetime) -> datetime | None:
-    """The last time the schedule fired in ``(after, until]``, or None."""
-    it = ncrontab_iter(expression, after)
-    last = None
-    for _ in range(100_000):  # a per-second schedule over a day is 86,400 steps
-        nxt = it.get_next(datetime)
-        if nxt > until:
-            return last
-        last = nxt
-    return last
+    """The last time the NCRONTAB schedule (seconds first) fired in ``(after, until]``, or None."""
+    # croniter's get_prev is strictly before its start: start one second past ``until`` (whole seconds).
+    start = until.replace(microsecond=0) + timedelta(seconds=1)
+    prev = croniter(expression, start, second_at_beginning=True).get_prev(datetime)
+    return prev if prev > after else None
 
 
 class ExportSchedule:

@@ -143,6 +143,19 @@ def test_ncrontab_seconds_first_and_latest_due() -> None:
     )
 
 
+def test_latest_due_bounds_are_after_exclusive_until_inclusive() -> None:
+    after = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
+    half = after + timedelta(seconds=30)
+    assert ex.latest_due("30 * * * * *", after, half) == half
+    assert ex.latest_due("30 * * * * *", after, half + timedelta(microseconds=5)) == half
+    assert ex.latest_due("30 * * * * *", after, half - timedelta(microseconds=1)) is None
+    assert ex.latest_due("0 * * * * *", after, after) is None
+    # A per-second schedule a week behind folds into its latest second (no stepping through 604,800 times).
+    week = after + timedelta(days=7)
+    assert ex.latest_due("* * * * * *", after, week) == week
+    assert ex.latest_due("0 0 0 29 2 *", after, after + timedelta(days=400)) is None
+
+
 def test_due_jobs_start_counting_when_first_seen(make_env) -> None:
     env = make_env(EXPORT_JOBS=json.dumps([JOB | {"schedule": "0 0 * * * *"}]))
     t0 = datetime(2026, 11, 25, 8, 30, tzinfo=UTC)
