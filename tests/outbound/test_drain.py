@@ -235,7 +235,10 @@ def test_file_deleted_by_retention_is_acked_and_recorded_failed(env: Env) -> Non
     assert _statuses(env)[cid] == "Acked"  # otherwise it would come back every 30 minutes forever
     row = env.rows("message")[0]
     assert row["Status"] == "Failed" and row["Acked"] is True and "gone" in row["Reason"]
+    # The drain made the archive container (so this listing really ran) and wrote nothing into it.
+    assert env.archive.exists()
     assert env.archive_blobs() == []
+    assert not archive_index(env.svc).get(EXPORT_ACTIVITY, cid).archived
 
 
 def _audit_acks(env: Env, monkeypatch) -> list[str]:
