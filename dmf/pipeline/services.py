@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from azure.storage.blob import BlobClient
 
@@ -17,9 +19,18 @@ from dmf.storage import clients
 from dmf.storage.outcomes import OutcomeStore
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class Services:
     settings: Settings
+    # The time timers and housekeeping count from: the wall clock, or a test's (no real sleeps).
+    clock: Callable[[], datetime] = field(default=utc_now, compare=False)
+
+    def now(self) -> datetime:
+        return self.clock()
 
     @functools.cached_property
     def outcomes(self) -> OutcomeStore:
