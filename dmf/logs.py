@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import os
 from collections.abc import Iterator
 
 from dmf.redact import RedactingFilter, RedactingFormatter, install_log_redaction
@@ -56,7 +55,11 @@ def configure_logging(level: str | None = None) -> None:
         return
     _configured = True
     root = logging.getLogger()
-    root.setLevel((level or os.environ.get("LOG_LEVEL") or "INFO").upper())
+    if level is None:
+        from dmf.settings import peek
+
+        level = peek("log_level")
+    root.setLevel(level.upper())
     ctx_filter, red_filter = ContextFilter(), RedactingFilter()
     if not root.handlers:
         handler = logging.StreamHandler()

@@ -101,3 +101,38 @@ def test_json_job_settings_are_validated() -> None:
         {**env, "RECURRING_EXPORTS": '[{"name": "a", "environment": "main", "activity_id": "x"}]'}
     )
     assert s.recurring_exports[0].activity_id == "x"
+
+
+def test_json_settings_are_typed_and_their_problems_join_the_others() -> None:
+    with pytest.raises(SettingsError) as e:
+        load_settings(
+            {
+                "POLL_INITIAL_SECONDS": "soon",
+                "RECURRING_EXPORTS": '[{"name": "a", "environment": "main"}]',
+                "EXPORT_JOBS": "[{]",
+                "ROUTES_JSON": '{"version": 1, "routes": [{"name": "r"}]}',
+                "FNO_MAIN_BASE_URL": "https://x.example.com",
+            }
+        )
+    msg = str(e.value)
+    for expected in (
+        "POLL_INITIAL_SECONDS",
+        "RECURRING_EXPORTS.0.activity_id",
+        "EXPORT_JOBS: Invalid JSON",
+        "ROUTES_JSON.routes.0.pattern",
+        "DATA_STORAGE",
+        "FNO_MAIN_CLIENT_ID",
+    ):
+        assert expected in msg, (expected, msg)
+    s = load_settings(
+        {
+            **BASE,
+            "fno_main_base_url": "https://x.example.com",  # names are case-insensitive, as on the host
+            "FNO_MAIN_AUTH_MODE": "managed_identity",
+            "EXPORT_JOBS": '[{"name": "j", "environment": "main", "data_project": "P"}]',
+            "ROUTES_JSON": '{"version": 1, "routes": [{"name": "r", "pattern": "a/*.zip", "data_project": "P"}]}',
+        }
+    )
+    assert s.export_jobs[0].schedule == "0 0 2 * * *" and s.recurring_exports == []
+    assert s.routes is not None and s.routes.routes[0].name == "r"
+    assert s.environment("main").base_url == "https://x.example.com"
