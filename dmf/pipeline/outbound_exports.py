@@ -10,7 +10,6 @@ that starts as soon as the previous one ends (the schedule's last-due time only 
 from __future__ import annotations
 
 import logging
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -22,18 +21,17 @@ from dmf.fno.clients import package_api
 from dmf.fno.errors import FnoError, names_existing_execution
 from dmf.fno.models import ExecutionStatus
 from dmf.logs import log_context
-from dmf.pipeline.outbound import safe_name
+from dmf.pipeline.ids import project_prefix, safe_name
 from dmf.pipeline.services import Services
 from dmf.settings import ExportJob
 from dmf.storage import clients
-from dmf.storage.outcomes import safe_key
+from dmf.storage.outcomes import finish_fields, safe_key
 from dmf.storage.transfer import blob_client_for_url, copy_blob
 
 log = logging.getLogger(__name__)
 
 SCHEDULE_PARTITION = "export-schedule"
 MAX_ERROR_MESSAGES = 20
-_UNSAFE = re.compile(r"[^A-Za-z0-9\-]+")
 
 
 def export_instance_id(job_name: str) -> str:
@@ -46,8 +44,7 @@ def export_run_id(job_name: str, due: datetime) -> str:
 
 def export_execution_id(data_project: str, run_id: str) -> str:
     """Our DMF execution id for a run: deterministic, so a retried start can ask F&O about it."""
-    project = _UNSAFE.sub("-", data_project).strip("-")[:40] or "export"
-    return f"{project}-{run_id}"
+    return f"{project_prefix(data_project, 'export')}-{run_id}"
 
 
 def package_name(job: ExportJob, due: datetime) -> str:
@@ -286,8 +283,6 @@ def record_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             messages = [f"could not read execution errors: {exc}"]
     if status == "PartiallySucceeded":
         warnings = "export PartiallySucceeded: the package is archived but some records were not exported"
-    started = datetime.fromisoformat(req["started_at"])
-    finished = datetime.fromisoformat(req["finished_at"])
     svc.outcomes.upsert(
         req["day"],
         req["run_id"],
@@ -304,8 +299,7 @@ def record_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             "Warnings": warnings,
             "ErrorCount": count,
             "ErrorSummary": " | ".join(messages) or None,
-            "FinishedAt": finished,
-            "DurationSeconds": round((finished - started).total_seconds(), 3),
+            **finish_fields(req["started_at"], req["finished_at"]),
             "InstanceId": req.get("instance_id"),
         },
     )

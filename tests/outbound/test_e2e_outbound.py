@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.data.tables import TableServiceClient
 
-from dmf.pipeline.outbound import archive_path
+from dmf.pipeline.archive import archive_path
 from dmf.storage.outcomes import day_key
 from tests.e2e_support import Stack, customer_groups_csv
 
