@@ -1,0 +1,167 @@
+"""Cold start: ``import function_app`` against a bare ``DFApp`` with one orchestrator and one activity.
+
+What the Python worker pays before the first invocation of a new instance is, first of all, importing the
+app's module. Each measurement runs in a fresh interpreter (nothing cached in ``sys.modules``); the variants
+are interleaved and each reports its median over ``--runs`` runs:
+
+* time: ``import <module>`` measured inside the child around the import (interpreter start-up, the same for
+  both, is left out): wall time, and CPU time (user + system), which a shared, loaded machine disturbs far
+  less; the target is judged on CPU time when the wall times spread widely;
+* memory: the child's peak RSS (``ru_maxrss``) after the import, and that minus its RSS before the import.
+
+Baseline (same run): a module holding only ``df.DFApp`` with one orchestrator and one activity, i.e. the
+``azure.functions`` and ``azure.durable_functions`` imports every Durable app pays.
+
+Run: ``.venv/bin/python -m bench.cold_start [--runs 15] [--app-dir .] [--out bench/results/cold_start.md]``
+(``--app-dir`` imports ``function_app`` from another checkout, e.g. an exported older commit, for a
+before/after comparison with the same interpreter). ``--modules`` lists the heavy packages each variant
+loaded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BARE_APP = textwrap.dedent(
+    """
+    import azure.durable_functions as df
+    import azure.functions as func
+
+    app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+
+    @app.orchestration_trigger(context_name="context")
+    def orchestrator(context: df.DurableOrchestrationContext):
+        return (yield context.call_activity("activity", {}))
+
+
+    @app.activity_trigger(input_name="payload")
+    def activity(payload: dict) -> dict:
+        return payload
+    """
+)
+
+PROBE = textwrap.dedent(
+    """
+    import json, resource, sys, time
+
+    def rss_kib():
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+        return 0
+
+    before = rss_kib()
+    c0, t0 = time.process_time(), time.perf_counter()
+    __import__(sys.argv[1])
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - c0
+    heavy = ("azure.identity", "msal", "pydantic", "pydantic_settings", "azure.storage.blob",
+             "azure.data.tables", "requests", "cryptography", "croniter", "opentelemetry", "azure.monitor")
+    print(json.dumps({
+        "seconds": seconds,
+        "cpu": cpu,
+        "peak_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+        "added_kib": rss_kib() - before,
+        "modules": len(sys.modules),
+        "heavy": [m for m in heavy if m in sys.modules],
+    }))
+    """
+)
+
+# Settings the app reads at import (logging); nothing is contacted.
+APP_ENV = {
+    "DATA_STORAGE": "UseDevelopmentStorage=true",
+    "FNO_MAIN_BASE_URL": "https://fno.example.com",
+    "FNO_MAIN_AUTH_MODE": "managed_identity",
+}
+
+
+def measure(module: str, path: Path) -> dict:
+    env = {**os.environ, **APP_ENV, "PYTHONPATH": str(path), "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE, module], cwd=path, env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run(runs: int, app_dir: Path) -> dict[str, list[dict]]:
+    results: dict[str, list[dict]] = {"app": [], "bare": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "bare_app.py").write_text(BARE_APP, encoding="utf-8")
+        # One warm-up each (the OS file cache, .pyc files), then interleaved measured runs.
+        measure("function_app", app_dir)
+        measure("bare_app", Path(tmp))
+        for _ in range(runs):
+            results["app"].append(measure("function_app", app_dir))
+            results["bare"].append(measure("bare_app", Path(tmp)))
+    return results
+
+
+def median(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def report(results: dict[str, list[dict]], runs: int, app_dir: Path, show_modules: bool) -> str:
+    app, bare = results["app"], results["bare"]
+    t_app, t_bare = median(app, "seconds"), median(bare, "seconds")
+    c_app, c_bare = median(app, "cpu"), median(bare, "cpu")
+    p_app, p_bare = median(app, "peak_kib") / 1024, median(bare, "peak_kib") / 1024
+    a_app, a_bare = median(app, "added_kib") / 1024, median(bare, "added_kib") / 1024
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    where = "" if app_dir.resolve() == ROOT else f" --app-dir {app_dir}"
+    lines = [
+        "# Cold start (import of the app module)",
+        "",
+        f"Run {when} on {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()};"
+        f" `.venv/bin/python -m bench.cold_start --runs {runs}{where}`. Each import in a fresh interpreter,"
+        " variants interleaved; medians. Baseline: a bare `DFApp` with one orchestrator and one activity.",
+        "Target: `import function_app` within 1.5× the baseline's time.",
+        "",
+        "| variant | import CPU time | import wall time | peak RSS | RSS added by the import | modules loaded |",
+        "|---|---:|---:|---:|---:|---:|",
+        f"| `import function_app` | {c_app * 1000:.0f} ms | {t_app * 1000:.0f} ms | {p_app:.1f} MiB |"
+        f" {a_app:.1f} MiB | {median(app, 'modules'):.0f} |",
+        f"| baseline: bare DFApp | {c_bare * 1000:.0f} ms | {t_bare * 1000:.0f} ms | {p_bare:.1f} MiB |"
+        f" {a_bare:.1f} MiB | {median(bare, 'modules'):.0f} |",
+        f"| **ratio** | **{c_app / c_bare:.2f}×** | **{t_app / t_bare:.2f}×** | **{p_app / p_bare:.2f}×** |"
+        f" {a_app / a_bare:.2f}× | |",
+        "",
+        f"Heavy packages loaded by `import function_app`: {', '.join(app[-1]['heavy']) or 'none'}.",
+    ]
+    if show_modules:
+        for name, rows in (("app", app), ("baseline", bare)):
+            wall = sorted(round(r["seconds"] * 1000) for r in rows)
+            cpu = sorted(round(r["cpu"] * 1000) for r in rows)
+            lines.append(f"Spread, {name} (ms): wall {wall}; CPU {cpu}.")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=15)
+    ap.add_argument("--app-dir", type=Path, default=ROOT, help="the checkout whose function_app is imported")
+    ap.add_argument("--out", type=Path, default=ROOT / "bench/results/cold_start.md")
+    ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--modules", action="store_true", help="also list the spread of the app's import times")
+    ns = ap.parse_args()
+    text = report(run(ns.runs, ns.app_dir), ns.runs, ns.app_dir, ns.modules)
+    print(text)
+    if not ns.no_write:
+        ns.out.write_text(text, encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()
