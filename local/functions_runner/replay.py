@@ -39,18 +39,7 @@ class Replayer:
 
     def _episode(self, inst: Instance, msgs: list[Msg]) -> list[Callable[[], None]]:
         now = self.clock.now()
-        new: list[dict[str, Any]] = [event(EventType.OrchestratorStarted, now)]
-        first = not inst.history
-        if first:
-            started = event(
-                EventType.ExecutionStarted, now, Name=inst.name, Input=inst.input, Version="",
-                OrchestrationInstance={"InstanceId": inst.instance_id, "ExecutionId": inst.execution_id},
-                ParentInstance=(
-                    {"OrchestrationInstance": {"InstanceId": inst.parent_id}, "TaskScheduleId": inst.parent_seq}
-                    if inst.parent_id else None
-                ),
-            )  # fmt: skip
-            new.append(started)
+        new = self._opening_events(inst, now)
         inst.needs_start = False
         terminate = next((m for m in msgs if m.special and m.special[0] == "terminate"), None)
         effects: list[Callable[[], None]] = []
@@ -108,12 +97,7 @@ class Replayer:
                     failure=("NotSupported", unsupported),
                 )
                 return self._commit(inst, start_len, new, msgs, effects)
-        for i, a in enumerate(flat[: len(inst.records)]):
-            rec = inst.records[i]
-            if rec.kind == "timer" and a.get("isCanceled") and not rec.cancelled:
-                rec.cancelled = True
-                key = (inst.instance_id, inst.execution_id, rec.seq or 0)
-                effects.append(lambda key=key: self._cancel_timer(key))
+        self._cancel_dropped_timers(inst, flat, effects)
         last = msgs[-1] if msgs else None
         if last is not None and last.special and error is None:
             self._special(inst, last, now, scheduled, effects)
@@ -130,6 +114,33 @@ class Replayer:
                 output = json.dumps(state.get("output"))
                 self._finish(inst, "Completed", output, new, effects)
         return self._commit(inst, start_len, new, msgs, effects)
+
+    @staticmethod
+    def _opening_events(inst: Instance, now: datetime) -> list[dict[str, Any]]:
+        """OrchestratorStarted, and ExecutionStarted when the execution has no history yet."""
+        new: list[dict[str, Any]] = [event(EventType.OrchestratorStarted, now)]
+        if not inst.history:
+            started = event(
+                EventType.ExecutionStarted, now, Name=inst.name, Input=inst.input, Version="",
+                OrchestrationInstance={"InstanceId": inst.instance_id, "ExecutionId": inst.execution_id},
+                ParentInstance=(
+                    {"OrchestrationInstance": {"InstanceId": inst.parent_id}, "TaskScheduleId": inst.parent_seq}
+                    if inst.parent_id else None
+                ),
+            )  # fmt: skip
+            new.append(started)
+        return new
+
+    def _cancel_dropped_timers(
+        self, inst: Instance, flat: list[dict[str, Any]], effects: list[Callable[[], None]]
+    ) -> None:
+        """Timers the replay now marks cancelled (a ``task_any`` another task won) stop pending."""
+        for i, a in enumerate(flat[: len(inst.records)]):
+            rec = inst.records[i]
+            if rec.kind == "timer" and a.get("isCanceled") and not rec.cancelled:
+                rec.cancelled = True
+                key = (inst.instance_id, inst.execution_id, rec.seq or 0)
+                effects.append(lambda key=key: self._cancel_timer(key))
 
     def _replay(
         self, inst: Instance, history: list[dict[str, Any]]
