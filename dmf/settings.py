@@ -11,7 +11,6 @@ only ever reads environment variables.
 
 from __future__ import annotations
 
-import contextvars
 import functools
 from collections.abc import Mapping
 from enum import StrEnum
@@ -20,6 +19,7 @@ from typing import Any
 from pydantic import (
     AliasChoices,
     BaseModel,
+    ConfigDict,
     Field,
     Json,
     PrivateAttr,
@@ -27,13 +27,6 @@ from pydantic import (
     ValidationError,
     field_validator,
 )
-from pydantic_settings import (
-    BaseSettings,
-    EnvSettingsSource,
-    PydanticBaseSettingsSource,
-    SettingsConfigDict,
-)
-from pydantic_settings.sources.utils import parse_env_vars
 
 from dmf.package.limits import DEFAULT_LIMITS as _L
 from dmf.routing import RoutesFile
@@ -140,26 +133,30 @@ def _alias(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
-# The mapping load_settings() was given (tests, tools); None: the process environment.
-_environ: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
-    "dmf_settings_environ", default=None
-)
+def _env_source(environ: Mapping[str, str] | None) -> Any:
+    """pydantic-settings' environment source for ``Settings`` over ``environ`` (None: the process
+    environment): names matched case-insensitively, empty values ignored, JSON fields left to pydantic.
+
+    Imported on first use: reading settings is not on the path of importing the app.
+    """
+    from pydantic_settings import EnvSettingsSource
+    from pydantic_settings.sources.utils import parse_env_vars
+
+    class _EnvSource(EnvSettingsSource):
+        def _load_env_vars(self) -> Mapping[str, str | None]:
+            if environ is None:
+                return super()._load_env_vars()
+            return parse_env_vars(
+                environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+            )
+
+    return _EnvSource(Settings, case_sensitive=False, env_ignore_empty=True)  # type: ignore[arg-type]
 
 
-class _EnvSource(EnvSettingsSource):
-    """pydantic-settings' environment source, reading the mapping given to ``load_settings`` if any."""
+class Settings(BaseModel):
+    """App-wide settings. Field aliases are the exact app-setting names; ``load_settings`` reads them."""
 
-    def _load_env_vars(self) -> Mapping[str, str | None]:
-        environ = _environ.get()
-        if environ is None:
-            return super()._load_env_vars()
-        return parse_env_vars(environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str)
-
-
-class Settings(BaseSettings):
-    """App-wide settings. Field aliases are the exact app-setting names."""
-
-    model_config = SettingsConfigDict(case_sensitive=False, env_ignore_empty=True, extra="ignore")
+    model_config = ConfigDict(extra="ignore", validate_default=True)
 
     # Storage: a connection string locally, service URIs + managed identity in Azure.
     data_storage: SecretStr | None = Field(default=None, validation_alias=_alias("DATA_STORAGE"))
@@ -270,7 +267,11 @@ class Settings(BaseSettings):
     applicationinsights_connection_string: SecretStr | None = Field(
         default=None, validation_alias=_alias("APPLICATIONINSIGHTS_CONNECTION_STRING")
     )
-    log_level: str = Field(default="INFO", validation_alias=_alias("LOG_LEVEL"))
+    log_level: str = Field(
+        default="INFO",
+        pattern=r"(?i)^(CRITICAL|FATAL|ERROR|WARN|WARNING|INFO|DEBUG|NOTSET)$",
+        validation_alias=_alias("LOG_LEVEL"),
+    )
 
     # Filled by load_settings() from FNO_<NAME>_<KEY>: not a setting of its own (never read from the environment).
     _environments: dict[str, FnoEnvironment] = PrivateAttr(default_factory=dict)
@@ -278,18 +279,6 @@ class Settings(BaseSettings):
     @property
     def environments(self) -> dict[str, FnoEnvironment]:
         return self._environments
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # App settings arrive as environment variables only (Key Vault references resolved by the platform).
-        return init_settings, _EnvSource(settings_cls)
 
     def environment(self, name: str | None = None) -> FnoEnvironment:
         """The named F&O environment, or the first configured one."""
@@ -317,26 +306,20 @@ def _where(loc: tuple[Any, ...]) -> str:
     return ".".join(str(x) for x in loc) or "?"
 
 
-def _read_settings(problems: list[str]) -> Settings:
-    """pydantic-settings reads and validates the environment; each bad value is reported, then replaced
-    by its default so the remaining checks still run."""
+def _read_settings(environ: Mapping[str, str] | None, problems: list[str]) -> tuple[Settings, Mapping]:
+    """pydantic-settings reads the environment and pydantic validates it; each bad value is reported, then
+    left out (its default applies) so the remaining checks still run. Returns the settings and the
+    environment as the source read it (for the per-environment ``FNO_<NAME>_<KEY>`` settings)."""
+    source = _env_source(environ)
+    data = source()
     try:
-        return Settings()
+        return Settings.model_validate(data), source.env_vars
     except ValidationError as exc:
-        defaults: dict[str, Any] = {}
         for e in exc.errors():
             problems.append(f"{_where(e['loc'])}: {e['msg']}")
-            alias = str(e["loc"][0]).lower() if e["loc"] else ""
-            for name, f in Settings.model_fields.items():
-                if alias == _env_name_for(name).lower():
-                    defaults[_env_name_for(name)] = f.get_default(call_default_factory=True)
-        return Settings(**defaults)  # init values win over the environment's bad ones
-
-
-def peek(field: str) -> Any:
-    """One setting as ``load_settings`` reads it (a bad value gives its default), without the whole
-    configuration having to be valid: logging is set up at import, before anything is checked."""
-    return getattr(_read_settings([]), field)
+            if e["loc"]:
+                data.pop(str(e["loc"][0]), None)
+        return Settings.model_validate(data), source.env_vars
 
 
 def _environments(settings: Settings, env_vars: Mapping[str, str | None], problems: list[str]) -> None:
@@ -366,13 +349,8 @@ def _environments(settings: Settings, env_vars: Mapping[str, str | None], proble
 def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read and validate every setting (``environ``, else the process environment); raise SettingsError
     naming all problems at once."""
-    token = _environ.set(environ)
-    try:
-        problems: list[str] = []
-        settings = _read_settings(problems)
-        env_vars = _EnvSource(Settings).env_vars
-    finally:
-        _environ.reset(token)
+    problems: list[str] = []
+    settings, env_vars = _read_settings(environ, problems)
     if not settings.data_storage and not (settings.blob_service_uri and settings.table_service_uri):
         problems.append(
             "DATA_STORAGE (a connection string) or DATA_STORAGE__blobServiceUri and "
@@ -386,5 +364,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 @functools.cache
 def get_settings() -> Settings:
-    """Process-wide settings, validated on first use."""
-    return load_settings()
+    """Process-wide settings, validated on first use (which also applies ``LOG_LEVEL``)."""
+    settings = load_settings()
+    from dmf.logs import apply_log_level
+
+    apply_log_level(settings.log_level)
+    return settings

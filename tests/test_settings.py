@@ -136,3 +136,22 @@ def test_json_settings_are_typed_and_their_problems_join_the_others() -> None:
     assert s.export_jobs[0].schedule == "0 0 2 * * *" and s.recurring_exports == []
     assert s.routes is not None and s.routes.routes[0].name == "r"
     assert s.environment("main").base_url == "https://x.example.com"
+
+
+def test_log_level_applies_when_the_settings_are_first_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from dmf.settings import get_settings
+
+    for k, v in {**BASE, "FNO_MAIN_BASE_URL": "https://x.example.com", "FNO_MAIN_AUTH_MODE": "managed_identity",
+                 "LOG_LEVEL": "warning"}.items():  # fmt: skip
+        monkeypatch.setenv(k, v)
+    root = logging.getLogger()
+    before = root.level
+    get_settings.cache_clear()
+    try:
+        get_settings()
+        assert root.level == logging.WARNING
+    finally:
+        get_settings.cache_clear()
+        root.setLevel(before)

@@ -18,11 +18,7 @@ from typing import Any
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
-from dmf.package.batch import extract_batch_zip, parse_batch_manifest
-from dmf.package.build import build_packages_from_raw
 from dmf.package.catalogue import EntityInfo
-from dmf.package.inspect import inspect_package
-from dmf.package.zipsafe import precheck
 from dmf.pipeline.blobio import downloaded, sha256_blob, upload_file
 from dmf.pipeline.services import Services
 from dmf.redact import redact
@@ -147,6 +143,8 @@ def _is_batch_zip(blob: Any, etag: str | None, limits: Any) -> bool:
     """A zip with no Manifest.xml at its root that holds packages (or a batch manifest) is a batch."""
     import zipfile
 
+    from dmf.package.zipsafe import precheck
+
     with downloaded(blob, ".zip", etag) as path:
         if precheck(path, limits) is not None:
             return False  # too many entries to even list: inspect rejects it as a package
@@ -164,6 +162,8 @@ def _is_batch_zip(blob: Any, etag: str | None, limits: Any) -> bool:
 def _plan_batch_zip(
     svc: Services, drop_id: str, container: str, name: str, route: ResolvedRoute
 ) -> dict[str, Any]:
+    from dmf.package.batch import extract_batch_zip
+
     with downloaded(svc.blob(container, name), ".zip") as path, tempfile.TemporaryDirectory() as out:
         result = extract_batch_zip(
             path, Path(out), svc.limits(route.max_rows_per_package), name=PurePosixPath(name).name
@@ -194,6 +194,8 @@ def _plan_batch_zip(
 def _plan_batch_manifest(
     svc: Services, drop_id: str, container: str, name: str, route: ResolvedRoute
 ) -> dict[str, Any]:
+    from dmf.package.batch import parse_batch_manifest
+
     blob = svc.blob(container, name)
     if blob.get_blob_properties().size > MAX_BATCH_MANIFEST_BYTES:
         return _rejected("batch manifest is larger than 1 MiB")
@@ -228,6 +230,8 @@ def _plan_batch_manifest(
 # -- prepare -------------------------------------------------------------------------------------------
 def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     """Build (raw) or validate (package) one item and stage the result in our staging container."""
+    from dmf.package.build import build_packages_from_raw
+
     drop_id, item = req["drop_id"], req["item"]
     route = ResolvedRoute.model_validate(req["route"])
     seq = item["seq"]
@@ -308,6 +312,8 @@ def _validate(
     svc: Services, path: Path, route: ResolvedRoute, limits: Any, seq: int, *, outside: bool = True
 ) -> tuple[Any, dict[str, Any] | None]:
     """The package's validation report, and a rejection result when it has errors."""
+    from dmf.package.inspect import inspect_package
+
     report = inspect_package(
         path,
         limits=limits,

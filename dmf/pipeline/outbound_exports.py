@@ -15,7 +15,6 @@ from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
-from croniter import croniter
 
 from dmf.fno.clients import package_api
 from dmf.fno.errors import FnoError, names_existing_execution
@@ -69,6 +68,8 @@ def package_name(job: ExportJob, due: datetime) -> str:
 
 def latest_due(expression: str, after: datetime, until: datetime) -> datetime | None:
     """The last time the NCRONTAB schedule (seconds first) fired in ``(after, until]``, or None."""
+    from croniter import croniter  # loaded by the first export tick, not at app import
+
     # croniter's get_prev is strictly before its start: start one second past ``until`` (whole seconds).
     start = until.replace(microsecond=0) + timedelta(seconds=1)
     prev = croniter(expression, start, second_at_beginning=True).get_prev(datetime)
