@@ -97,16 +97,19 @@ def measure(module: str, path: Path) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def run(runs: int, app_dir: Path) -> dict[str, list[dict]]:
-    results: dict[str, list[dict]] = {"app": [], "bare": []}
+def run(runs: int, app_dir: Path, before: Path | None) -> dict[str, list[dict]]:
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "bare_app.py").write_text(BARE_APP, encoding="utf-8")
+        variants = {"app": ("function_app", app_dir), "bare": ("bare_app", Path(tmp))}
+        if before is not None:
+            variants["before"] = ("function_app", before)
+        results: dict[str, list[dict]] = {k: [] for k in variants}
         # One warm-up each (the OS file cache, .pyc files), then interleaved measured runs.
-        measure("function_app", app_dir)
-        measure("bare_app", Path(tmp))
+        for module, path in variants.values():
+            measure(module, path)
         for _ in range(runs):
-            results["app"].append(measure("function_app", app_dir))
-            results["bare"].append(measure("bare_app", Path(tmp)))
+            for k, (module, path) in variants.items():
+                results[k].append(measure(module, path))
     return results
 
 
@@ -114,14 +117,22 @@ def median(rows: list[dict], key: str) -> float:
     return statistics.median(r[key] for r in rows)
 
 
-def report(results: dict[str, list[dict]], runs: int, app_dir: Path, show_modules: bool) -> str:
+def _row(label: str, rows: list[dict], bare: list[dict]) -> str:
+    c, t, p, a = (median(rows, k) for k in ("cpu", "seconds", "peak_kib", "added_kib"))
+    cb, tb, pb = (median(bare, k) for k in ("cpu", "seconds", "peak_kib"))
+    return (
+        f"| {label} | {c * 1000:.0f} ms ({c / cb:.2f}×) | {t * 1000:.0f} ms ({t / tb:.2f}×) |"
+        f" {p / 1024:.1f} MiB ({p / pb:.2f}×) | {a / 1024:.1f} MiB | {median(rows, 'modules'):.0f} |"
+    )
+
+
+def report(
+    results: dict[str, list[dict]], runs: int, app_dir: Path, before: Path | None, show_modules: bool
+) -> str:
     app, bare = results["app"], results["bare"]
-    t_app, t_bare = median(app, "seconds"), median(bare, "seconds")
-    c_app, c_bare = median(app, "cpu"), median(bare, "cpu")
-    p_app, p_bare = median(app, "peak_kib") / 1024, median(bare, "peak_kib") / 1024
-    a_app, a_bare = median(app, "added_kib") / 1024, median(bare, "added_kib") / 1024
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     where = "" if app_dir.resolve() == ROOT else f" --app-dir {app_dir}"
+    where += f" --before {before}" if before is not None else ""
     lines = [
         "# Cold start (import of the app module)",
         "",
@@ -130,19 +141,17 @@ def report(results: dict[str, list[dict]], runs: int, app_dir: Path, show_module
         " variants interleaved; medians. Baseline: a bare `DFApp` with one orchestrator and one activity.",
         "Target: `import function_app` within 1.5× the baseline's time.",
         "",
-        "| variant | import CPU time | import wall time | peak RSS | RSS added by the import | modules loaded |",
+        "| variant | import CPU time (× baseline) | import wall time (× baseline) | peak RSS (× baseline) |"
+        " RSS added by the import | modules loaded |",
         "|---|---:|---:|---:|---:|---:|",
-        f"| `import function_app` | {c_app * 1000:.0f} ms | {t_app * 1000:.0f} ms | {p_app:.1f} MiB |"
-        f" {a_app:.1f} MiB | {median(app, 'modules'):.0f} |",
-        f"| baseline: bare DFApp | {c_bare * 1000:.0f} ms | {t_bare * 1000:.0f} ms | {p_bare:.1f} MiB |"
-        f" {a_bare:.1f} MiB | {median(bare, 'modules'):.0f} |",
-        f"| **ratio** | **{c_app / c_bare:.2f}×** | **{t_app / t_bare:.2f}×** | **{p_app / p_bare:.2f}×** |"
-        f" {a_app / a_bare:.2f}× | |",
+        _row("`import function_app`", app, bare),
+        *([_row("`import function_app` before (`--before`)", results["before"], bare)] if before else []),
+        _row("baseline: bare DFApp", bare, bare),
         "",
         f"Heavy packages loaded by `import function_app`: {', '.join(app[-1]['heavy']) or 'none'}.",
     ]
     if show_modules:
-        for name, rows in (("app", app), ("baseline", bare)):
+        for name, rows in results.items():
             wall = sorted(round(r["seconds"] * 1000) for r in rows)
             cpu = sorted(round(r["cpu"] * 1000) for r in rows)
             lines.append(f"Spread, {name} (ms): wall {wall}; CPU {cpu}.")
@@ -153,11 +162,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--app-dir", type=Path, default=ROOT, help="the checkout whose function_app is imported")
+    ap.add_argument(
+        "--before", type=Path, help="another checkout measured in the same run, e.g. before a change"
+    )
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/cold_start.md")
     ap.add_argument("--no-write", action="store_true")
     ap.add_argument("--modules", action="store_true", help="also list the spread of the app's import times")
     ns = ap.parse_args()
-    text = report(run(ns.runs, ns.app_dir), ns.runs, ns.app_dir, ns.modules)
+    text = report(run(ns.runs, ns.app_dir, ns.before), ns.runs, ns.app_dir, ns.before, ns.modules)
     print(text)
     if not ns.no_write:
         ns.out.write_text(text, encoding="utf-8")
