@@ -27,6 +27,14 @@ ROUTES = {"version": 1, "routes": [
     {"name": "xslt", "pattern": "xslt/**", "mode": "enqueue", "environment": "main", "legal_entity_segment": 1,
      "entity": "Customer groups", "activity_id": IMPORT_ACTIVITY},
 ]}  # fmt: skip
+# Timers fire only when a test fires them; the drain knows the emulator's recurring export.
+TIMERS_OFF = {"DRAIN_SCHEDULE": NEVER, "EXPORT_SCHEDULE": NEVER, "HOUSEKEEPING_SCHEDULE": NEVER}
+DRAINS = {
+    "RECURRING_EXPORTS": json.dumps(
+        [{"name": "cust-groups", "environment": "main", "activity_id": EXPORT_ACTIVITY}]
+    ),
+    **TIMERS_OFF,
+}
 
 
 @pytest.fixture
@@ -34,13 +42,8 @@ def stack(azurite, unique_name):
     with Stack(
         azurite,
         unique_name,
-        RECURRING_EXPORTS=json.dumps(
-            [{"name": "cust-groups", "environment": "main", "activity_id": EXPORT_ACTIVITY}]
-        ),
+        **DRAINS,
         EXPORT_JOBS=json.dumps([JOB]),
-        DRAIN_SCHEDULE=NEVER,
-        EXPORT_SCHEDULE=NEVER,
-        HOUSEKEEPING_SCHEDULE=NEVER,
         FNO_MAX_RETRIES="1",
         ROUTES_JSON=json.dumps(ROUTES),
     ) as s:
@@ -231,12 +234,7 @@ def test_count_budget_stops_the_run_and_the_next_run_continues(azurite, unique_n
     with Stack(
         azurite,
         unique_name,
-        RECURRING_EXPORTS=json.dumps(
-            [{"name": "cust-groups", "environment": "main", "activity_id": EXPORT_ACTIVITY}]
-        ),
-        DRAIN_SCHEDULE=NEVER,
-        EXPORT_SCHEDULE=NEVER,
-        HOUSEKEEPING_SCHEDULE=NEVER,
+        **DRAINS,
         DRAIN_MAX_MESSAGES="5",
     ) as stack:
         for n in range(8):
@@ -258,12 +256,7 @@ def test_housekeeping_purges_old_terminal_histories_and_old_archives(
         azurite,
         unique_name,
         virtual_clock=False,  # retention compares real instance timestamps and blob Last-Modified
-        RECURRING_EXPORTS=json.dumps(
-            [{"name": "cust-groups", "environment": "main", "activity_id": EXPORT_ACTIVITY}]
-        ),
-        DRAIN_SCHEDULE=NEVER,
-        EXPORT_SCHEDULE=NEVER,
-        HOUSEKEEPING_SCHEDULE=NEVER,
+        **DRAINS,
         HISTORY_RETENTION_DAYS="0.00005",  # about 4 seconds
         ARCHIVE_RETENTION_DAYS="0.00005",
     ) as stack:
@@ -332,9 +325,7 @@ def test_enqueue_route_times_out_when_f_and_o_never_finishes(azurite, unique_nam
     with Stack(
         azurite,
         unique_name,
-        DRAIN_SCHEDULE=NEVER,
-        EXPORT_SCHEDULE=NEVER,
-        HOUSEKEEPING_SCHEDULE=NEVER,
+        **TIMERS_OFF,
         ROUTES_JSON=json.dumps(ROUTES),
         POLL_DEADLINE_MINUTES="0.05",  # 3 s: F&O picks messages up only after 5 s
     ) as stack:
