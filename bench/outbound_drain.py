@@ -103,7 +103,7 @@ def services_for(env: dict[str, str]):
 
 
 def drain(svc, n: int, workers: int, run: str) -> dict:
-    from dmf.pipeline.outbound import drain_batch
+    from dmf.pipeline.drain import drain_batch
 
     req = {
         "export": {"name": "bench", "environment": "main", "activity_id": ACTIVITY},

@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
-import os
 from collections.abc import Iterator
 
 from dmf.redact import RedactingFilter, RedactingFormatter, install_log_redaction, redact
@@ -70,6 +69,11 @@ class ContextFilter(logging.Filter):
         return True
 
 
+def apply_log_level(level: str) -> None:
+    """The root logger's level from the ``LOG_LEVEL`` setting (called when the settings are loaded)."""
+    logging.getLogger().setLevel(level.upper())
+
+
 def configure_logging(level: str | None = None) -> None:
     """Idempotent: install filters on the root logger and, when configured, App Insights export."""
     global _configured
@@ -77,7 +81,9 @@ def configure_logging(level: str | None = None) -> None:
         return
     _configured = True
     root = logging.getLogger()
-    root.setLevel((level or os.environ.get("LOG_LEVEL") or "INFO").upper())
+    # LOG_LEVEL applies when the settings are first read (apply_log_level): reading them here would put
+    # pydantic-settings on the path of importing the app.
+    root.setLevel((level or "INFO").upper())
     ctx_filter, red_filter = ContextFilter(), RedactingFilter()
     if not root.handlers:
         handler = logging.StreamHandler()

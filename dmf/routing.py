@@ -18,11 +18,12 @@ import json
 import re
 from functools import lru_cache
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
-from dmf.settings import Settings
+if TYPE_CHECKING:  # dmf.settings holds ROUTES_JSON as a RoutesFile, so it imports this module
+    from dmf.settings import Settings
 
 APP_ROOT = Path(__file__).resolve().parents[1]
 
@@ -140,8 +141,8 @@ def _parse_routes(text: str) -> RoutesFile:
 def load_routes(settings: Settings) -> RoutesFile:
     """The routing table; an invalid table raises RoutingError naming the problem."""
     try:
-        if settings.routes_json:
-            return _parse_routes(settings.routes_json)
+        if settings.routes is not None:  # ROUTES_JSON, parsed and validated with the other settings
+            return settings.routes
         path = Path(settings.routes_file)
         if not path.is_absolute():
             path = APP_ROOT / path

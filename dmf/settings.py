@@ -12,16 +12,24 @@ only ever reads environment variables.
 from __future__ import annotations
 
 import functools
-import json
-import os
 from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AliasChoices, BaseModel, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    Json,
+    PrivateAttr,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
 
 from dmf.package.limits import DEFAULT_LIMITS as _L
+from dmf.routing import RoutesFile
 
 
 class SettingsError(ValueError):
@@ -38,23 +46,6 @@ class AuthMode(StrEnum):
     CERTIFICATE = "certificate"
     MANAGED_IDENTITY = "managed_identity"
     FEDERATED = "federated"  # managed identity token exchanged for the app registration: no secret
-
-
-ENV_FIELDS = {
-    "BASE_URL": "base_url",
-    "DEPLOYMENT": "deployment",
-    "AUTH_MODE": "auth_mode",
-    "TENANT_ID": "tenant_id",
-    "AUTHORITY": "authority",
-    "CLIENT_ID": "client_id",
-    "CLIENT_SECRET": "client_secret",
-    "CERTIFICATE_PATH": "certificate_path",
-    "CERTIFICATE_PASSWORD": "certificate_password",
-    "MANAGED_IDENTITY_CLIENT_ID": "managed_identity_client_id",
-    "LEGAL_ENTITY": "legal_entity",
-    "IMPORT_PERMITS": "import_permits",
-    "SCOPE": "scope",
-}
 
 
 class FnoEnvironment(BaseModel):
@@ -115,6 +106,10 @@ class FnoEnvironment(BaseModel):
         return out
 
 
+# FNO_<NAME>_<KEY> → FnoEnvironment field: the key is the field name in capitals.
+ENV_FIELDS = {f.upper(): f for f in FnoEnvironment.model_fields if f != "name"}
+
+
 class RecurringExport(BaseModel):
     """A recurring-integration export activity to drain (see RECURRING_EXPORTS)."""
 
@@ -138,10 +133,30 @@ def _alias(*names: str) -> AliasChoices:
     return AliasChoices(*names)
 
 
-class Settings(BaseSettings):
-    """App-wide settings. Field aliases are the exact app-setting names."""
+def _env_source(environ: Mapping[str, str] | None) -> Any:
+    """pydantic-settings' environment source for ``Settings`` over ``environ`` (None: the process
+    environment): names matched case-insensitively, empty values ignored, JSON fields left to pydantic.
 
-    model_config = SettingsConfigDict(case_sensitive=False, env_ignore_empty=True, extra="ignore")
+    Imported on first use: reading settings is not on the path of importing the app.
+    """
+    from pydantic_settings import EnvSettingsSource
+    from pydantic_settings.sources.utils import parse_env_vars
+
+    class _EnvSource(EnvSettingsSource):
+        def _load_env_vars(self) -> Mapping[str, str | None]:
+            if environ is None:
+                return super()._load_env_vars()
+            return parse_env_vars(
+                environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+            )
+
+    return _EnvSource(Settings, case_sensitive=False, env_ignore_empty=True)  # type: ignore[arg-type]
+
+
+class Settings(BaseModel):
+    """App-wide settings. Field aliases are the exact app-setting names; ``load_settings`` reads them."""
+
+    model_config = ConfigDict(extra="ignore", validate_default=True)
 
     # Storage: a connection string locally, service URIs + managed identity in Azure.
     data_storage: SecretStr | None = Field(default=None, validation_alias=_alias("DATA_STORAGE"))
@@ -199,7 +214,7 @@ class Settings(BaseSettings):
     )
 
     routes_file: str = Field(default="routes.json", validation_alias=_alias("ROUTES_FILE"))
-    routes_json: str | None = Field(default=None, validation_alias=_alias("ROUTES_JSON"))
+    routes: Json[RoutesFile] | None = Field(default=None, validation_alias=_alias("ROUTES_JSON"))
 
     # Limits: defaults come from dmf.package.limits (the one copy); docs/INBOUND.md "Limits" lists them.
     package_max_rows: int = Field(
@@ -224,10 +239,13 @@ class Settings(BaseSettings):
         default=_L.max_package_file_bytes, ge=1024, validation_alias=_alias("PACKAGE_FILE_MAX_BYTES")
     )
 
-    recurring_exports_json: str = Field(default="[]", validation_alias=_alias("RECURRING_EXPORTS"))
+    # JSON settings: the default is JSON text too (pydantic-settings validates defaults like any value).
+    recurring_exports: Json[list[RecurringExport]] = Field(
+        default="[]", validation_alias=_alias("RECURRING_EXPORTS")
+    )
     drain_max_messages: int = Field(default=200, ge=1, validation_alias=_alias("DRAIN_MAX_MESSAGES"))
     drain_max_seconds: float = Field(default=240.0, gt=0, validation_alias=_alias("DRAIN_MAX_SECONDS"))
-    export_jobs_json: str = Field(default="[]", validation_alias=_alias("EXPORT_JOBS"))
+    export_jobs: Json[list[ExportJob]] = Field(default="[]", validation_alias=_alias("EXPORT_JOBS"))
     history_retention_days: float = Field(
         default=30.0, gt=0, validation_alias=_alias("HISTORY_RETENTION_DAYS")
     )
@@ -257,18 +275,18 @@ class Settings(BaseSettings):
     applicationinsights_connection_string: SecretStr | None = Field(
         default=None, validation_alias=_alias("APPLICATIONINSIGHTS_CONNECTION_STRING")
     )
-    log_level: str = Field(default="INFO", validation_alias=_alias("LOG_LEVEL"))
+    log_level: str = Field(
+        default="INFO",
+        pattern=r"(?i)^(CRITICAL|FATAL|ERROR|WARN|WARNING|INFO|DEBUG|NOTSET)$",
+        validation_alias=_alias("LOG_LEVEL"),
+    )
 
-    # Filled by load_settings(): not app settings themselves.
-    environments: dict[str, FnoEnvironment] = Field(default_factory=dict, exclude=True)
+    # Filled by load_settings() from FNO_<NAME>_<KEY>: not a setting of its own (never read from the environment).
+    _environments: dict[str, FnoEnvironment] = PrivateAttr(default_factory=dict)
 
     @property
-    def recurring_exports(self) -> list[RecurringExport]:
-        return [RecurringExport.model_validate(x) for x in json.loads(self.recurring_exports_json)]
-
-    @property
-    def export_jobs(self) -> list[ExportJob]:
-        return [ExportJob.model_validate(x) for x in json.loads(self.export_jobs_json)]
+    def environments(self) -> dict[str, FnoEnvironment]:
+        return self._environments
 
     def environment(self, name: str | None = None) -> FnoEnvironment:
         """The named F&O environment, or the first configured one."""
@@ -286,60 +304,41 @@ class Settings(BaseSettings):
         return self.data_storage is not None
 
 
-def _fmt_pydantic(err: ValidationError, prefix: str = "") -> list[str]:
-    out = []
-    for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"])
-        out.append(f"{prefix}{loc}: {e['msg']}")
-    return out
-
-
 def _env_name_for(settings_field: str) -> str:
     f = Settings.model_fields[settings_field]
     alias = f.validation_alias
     return alias.choices[0] if isinstance(alias, AliasChoices) else settings_field.upper()
 
 
-def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
-    """Read and validate every setting; raise SettingsError naming all problems at once."""
-    env = dict(os.environ if environ is None else environ)
-    problems: list[str] = []
-    lowered = {k.lower(): v for k, v in env.items() if v != ""}
-    init: dict[str, Any] = {}
-    for name in Settings.model_fields:
-        if name == "environments":
-            continue
-        key = _env_name_for(name)
-        if key.lower() in lowered:
-            init[key] = lowered[key.lower()]
+def _where(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(x) for x in loc) or "?"
+
+
+def _read_settings(environ: Mapping[str, str] | None, problems: list[str]) -> tuple[Settings, Mapping]:
+    """pydantic-settings reads the environment and pydantic validates it; each bad value is reported, then
+    left out (its default applies) so the remaining checks still run. Returns the settings and the
+    environment as the source read it (for the per-environment ``FNO_<NAME>_<KEY>`` settings)."""
+    source = _env_source(environ)
+    data = source()
     try:
-        settings = Settings.model_validate(init)
+        return Settings.model_validate(data), source.env_vars
     except ValidationError as exc:
-        # Report every bad value, then carry on with defaults for them so the remaining checks still run.
         for e in exc.errors():
-            field = str(e["loc"][0]) if e["loc"] else "?"
-            problems.append(f"{field}: {e['msg']}")
-            init.pop(field, None)
-        settings = Settings.model_validate(init)
+            problems.append(f"{_where(e['loc'])}: {e['msg']}")
+            if e["loc"]:
+                data.pop(str(e["loc"][0]), None)
+        return Settings.model_validate(data), source.env_vars
 
-    if not settings.data_storage and not (settings.blob_service_uri and settings.table_service_uri):
-        problems.append(
-            "DATA_STORAGE (a connection string) or DATA_STORAGE__blobServiceUri and "
-            "DATA_STORAGE__tableServiceUri (managed identity) must be set"
-        )
-    for field_name in ("recurring_exports_json", "export_jobs_json"):
-        try:
-            getattr(settings, field_name.removesuffix("_json"))
-        except (ValueError, ValidationError) as exc:
-            problems.append(f"{_env_name_for(field_name)}: not a valid JSON list of objects ({exc})")
 
+def _environments(settings: Settings, env_vars: Mapping[str, str | None], problems: list[str]) -> None:
+    """The F&O environments named in FNO_ENVIRONMENTS, each from its ``FNO_<NAME>_<KEY>`` settings."""
     names = [n.strip().lower() for n in settings.fno_environments.split(",") if n.strip()]
     if not names:
         problems.append("FNO_ENVIRONMENTS: names no environment")
     for name in names:
         prefix = f"FNO_{name.upper()}_"
-        raw = {field: lowered[(prefix + key).lower()] for key, field in ENV_FIELDS.items()
-               if (prefix + key).lower() in lowered}  # fmt: skip
+        raw = {field: env_vars[(prefix + key).lower()] for key, field in ENV_FIELDS.items()
+               if env_vars.get((prefix + key).lower()) is not None}  # fmt: skip
         if "base_url" not in raw:
             problems.append(
                 f"{prefix}BASE_URL is required (environment {name!r} is listed in FNO_ENVIRONMENTS)"
@@ -348,13 +347,24 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         try:
             fe = FnoEnvironment(name=name, **raw)
         except ValidationError as exc:
-            rev = {v: k for k, v in ENV_FIELDS.items()}
             for e in exc.errors():
-                field = str(e["loc"][0]) if e["loc"] else "?"
-                problems.append(f"{prefix}{rev.get(field, field.upper())}: {e['msg']}")
+                problems.append(f"{prefix}{_where(e['loc']).upper()}: {e['msg']}")
             continue
         problems.extend(fe.problems())
         settings.environments[name] = fe
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Read and validate every setting (``environ``, else the process environment); raise SettingsError
+    naming all problems at once."""
+    problems: list[str] = []
+    settings, env_vars = _read_settings(environ, problems)
+    if not settings.data_storage and not (settings.blob_service_uri and settings.table_service_uri):
+        problems.append(
+            "DATA_STORAGE (a connection string) or DATA_STORAGE__blobServiceUri and "
+            "DATA_STORAGE__tableServiceUri (managed identity) must be set"
+        )
+    _environments(settings, env_vars, problems)
     if problems:
         raise SettingsError("invalid settings:\n  - " + "\n  - ".join(problems))
     return settings
@@ -362,5 +372,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
 
 @functools.cache
 def get_settings() -> Settings:
-    """Process-wide settings, validated on first use."""
-    return load_settings()
+    """Process-wide settings, validated on first use (which also applies ``LOG_LEVEL``)."""
+    settings = load_settings()
+    from dmf.logs import apply_log_level
+
+    apply_log_level(settings.log_level)
+    return settings

@@ -15,6 +15,7 @@ benches=(
   bench.events                    # pushed completion (F&O business event) vs polling: delay and status calls
   bench.outbound_drain            # draining 500 messages vs a naive loop; 1 GiB message memory
   bench.operators_index           # operators: file history and a day's failures, index vs full-table scan
+  bench.cold_start                # import function_app vs a bare DFApp: CPU, wall time, memory
 )
 for b in "${benches[@]}"; do
   echo "== $b"

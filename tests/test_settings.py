@@ -29,27 +29,39 @@ def test_every_setting_is_documented() -> None:
         assert f"`FNO_<NAME>_{key}`" in DOC
 
 
-def test_errors_name_each_bad_setting_at_once() -> None:
-    with pytest.raises(SettingsError) as e:
-        load_settings(
+@pytest.mark.parametrize(
+    "environ,expected",
+    [
+        (
             {
                 "FNO_ENVIRONMENTS": "main,test",
                 "FNO_MAIN_BASE_URL": "http://not-tls",
                 "POLL_INITIAL_SECONDS": "soon",
                 "FNO_TEST_BASE_URL": "https://test.example.com",
                 "FNO_TEST_AUTH_MODE": "certificate",
-            }
-        )
+            },
+            ["POLL_INITIAL_SECONDS", "DATA_STORAGE", "FNO_MAIN_BASE_URL", "FNO_TEST_CLIENT_ID",
+             "FNO_TEST_CERTIFICATE_PATH", "FNO_TEST_TENANT_ID"],
+        ),
+        (  # JSON settings are typed: their problems, item by item, join the others
+            {
+                "POLL_INITIAL_SECONDS": "soon",
+                "RECURRING_EXPORTS": '[{"name": "a", "environment": "main"}]',
+                "EXPORT_JOBS": "[{]",
+                "ROUTES_JSON": '{"version": 1, "routes": [{"name": "r"}]}',
+                "FNO_MAIN_BASE_URL": "https://x.example.com",
+            },
+            ["POLL_INITIAL_SECONDS", "RECURRING_EXPORTS.0.activity_id", "EXPORT_JOBS: Invalid JSON",
+             "ROUTES_JSON.routes.0.pattern", "DATA_STORAGE", "FNO_MAIN_CLIENT_ID"],
+        ),
+    ],
+)  # fmt: skip
+def test_errors_name_each_bad_setting_at_once(environ: dict[str, str], expected: list[str]) -> None:
+    with pytest.raises(SettingsError) as e:
+        load_settings(environ)
     msg = str(e.value)
-    for expected in (
-        "POLL_INITIAL_SECONDS",
-        "DATA_STORAGE",
-        "FNO_MAIN_BASE_URL",
-        "FNO_TEST_CLIENT_ID",
-        "FNO_TEST_CERTIFICATE_PATH",
-        "FNO_TEST_TENANT_ID",
-    ):
-        assert expected in msg, (expected, msg)
+    for name in expected:
+        assert name in msg, (name, msg)
 
 
 def test_cloud_and_onprem_environments() -> None:
@@ -101,3 +113,37 @@ def test_json_job_settings_are_validated() -> None:
         {**env, "RECURRING_EXPORTS": '[{"name": "a", "environment": "main", "activity_id": "x"}]'}
     )
     assert s.recurring_exports[0].activity_id == "x"
+
+
+def test_json_settings_are_typed() -> None:
+    s = load_settings(
+        {
+            **BASE,
+            "fno_main_base_url": "https://x.example.com",  # names are case-insensitive, as on the host
+            "FNO_MAIN_AUTH_MODE": "managed_identity",
+            "EXPORT_JOBS": '[{"name": "j", "environment": "main", "data_project": "P"}]',
+            "ROUTES_JSON": '{"version": 1, "routes": [{"name": "r", "pattern": "a/*.zip", "data_project": "P"}]}',
+        }
+    )
+    assert s.export_jobs[0].schedule == "0 0 2 * * *" and s.recurring_exports == []
+    assert s.routes is not None and s.routes.routes[0].name == "r"
+    assert s.environment("main").base_url == "https://x.example.com"
+
+
+def test_log_level_applies_when_the_settings_are_first_read(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from dmf.settings import get_settings
+
+    for k, v in {**BASE, "FNO_MAIN_BASE_URL": "https://x.example.com", "FNO_MAIN_AUTH_MODE": "managed_identity",
+                 "LOG_LEVEL": "warning"}.items():  # fmt: skip
+        monkeypatch.setenv(k, v)
+    root = logging.getLogger()
+    before = root.level
+    get_settings.cache_clear()
+    try:
+        get_settings()
+        assert root.level == logging.WARNING
+    finally:
+        get_settings.cache_clear()
+        root.setLevel(before)

@@ -12,22 +12,15 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
-
-from azure.core.credentials import AccessToken, TokenCredential
-from azure.core.exceptions import AzureError, ClientAuthenticationError
-from azure.identity import (
-    CertificateCredential,
-    ClientAssertionCredential,
-    ClientSecretCredential,
-    ManagedIdentityCredential,
-)
 
 from dmf.fno.errors import FnoAuthError
 from dmf.redact import install_log_redaction, register_secret, scrub
 from dmf.settings import AuthMode, Deployment, FnoEnvironment
+
+if TYPE_CHECKING:  # azure-identity (and msal behind it) load when the first credential is built
+    from azure.core.credentials import TokenCredential
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +58,13 @@ def authority_kwargs(env: FnoEnvironment) -> tuple[str, dict[str, Any]]:
 
 def build_credential(env: FnoEnvironment, *, ca_bundle: str | None = None) -> TokenCredential:
     """A new azure-identity credential for ``env`` (prefer ``credential_for``, which caches)."""
+    from azure.identity import (
+        CertificateCredential,
+        ClientAssertionCredential,
+        ClientSecretCredential,
+        ManagedIdentityCredential,
+    )
+
     install_log_redaction()
     for secret in (env.client_secret, env.certificate_password):
         register_secret(secret.get_secret_value() if secret else None)
@@ -129,39 +129,26 @@ def clear_credentials() -> None:
 class BearerTokenProvider:
     """A ``() -> str`` returning a current access token for one scope; failures become ``FnoAuthError``.
 
-    Holds the token until five minutes before expiry and lets one thread refresh it, so a burst of
-    activities at a cold start makes one token request, not one each.
+    Caching and refresh are azure-identity's (``get_bearer_token_provider``: the token is kept until its
+    refresh time or five minutes before expiry; the credential's MSAL cache sits behind it). The lock only
+    makes a burst of activities at a cold start wait for the first request instead of each making one.
     """
 
-    REFRESH_MARGIN_SECONDS = 300
-
     def __init__(self, credential: TokenCredential, scope: str, env_name: str = "") -> None:
+        from azure.identity import get_bearer_token_provider
+
         self.credential = credential
         self.scope = scope
         self.env_name = env_name
-        self._token: AccessToken | None = None
+        self._provider = get_bearer_token_provider(credential, scope)
         self._lock = threading.Lock()
 
-    def _fresh(self) -> str | None:
-        tok = self._token
-        if tok is not None and tok.expires_on - time.time() > self.REFRESH_MARGIN_SECONDS:
-            return tok.token
-        return None
-
     def __call__(self) -> str:
-        cached = self._fresh()
-        if cached is not None:
-            return cached
-        with self._lock:
-            cached = self._fresh()
-            if cached is not None:
-                return cached
-            self._token = self._acquire()
-            return self._token.token
+        from azure.core.exceptions import AzureError, ClientAuthenticationError
 
-    def _acquire(self) -> AccessToken:
         try:
-            return self.credential.get_token(self.scope)
+            with self._lock:
+                return self._provider()
         except ClientAuthenticationError as exc:
             status = getattr(getattr(exc, "response", None), "status_code", None)
             # No answer, throttling or a server fault may pass; a refused client will not.

@@ -15,16 +15,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from azure.core import MatchConditions
 from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
 
 from dmf.logs import ops_event
-from dmf.package.batch import extract_batch_zip, parse_batch_manifest
-from dmf.package.build import build_packages_from_raw
 from dmf.package.catalogue import EntityInfo
-from dmf.package.inspect import PackageReport, inspect_package
 from dmf.package.problems import Problem
 from dmf.package.zipsafe import precheck
 from dmf.pipeline.blobio import downloaded, sha256_blob, upload_file
@@ -33,6 +30,9 @@ from dmf.redact import redact
 from dmf.routing import RAW_EXTENSIONS, ResolvedRoute, RoutingError, resolve
 from dmf.settings import Deployment
 from dmf.storage.transfer import copy_blob
+
+if TYPE_CHECKING:  # the builders and validators load on first use (cold start: bench/cold_start.py)
+    from dmf.package.inspect import PackageReport
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,8 @@ def _plan_batch_zip(
     svc: Services, drop_id: str, container: str, name: str, route: ResolvedRoute
 ) -> dict[str, Any]:
     with downloaded(svc.blob(container, name), ".zip") as path, tempfile.TemporaryDirectory() as out:
+        from dmf.package.batch import extract_batch_zip
+
         result = extract_batch_zip(
             path, Path(out), svc.limits(route.max_rows_per_package), name=PurePosixPath(name).name
         )
@@ -210,6 +212,8 @@ def _plan_batch_manifest(
     if blob.get_blob_properties().size > MAX_BATCH_MANIFEST_BYTES:
         return _rejected("batch manifest is larger than 1 MiB")
     try:
+        from dmf.package.batch import parse_batch_manifest
+
         manifest = parse_batch_manifest(blob.download_blob().readall())
     except ValueError as exc:
         return _rejected(f"batch manifest is invalid: {exc}")
@@ -289,6 +293,8 @@ def prepare_file(
     if info is None:
         info = EntityInfo(label=entity or "Unknown", target_entity=entity or "Unknown")
     with path.open("rb") as f:
+        from dmf.package.build import build_packages_from_raw
+
         built = build_packages_from_raw(
             wrap(f) if wrap else f,
             file_name=file_name,
@@ -384,6 +390,8 @@ def _temp_suffix(source: str) -> str:
 def _inspect(
     path: Path, route: ResolvedRoute, limits: Any, catalogue: Any, *, outside: bool
 ) -> PackageReport:
+    from dmf.package.inspect import inspect_package
+
     return inspect_package(
         path,
         limits=limits,

@@ -24,8 +24,16 @@ def execution_id(data_project: str, package_instance: str) -> str:
     Shaped like RIS's ``{DataProject}-{timestamp}-{guid}`` convention but deterministic, so a retried
     activity can ask F&O about exactly this id instead of importing again.
     """
-    project = _UNSAFE.sub("-", data_project).strip("-")[:40] or "import"
-    return f"{project}-{package_instance}"
+    return f"{project_prefix(data_project, 'import')}-{package_instance}"
+
+
+def project_prefix(data_project: str, fallback: str) -> str:
+    """A data project name made safe for a DMF execution id (at most 40 characters)."""
+    return _UNSAFE.sub("-", data_project).strip("-")[:40] or fallback
+
+
+def safe_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in name).strip("-") or "x"
 
 
 # A package instance id as ``package_instance_id`` builds it: a drop (or a retry of one: ``-rNN``) and ``-pNNN``.

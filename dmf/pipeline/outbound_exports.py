@@ -10,30 +10,27 @@ that starts as soon as the previous one ends (the schedule's last-due time only 
 from __future__ import annotations
 
 import logging
-import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, UpdateMode
-from croniter import croniter
 
 from dmf.fno.clients import package_api
 from dmf.fno.errors import FnoError, names_existing_execution
 from dmf.fno.models import ExecutionStatus
 from dmf.logs import log_context
-from dmf.pipeline.outbound import safe_name
+from dmf.pipeline.ids import project_prefix, safe_name
 from dmf.pipeline.services import Services
 from dmf.settings import ExportJob
 from dmf.storage import clients
-from dmf.storage.outcomes import safe_key
+from dmf.storage.outcomes import finish_fields, safe_key
 from dmf.storage.transfer import blob_client_for_url, copy_blob
 
 log = logging.getLogger(__name__)
 
 SCHEDULE_PARTITION = "export-schedule"
 MAX_ERROR_MESSAGES = 20
-_UNSAFE = re.compile(r"[^A-Za-z0-9\-]+")
 
 
 def export_instance_id(job_name: str) -> str:
@@ -46,8 +43,7 @@ def export_run_id(job_name: str, due: datetime) -> str:
 
 def export_execution_id(data_project: str, run_id: str) -> str:
     """Our DMF execution id for a run: deterministic, so a retried start can ask F&O about it."""
-    project = _UNSAFE.sub("-", data_project).strip("-")[:40] or "export"
-    return f"{project}-{run_id}"
+    return f"{project_prefix(data_project, 'export')}-{run_id}"
 
 
 def package_name(job: ExportJob, due: datetime) -> str:
@@ -70,24 +66,14 @@ def package_name(job: ExportJob, due: datetime) -> str:
 # -- schedule -------------------------------------------------------------------------------------------
 
 
-def ncrontab_iter(expression: str, start: datetime) -> croniter:
-    """NCRONTAB has six fields, seconds first; croniter takes the seconds field last."""
-    fields = expression.split()
-    if len(fields) == 6:
-        fields = fields[1:] + fields[:1]
-    return croniter(" ".join(fields), start)
-
-
 def latest_due(expression: str, after: datetime, until: datetime) -> datetime | None:
-    """The last time the schedule fired in ``(after, until]``, or None."""
-    it = ncrontab_iter(expression, after)
-    last = None
-    for _ in range(100_000):  # a per-second schedule over a day is 86,400 steps
-        nxt = it.get_next(datetime)
-        if nxt > until:
-            return last
-        last = nxt
-    return last
+    """The last time the NCRONTAB schedule (seconds first) fired in ``(after, until]``, or None."""
+    from croniter import croniter  # loaded by the first export tick, not at app import
+
+    # croniter's get_prev is strictly before its start: start one second past ``until`` (whole seconds).
+    start = until.replace(microsecond=0) + timedelta(seconds=1)
+    prev = croniter(expression, start, second_at_beginning=True).get_prev(datetime)
+    return prev if prev > after else None
 
 
 class ExportSchedule:
@@ -298,8 +284,6 @@ def record_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             messages = [f"could not read execution errors: {exc}"]
     if status == "PartiallySucceeded":
         warnings = "export PartiallySucceeded: the package is archived but some records were not exported"
-    started = datetime.fromisoformat(req["started_at"])
-    finished = datetime.fromisoformat(req["finished_at"])
     svc.outcomes.upsert(
         req["day"],
         req["run_id"],
@@ -316,8 +300,7 @@ def record_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             "Warnings": warnings,
             "ErrorCount": count,
             "ErrorSummary": " | ".join(messages) or None,
-            "FinishedAt": finished,
-            "DurationSeconds": round((finished - started).total_seconds(), 3),
+            **finish_fields(req["started_at"], req["finished_at"]),
             "InstanceId": req.get("instance_id"),
         },
     )

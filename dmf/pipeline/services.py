@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from azure.storage.blob import BlobClient
 
@@ -17,9 +19,18 @@ from dmf.storage import clients
 from dmf.storage.outcomes import OutcomeStore
 
 
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
 @dataclass
 class Services:
     settings: Settings
+    # The time timers and housekeeping count from: the wall clock, or a test's (no real sleeps).
+    clock: Callable[[], datetime] = field(default=utc_now, compare=False)
+
+    def now(self) -> datetime:
+        return self.clock()
 
     @functools.cached_property
     def outcomes(self) -> OutcomeStore:
@@ -50,17 +61,22 @@ class Services:
 
     def limits(self, max_rows: int | None = None) -> Limits:
         s = self.settings
-        return Limits(
-            max_rows_per_package=max_rows or s.package_max_rows,
-            max_bytes_per_package=s.package_max_bytes,
-            max_uncompressed_bytes=s.zip_max_uncompressed_bytes,
-            max_ratio=s.zip_max_ratio,
-            max_entries=s.zip_max_entries,
-            max_name_chars=s.file_name_max_chars,
-            max_record_chars=s.record_max_chars,
-            max_input_bytes=s.input_max_bytes,
-            max_package_file_bytes=s.package_file_max_bytes,
-        )
+        values = {limit: getattr(s, setting) for limit, setting in _LIMIT_SETTINGS.items()}
+        return Limits(**{**values, "max_rows_per_package": max_rows or s.package_max_rows})
+
+
+# Limits field → the setting that sets it (docs/INBOUND.md "Limits").
+_LIMIT_SETTINGS = {
+    "max_rows_per_package": "package_max_rows",
+    "max_bytes_per_package": "package_max_bytes",
+    "max_uncompressed_bytes": "zip_max_uncompressed_bytes",
+    "max_ratio": "zip_max_ratio",
+    "max_entries": "zip_max_entries",
+    "max_name_chars": "file_name_max_chars",
+    "max_record_chars": "record_max_chars",
+    "max_input_bytes": "input_max_bytes",
+    "max_package_file_bytes": "package_file_max_bytes",
+}
 
 
 @functools.cache

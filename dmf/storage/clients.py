@@ -10,12 +10,13 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
+from typing import TYPE_CHECKING
 
-from azure.core.exceptions import ResourceExistsError
-from azure.data.tables import TableClient, TableServiceClient
-from azure.storage.blob import BlobServiceClient, ContainerClient
+if TYPE_CHECKING:  # the SDKs load when the first client is built, not when the app is imported
+    from azure.data.tables import TableClient, TableServiceClient
+    from azure.storage.blob import BlobServiceClient, ContainerClient
 
-from dmf.settings import Settings
+    from dmf.settings import Settings
 
 _lock = threading.Lock()
 _created: set[tuple[str, str]] = set()
@@ -34,6 +35,8 @@ def _conn(settings: Settings) -> str | None:
 
 @functools.cache
 def _blob_service(conn: str | None, uri: str | None, client_id: str | None) -> BlobServiceClient:
+    from azure.storage.blob import BlobServiceClient
+
     if conn:
         return BlobServiceClient.from_connection_string(conn)
     return BlobServiceClient(uri, credential=_credential(client_id))
@@ -41,6 +44,8 @@ def _blob_service(conn: str | None, uri: str | None, client_id: str | None) -> B
 
 @functools.cache
 def _table_service(conn: str | None, uri: str | None, client_id: str | None) -> TableServiceClient:
+    from azure.data.tables import TableServiceClient
+
     if conn:
         return TableServiceClient.from_connection_string(conn)
     return TableServiceClient(uri, credential=_credential(client_id))
@@ -59,6 +64,8 @@ def container(settings: Settings, name: str, *, create: bool = True) -> Containe
 
     In Azure the template creates every container; creating here keeps local runs and tests self-contained.
     """
+    from azure.core.exceptions import ResourceExistsError
+
     cc = blob_service(settings).get_container_client(name)
     key = (blob_service(settings).url, name)
     if create and key not in _created:

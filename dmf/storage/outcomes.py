@@ -47,6 +47,12 @@ def day_key(when: datetime) -> str:
     return when.astimezone(UTC).strftime("%Y%m%d")
 
 
+def finish_fields(started_at: str, finished_at: str) -> dict[str, Any]:
+    """A run's ``FinishedAt`` and ``DurationSeconds`` columns, from its ISO start and finish times."""
+    started, finished = datetime.fromisoformat(started_at), datetime.fromisoformat(finished_at)
+    return {"FinishedAt": finished, "DurationSeconds": round((finished - started).total_seconds(), 3)}
+
+
 def _clean(value: Any) -> Any:
     if isinstance(value, str):
         s = redact(value)

@@ -194,59 +194,94 @@ class RunnerHttpServer:
         return status, {"Content-Type": "application/json", **(extra or {})}, json.dumps(value).encode()
 
     def _durable(self, method: str, sub: str, q: dict[str, str], body: bytes):
+        """The extension's HTTP API: the request's shape and method pick a handler from ``_DURABLE``."""
         seg = [unquote(s) for s in sub.strip("/").split("/")] if sub.strip("/") else []
-        eng = self.engine
         text = body.decode() if body else ""
         payload = json.loads(text) if text.strip() else None
-        if seg[:1] == ["orchestrators"] and method == "POST" and len(seg) in (2, 3):
-            name, instance_id = seg[1], (seg[2] if len(seg) == 3 else None)
-            # The SDK posts df_dumps(input) as JSON: the value received is the serialized input itself.
-            input_json = payload if isinstance(payload, str) or payload is None else json.dumps(payload)
-            try:
-                iid = eng.start_new(name, instance_id, input_json)
-            except LookupError as exc:
-                return self._json(400, {"Message": "One or more of the arguments submitted is incorrect",
-                                        "ExceptionMessage": str(exc)})  # fmt: skip
-            except InstanceExistsError as exc:
-                return self._json(400, {"Message": str(exc), "ExceptionMessage": str(exc)})
-            mp = self._management_payload(iid)
-            return self._json(202, mp, {"Location": mp["statusQueryGetUri"]})
+        handler = _DURABLE.get((_shape(seg), method))
+        if handler is not None:
+            return handler(self, seg, q, payload)
         if seg[:1] != ["instances"]:
             return self._json(404, {"Message": f"unknown durable API route {sub}"})
-        if len(seg) == 1 or (len(seg) == 2 and seg[1] == ""):
-            created_from = parse_iso(q["createdTimeFrom"]) if q.get("createdTimeFrom") else None
-            created_to = parse_iso(q["createdTimeTo"]) if q.get("createdTimeTo") else None
-            statuses = [s for s in q.get("runtimeStatus", "").split(",") if s] or None
-            rows = eng.store.query_instances(
-                created_from, created_to, statuses, q.get("instanceIdPrefix") or None
-            )
-            if method == "GET":
-                show_input = q.get("showInput", "").lower() == "true"
-                return self._json(200, [status_json(r, show_input) for r in rows])
-            if method == "DELETE":
-                deleted = sum(eng.purge(r["instance_id"]) for r in rows if r["status"] in TERMINAL)
-                return self._json(200 if deleted else 404, {"instancesDeleted": deleted})
-        instance_id = seg[1]
-        if len(seg) == 2:
-            if method == "GET":
-                row = eng.store.get_instance(instance_id)
-                if row is None:
-                    return self._json(404, f"No instance with ID '{instance_id}' found.")
-                history = None
-                if q.get("showHistory", "").lower() == "true":
-                    history = eng.store.load_history(instance_id, row["execution_id"])
-                body_out = status_json(row, q.get("showInput", "true").lower() != "false", history)
-                code = 200 if row["status"] in TERMINAL else 202
-                return self._json(code, body_out)
-            if method == "DELETE":
-                deleted = eng.purge(instance_id)
-                return self._json(200 if deleted else 404, {"instancesDeleted": deleted})
-        if len(seg) >= 3 and method == "POST":
-            op = seg[2]
-            if op == "raiseEvent" and len(seg) == 4:
-                input_json = payload if isinstance(payload, str) or payload is None else json.dumps(payload)
-                code = eng.raise_event(instance_id, seg[3], input_json)
-                return self._json(code, None)
-            if op == "terminate":
-                return self._json(eng.terminate(instance_id, q.get("reason")), None)
         return self._json(501, {"Message": f"durable API operation {method} {sub} is not supported locally"})
+
+    # ------------------------------------------------------------------ durable API handlers
+    def _start(self, seg: list[str], q: dict[str, str], payload: Any):
+        name, instance_id = seg[1], (seg[2] if len(seg) == 3 else None)
+        try:
+            iid = self.engine.start_new(name, instance_id, _input_json(payload))
+        except LookupError as exc:
+            return self._json(400, {"Message": "One or more of the arguments submitted is incorrect",
+                                    "ExceptionMessage": str(exc)})  # fmt: skip
+        except InstanceExistsError as exc:
+            return self._json(400, {"Message": str(exc), "ExceptionMessage": str(exc)})
+        mp = self._management_payload(iid)
+        return self._json(202, mp, {"Location": mp["statusQueryGetUri"]})
+
+    def _query(self, q: dict[str, str]) -> list[dict[str, Any]]:
+        created_from = parse_iso(q["createdTimeFrom"]) if q.get("createdTimeFrom") else None
+        created_to = parse_iso(q["createdTimeTo"]) if q.get("createdTimeTo") else None
+        statuses = [s for s in q.get("runtimeStatus", "").split(",") if s] or None
+        return self.engine.store.query_instances(
+            created_from, created_to, statuses, q.get("instanceIdPrefix") or None
+        )
+
+    def _list(self, seg: list[str], q: dict[str, str], payload: Any):
+        show_input = q.get("showInput", "").lower() == "true"
+        return self._json(200, [status_json(r, show_input) for r in self._query(q)])
+
+    def _purge_many(self, seg: list[str], q: dict[str, str], payload: Any):
+        deleted = sum(self.engine.purge(r["instance_id"]) for r in self._query(q) if r["status"] in TERMINAL)
+        return self._json(200 if deleted else 404, {"instancesDeleted": deleted})
+
+    def _status(self, seg: list[str], q: dict[str, str], payload: Any):
+        instance_id = seg[1]
+        row = self.engine.store.get_instance(instance_id)
+        if row is None:
+            return self._json(404, f"No instance with ID '{instance_id}' found.")
+        history = None
+        if q.get("showHistory", "").lower() == "true":
+            history = self.engine.store.load_history(instance_id, row["execution_id"])
+        body_out = status_json(row, q.get("showInput", "true").lower() != "false", history)
+        return self._json(200 if row["status"] in TERMINAL else 202, body_out)
+
+    def _purge_one(self, seg: list[str], q: dict[str, str], payload: Any):
+        deleted = self.engine.purge(seg[1])
+        return self._json(200 if deleted else 404, {"instancesDeleted": deleted})
+
+    def _raise_event(self, seg: list[str], q: dict[str, str], payload: Any):
+        return self._json(self.engine.raise_event(seg[1], seg[3], _input_json(payload)), None)
+
+    def _terminate(self, seg: list[str], q: dict[str, str], payload: Any):
+        return self._json(self.engine.terminate(seg[1], q.get("reason")), None)
+
+
+def _input_json(payload: Any) -> str | None:
+    """The SDK posts df_dumps(input) as JSON: the value received is the serialized input itself."""
+    return payload if isinstance(payload, str) or payload is None else json.dumps(payload)
+
+
+def _shape(seg: list[str]) -> str | None:
+    """Which durable API resource a path names: orchestrators/{name}[/{id}], instances, instances/{id}, …"""
+    if seg[:1] == ["orchestrators"]:
+        return "orchestrators" if len(seg) in (2, 3) else None
+    if seg[:1] != ["instances"]:
+        return None
+    if len(seg) == 1 or seg[1:] == [""]:
+        return "instances"
+    if len(seg) == 2:
+        return "instance"
+    if seg[2] == "raiseEvent":
+        return "raiseEvent" if len(seg) == 4 else None
+    return "terminate" if seg[2] == "terminate" else None
+
+
+_DURABLE: dict[tuple[str | None, str], Callable[..., tuple[int, dict[str, str], bytes]]] = {
+    ("orchestrators", "POST"): RunnerHttpServer._start,
+    ("instances", "GET"): RunnerHttpServer._list,
+    ("instances", "DELETE"): RunnerHttpServer._purge_many,
+    ("instance", "GET"): RunnerHttpServer._status,
+    ("instance", "DELETE"): RunnerHttpServer._purge_one,
+    ("raiseEvent", "POST"): RunnerHttpServer._raise_event,
+    ("terminate", "POST"): RunnerHttpServer._terminate,
+}

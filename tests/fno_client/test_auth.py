@@ -56,6 +56,13 @@ def test_client_secret_cloud_token_on_tenant_v2_endpoint(fno: HTTPServer, make_s
     assert _token(settings) == ACCESS_TOKEN
     assert len(rec.token_requests) == 1
     env = settings.environment("main")
+    # One provider answers a burst of calls from threads with one cached token.
+    provider = bearer_token_provider(credential_for(env, ca_bundle=settings.fno_ca_bundle), env.token_scope)
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        assert set(pool.map(lambda _: provider(), range(32))) == {ACCESS_TOKEN}
+    assert len(rec.token_requests) == 1
     assert credential_for(env, ca_bundle=settings.fno_ca_bundle) is credential_for(
         env, ca_bundle=settings.fno_ca_bundle
     )
@@ -77,6 +84,9 @@ def test_adfs_token_and_namespaced_api_root(fno: HTTPServer, make_settings) -> N
     assert package_api(settings, "main").get_execution_summary_status("x").value == "Executing"
     assert rec.token_paths == ["/adfs/oauth2/token"]
     assert rec.token_requests[0]["client_secret"] == CLIENT_SECRET
+    # The next call reuses the cached AD FS token (azure-identity's cache): no second token request.
+    assert package_api(settings, "main").get_execution_summary_status("y").value == "Executing"
+    assert rec.token_paths == ["/adfs/oauth2/token"]
     # Instance discovery is off: nothing was asked of login.microsoftonline.com (it would have failed).
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -419,75 +419,59 @@ class Template:
             yield {**env, names[0]: item, **({names[1]: i} if len(names) > 1 else {})}
 
     def _eval(self, n: Node, env: dict[str, Any]) -> Any:
-        t = n.type
-        if t == "string":
-            parts: list[Any] = []
-            for c in n.named_children:
-                if c.type == "string_content":
-                    parts.append(_text(c))
-                elif c.type == "escape_sequence":
-                    parts.append(_ESCAPES.get(_text(c), _text(c)))
-                elif c.type == "interpolation":
-                    parts.append(self._eval(_named(c)[0], env))
-            return _concat_str(parts)
-        if t == "number":
-            return int(_text(n))
-        if t == "boolean":
-            return _text(n) == "true"
-        if t == "null":
-            return None
-        if t == "array":
-            return [self._eval(c, env) for c in _named(n)]
-        if t == "object":
-            return self._eval_object(n, env)
-        if t == "parenthesized_expression":
-            return self._eval(_named(n)[0], env)
-        if t == "identifier":
-            return self._lookup(_text(n), env)
-        if t == "for_statement":
-            return [self._eval(_named(n)[-1], e) for e in self._loop_envs(n, env)]
-        if t == "ternary_expression":
-            cond = self._eval(n.child_by_field_name("condition"), env)
-            yes, no = n.child_by_field_name("consequence"), n.child_by_field_name("alternative")
-            if isinstance(cond, Unknown):
-                a, b = self._eval(yes, env), self._eval(no, env)
-                return Unknown(
-                    f"({cond.expr}) ? {_expr(a)} : {_expr(b)}", sample=_to_str(a if a is not None else b)
-                )
-            return self._eval(yes if cond else no, env)
-        if t == "unary_expression":
-            op = _text(n.child_by_field_name("operator"))
-            v = self._eval(n.child_by_field_name("argument"), env)
-            if isinstance(v, Unknown):
-                return Unknown(op + v.expr)
-            if op == "!":
-                return not v
-            if op == "-":
-                return -v
-            raise BicepError(f"unsupported unary {op}")
-        if t == "binary_expression":
-            return self._binary(n, env)
-        if t == "member_expression":
-            obj = self._eval(n.child_by_field_name("object"), env)
-            return self._member(obj, _text(n.child_by_field_name("property")))
-        if t == "subscript_expression":
-            obj = self._eval(n.child_by_field_name("object"), env)
-            idx = self._eval(n.child_by_field_name("index"), env)
-            if isinstance(obj, Unknown) or isinstance(idx, Unknown):
-                return Unknown(f"{_expr(obj)}[{_expr(idx)}]", secret=getattr(obj, "secret", False))
-            if isinstance(obj, list) and isinstance(idx, int) and not isinstance(idx, bool):
-                return obj[idx]
-            return self._member(obj, idx)
-        if t == "resource_expression":
-            parent = _text(n.child_by_field_name("object"))
-            child = _text(n.child_by_field_name("resource"))
-            refs = self._resource_map().get(f"{parent}::{child}")
-            if not refs:
-                raise BicepError(f"{self.path}: no nested resource {parent}::{child}")
-            return ResourceRef(refs[0])
-        if t == "call_expression":
-            return self._call(n, env)
-        raise BicepError(f"{self.path}:{n.start_point[0] + 1}: unsupported expression {t}")
+        handler = _EVAL.get(n.type)
+        if handler is None:
+            raise BicepError(f"{self.path}:{n.start_point[0] + 1}: unsupported expression {n.type}")
+        return handler(self, n, env)
+
+    def _eval_string(self, n: Node, env: dict[str, Any]) -> Any:
+        parts: list[Any] = []
+        for c in n.named_children:
+            if c.type == "string_content":
+                parts.append(_text(c))
+            elif c.type == "escape_sequence":
+                parts.append(_ESCAPES.get(_text(c), _text(c)))
+            elif c.type == "interpolation":
+                parts.append(self._eval(_named(c)[0], env))
+        return _concat_str(parts)
+
+    def _eval_ternary(self, n: Node, env: dict[str, Any]) -> Any:
+        cond = self._eval(n.child_by_field_name("condition"), env)
+        yes, no = n.child_by_field_name("consequence"), n.child_by_field_name("alternative")
+        if isinstance(cond, Unknown):
+            a, b = self._eval(yes, env), self._eval(no, env)
+            return Unknown(
+                f"({cond.expr}) ? {_expr(a)} : {_expr(b)}", sample=_to_str(a if a is not None else b)
+            )
+        return self._eval(yes if cond else no, env)
+
+    def _eval_unary(self, n: Node, env: dict[str, Any]) -> Any:
+        op = _text(n.child_by_field_name("operator"))
+        v = self._eval(n.child_by_field_name("argument"), env)
+        if isinstance(v, Unknown):
+            return Unknown(op + v.expr)
+        if op == "!":
+            return not v
+        if op == "-":
+            return -v
+        raise BicepError(f"unsupported unary {op}")
+
+    def _eval_subscript(self, n: Node, env: dict[str, Any]) -> Any:
+        obj = self._eval(n.child_by_field_name("object"), env)
+        idx = self._eval(n.child_by_field_name("index"), env)
+        if isinstance(obj, Unknown) or isinstance(idx, Unknown):
+            return Unknown(f"{_expr(obj)}[{_expr(idx)}]", secret=getattr(obj, "secret", False))
+        if isinstance(obj, list) and isinstance(idx, int) and not isinstance(idx, bool):
+            return obj[idx]
+        return self._member(obj, idx)
+
+    def _eval_resource(self, n: Node, env: dict[str, Any]) -> Any:
+        parent = _text(n.child_by_field_name("object"))
+        child = _text(n.child_by_field_name("resource"))
+        refs = self._resource_map().get(f"{parent}::{child}")
+        if not refs:
+            raise BicepError(f"{self.path}: no nested resource {parent}::{child}")
+        return ResourceRef(refs[0])
 
     def _binary(self, n: Node, env: dict[str, Any]) -> Any:
         op = _text(n.child_by_field_name("operator"))
@@ -563,60 +547,105 @@ class Template:
         raise BicepError(f"{self.path}: cannot read .{prop} of {obj!r}")
 
     def _call(self, n: Node, env: dict[str, Any]) -> Any:
-        fn_node = n.child_by_field_name("function")
-        fn = _text(fn_node)
+        fn = _text(n.child_by_field_name("function"))
         args = [self._eval(a, env) for a in _named(n.child_by_field_name("arguments"))]
-        unknown = any(isinstance(a, Unknown) for a in args)
+        found, value = self._call_opaque(fn, args)
+        if found:
+            return value
+        if fn == "empty":
+            return Unknown(f"empty({_expr(args[0])})") if _any_unknown(args) else not args[0]
+        if fn in _COLLECTION_FUNCTIONS:
+            return _COLLECTION_FUNCTIONS[fn](self, args)
+        if _any_unknown(args):
+            return Unknown(f"{fn}({', '.join(a.expr if isinstance(a, Unknown) else repr(a) for a in args)})")
+        if fn in _SIMPLE_FUNCTIONS:
+            return _SIMPLE_FUNCTIONS[fn](*args)
+        raise BicepError(f"{self.path}: unsupported function {fn}()")
+
+    def _call_opaque(self, fn: str, args: list[Any]) -> tuple[bool, Any]:
+        """Functions of the deployment (scopes, ids, secrets, files, environment variables): (handled, value)."""
         if fn in ("subscription", "tenant", "resourceGroup", "deployment", "deployer"):
-            return _ScopeFn(fn)
+            return True, _ScopeFn(fn)
         if fn == "environment":
-            return _ENVIRONMENT
+            return True, _ENVIRONMENT
         if fn in ("uniqueString", "guid", "resourceId", "reference", "newGuid", "utcNow"):
-            return Unknown(f"{fn}(...)", sample="u" + re.sub(r"[^a-z0-9]", "", fn.lower())[:12])
+            return True, Unknown(f"{fn}(...)", sample="u" + re.sub(r"[^a-z0-9]", "", fn.lower())[:12])
         if fn.startswith("list"):
-            return Unknown(f"{fn}(...)", sample="secret", secret=True)
+            return True, Unknown(f"{fn}(...)", sample="secret", secret=True)
         if fn == "subscriptionResourceId":
-            return Unknown(f"{fn}({', '.join(map(str, args))})", sample="/".join(str(a) for a in args))
+            return True, Unknown(f"{fn}({', '.join(map(str, args))})", sample="/".join(str(a) for a in args))
         if fn == "loadJsonContent":
-            return json.loads((self.path.parent / args[0]).read_text())
+            return True, json.loads((self.path.parent / args[0]).read_text())
         if fn == "loadTextContent":
-            return (self.path.parent / args[0]).read_text()
+            return True, (self.path.parent / args[0]).read_text()
         if fn == "readEnvironmentVariable":
             if args[0] in self._environ:
-                return self._environ[args[0]]
-            return args[1] if len(args) > 1 else Unknown(f"env:{args[0]}")
-        if fn == "empty":
-            return Unknown(f"empty({_expr(args[0])})") if unknown else not args[0]
-        if fn == "union":
-            if all(isinstance(a, dict) for a in args):
-                out: dict[str, Any] = {}
-                for a in args:
-                    out.update(a)
-                return out
-            raise BicepError(f"{self.path}: union of non-objects {args!r}")
-        if fn == "concat":
-            if all(isinstance(a, list) for a in args):
-                return [x for a in args for x in a]
-            return _concat_str(args)
-        if fn == "items":
-            return [{"key": k, "value": v} for k, v in sorted(args[0].items(), key=lambda kv: kv[0].lower())]
-        if fn == "string":
-            return args[0] if isinstance(args[0], Unknown | str) else _to_str(args[0])
-        if unknown:
-            return Unknown(f"{fn}({', '.join(a.expr if isinstance(a, Unknown) else repr(a) for a in args)})")
-        simple = {
-            "toLower": lambda s: s.lower(),
-            "toUpper": lambda s: s.upper(),
-            "take": lambda s, k: s[:k],
-            "int": int,
-            "bool": lambda s: s if isinstance(s, bool) else str(s).lower() == "true",
-            "length": len,
-            "contains": lambda c, x: x in c,
-            "replace": lambda s, a, b: s.replace(a, b),
-        }
-        if fn in simple:
-            return simple[fn](*args)
-        raise BicepError(f"{self.path}: unsupported function {fn}()")
+                return True, self._environ[args[0]]
+            return True, args[1] if len(args) > 1 else Unknown(f"env:{args[0]}")
+        return False, None
+
+    def _union(self, args: list[Any]) -> Any:
+        if all(isinstance(a, dict) for a in args):
+            out: dict[str, Any] = {}
+            for a in args:
+                out.update(a)
+            return out
+        raise BicepError(f"{self.path}: union of non-objects {args!r}")
+
+
+def _any_unknown(args: list[Any]) -> bool:
+    return any(isinstance(a, Unknown) for a in args)
+
+
+def _concat(args: list[Any]) -> Any:
+    if all(isinstance(a, list) for a in args):
+        return [x for a in args for x in a]
+    return _concat_str(args)
+
+
+# Expression node type → Template method (``_eval`` dispatches on the node's type).
+_EVAL: dict[str, Callable[[Template, Node, dict[str, Any]], Any]] = {
+    "string": Template._eval_string,
+    "number": lambda t, n, env: int(_text(n)),
+    "boolean": lambda t, n, env: _text(n) == "true",
+    "null": lambda t, n, env: None,
+    "array": lambda t, n, env: [t._eval(c, env) for c in _named(n)],
+    "object": Template._eval_object,
+    "parenthesized_expression": lambda t, n, env: t._eval(_named(n)[0], env),
+    "identifier": lambda t, n, env: t._lookup(_text(n), env),
+    "for_statement": lambda t, n, env: [t._eval(_named(n)[-1], e) for e in t._loop_envs(n, env)],
+    "ternary_expression": Template._eval_ternary,
+    "unary_expression": Template._eval_unary,
+    "binary_expression": Template._binary,
+    "member_expression": lambda t, n, env: t._member(
+        t._eval(n.child_by_field_name("object"), env), _text(n.child_by_field_name("property"))
+    ),
+    "subscript_expression": Template._eval_subscript,
+    "resource_expression": Template._eval_resource,
+    "call_expression": Template._call,
+}
+
+# Functions over values that may hold unknowns (evaluated before the unknown check).
+_COLLECTION_FUNCTIONS: dict[str, Callable[[Template, list[Any]], Any]] = {
+    "union": Template._union,
+    "concat": lambda t, args: _concat(args),
+    "items": lambda t, args: [
+        {"key": k, "value": v} for k, v in sorted(args[0].items(), key=lambda kv: kv[0].lower())
+    ],
+    "string": lambda t, args: args[0] if isinstance(args[0], Unknown | str) else _to_str(args[0]),
+}
+
+# Functions of known values only.
+_SIMPLE_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "toLower": lambda s: s.lower(),
+    "toUpper": lambda s: s.upper(),
+    "take": lambda s, k: s[:k],
+    "int": int,
+    "bool": lambda s: s if isinstance(s, bool) else str(s).lower() == "true",
+    "length": len,
+    "contains": lambda c, x: x in c,
+    "replace": lambda s, a, b: s.replace(a, b),
+}
 
 
 def read_bicepparam(path: Path, environ: Mapping[str, str] | None = None) -> tuple[str, dict[str, Any]]:

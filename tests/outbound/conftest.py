@@ -38,9 +38,15 @@ class Env:
         )
 
     def archive_blobs(self) -> list[str]:
+        """The archive's blob names; [] only when the container does not exist (nothing was archived).
+
+        Any other failure (a wrong account, an outage) raises: an empty answer must mean "nothing there".
+        """
         try:
             return sorted(b.name for b in self.archive.list_blobs())
-        except Exception:
+        except ResourceNotFoundError as exc:
+            if getattr(exc, "error_code", None) != "ContainerNotFound":
+                raise
             return []
 
     def rows(self, kind: str | None = None) -> list[dict[str, Any]]:

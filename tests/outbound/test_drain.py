@@ -7,7 +7,9 @@ import hashlib
 
 import pytest
 
-from dmf.pipeline.outbound import archive_index, archive_path, drain_batch, safe_name
+from dmf.pipeline.archive import archive_index, archive_path
+from dmf.pipeline.drain import drain_batch
+from dmf.pipeline.ids import safe_name
 
 from .conftest import DAY, EXPORT_ACTIVITY, Env
 
@@ -222,7 +224,7 @@ def test_dequeue_outage_stops_the_batch_with_an_error(env: Env) -> None:
                                          ("text/csv", b"a,b", ".csv"), (None, b"\xff\xfe<\x00", ".xml"),
                                          (None, b"xx", ".bin")])  # fmt: skip
 def test_extension_from_content_type_or_bytes(ct, head, ext) -> None:
-    from dmf.pipeline.outbound import _ext_for
+    from dmf.pipeline.archive import _ext_for
 
     assert _ext_for(ct, head) == ext
 
@@ -235,7 +237,10 @@ def test_file_deleted_by_retention_is_acked_and_recorded_failed(env: Env) -> Non
     assert _statuses(env)[cid] == "Acked"  # otherwise it would come back every 30 minutes forever
     row = env.rows("message")[0]
     assert row["Status"] == "Failed" and row["Acked"] is True and "gone" in row["Reason"]
+    # The drain made the archive container (so this listing really ran) and wrote nothing into it.
+    assert env.archive.exists()
     assert env.archive_blobs() == []
+    assert not archive_index(env.svc).get(EXPORT_ACTIVITY, cid).archived
 
 
 def _audit_acks(env: Env, monkeypatch) -> list[str]:

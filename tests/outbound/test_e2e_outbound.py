@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from azure.data.tables import TableServiceClient
 
-from dmf.pipeline.outbound import archive_path
+from dmf.pipeline.archive import archive_path
 from dmf.storage.outcomes import day_key
 from tests.e2e_support import Stack, customer_groups_csv
 
@@ -27,6 +27,14 @@ ROUTES = {"version": 1, "routes": [
     {"name": "xslt", "pattern": "xslt/**", "mode": "enqueue", "environment": "main", "legal_entity_segment": 1,
      "entity": "Customer groups", "activity_id": IMPORT_ACTIVITY},
 ]}  # fmt: skip
+# Timers fire only when a test fires them; the drain knows the emulator's recurring export.
+TIMERS_OFF = {"DRAIN_SCHEDULE": NEVER, "EXPORT_SCHEDULE": NEVER, "HOUSEKEEPING_SCHEDULE": NEVER}
+DRAINS = {
+    "RECURRING_EXPORTS": json.dumps(
+        [{"name": "cust-groups", "environment": "main", "activity_id": EXPORT_ACTIVITY}]
+    ),
+    **TIMERS_OFF,
+}
 
 
 @pytest.fixture
@@ -34,13 +42,8 @@ def stack(azurite, unique_name):
     with Stack(
         azurite,
         unique_name,
-        RECURRING_EXPORTS=json.dumps(
-            [{"name": "cust-groups", "environment": "main", "activity_id": EXPORT_ACTIVITY}]
-        ),
+        **DRAINS,
         EXPORT_JOBS=json.dumps([JOB]),
-        DRAIN_SCHEDULE=NEVER,
-        EXPORT_SCHEDULE=NEVER,
-        HOUSEKEEPING_SCHEDULE=NEVER,
         FNO_MAX_RETRIES="1",
         ROUTES_JSON=json.dumps(ROUTES),
     ) as s:
@@ -231,12 +234,7 @@ def test_count_budget_stops_the_run_and_the_next_run_continues(azurite, unique_n
     with Stack(
         azurite,
         unique_name,
-        RECURRING_EXPORTS=json.dumps(
-            [{"name": "cust-groups", "environment": "main", "activity_id": EXPORT_ACTIVITY}]
-        ),
-        DRAIN_SCHEDULE=NEVER,
-        EXPORT_SCHEDULE=NEVER,
-        HOUSEKEEPING_SCHEDULE=NEVER,
+        **DRAINS,
         DRAIN_MAX_MESSAGES="5",
     ) as stack:
         for n in range(8):
@@ -248,17 +246,17 @@ def test_count_budget_stops_the_run_and_the_next_run_continues(azurite, unique_n
         assert out2["archived"] == 3 and out2["stop_reason"] == "queue empty"
 
 
-def test_housekeeping_purges_old_terminal_histories_and_old_archives(azurite, unique_name) -> None:
+def test_housekeeping_purges_old_terminal_histories_and_old_archives(
+    azurite, unique_name, monkeypatch
+) -> None:
+    from dmf.pipeline.services import services, utc_now
+    from triggers import outbound_timers
+
     with Stack(
         azurite,
         unique_name,
         virtual_clock=False,  # retention compares real instance timestamps and blob Last-Modified
-        RECURRING_EXPORTS=json.dumps(
-            [{"name": "cust-groups", "environment": "main", "activity_id": EXPORT_ACTIVITY}]
-        ),
-        DRAIN_SCHEDULE=NEVER,
-        EXPORT_SCHEDULE=NEVER,
-        HOUSEKEEPING_SCHEDULE=NEVER,
+        **DRAINS,
         HISTORY_RETENTION_DAYS="0.00005",  # about 4 seconds
         ARCHIVE_RETENTION_DAYS="0.00005",
     ) as stack:
@@ -268,9 +266,11 @@ def test_housekeeping_purges_old_terminal_histories_and_old_archives(azurite, un
         assert len(_archives(stack)) == 1
         stack.runner.fire_timer("housekeeping_timer")  # too young: kept
         assert stack.runner.get_status(DRAIN_ID) is not None and len(_archives(stack)) == 1
-        import time
-
-        time.sleep(5)
+        # Ten seconds later (retention is about 4 s), by the app's clock rather than a real sleep.
+        svc = services()
+        svc.clock = lambda: utc_now() + timedelta(seconds=10)
+        # Until the timer reads ``svc.now()`` itself (triggers/outbound_timers.py), route its clock there.
+        monkeypatch.setattr(outbound_timers, "_now", lambda: services().now())
         stack.runner.fire_timer("housekeeping_timer")
         assert stack.runner.get_status(DRAIN_ID) is None
         assert _archives(stack) == []
@@ -328,9 +328,7 @@ def test_enqueue_route_times_out_when_f_and_o_never_finishes(azurite, unique_nam
     with Stack(
         azurite,
         unique_name,
-        DRAIN_SCHEDULE=NEVER,
-        EXPORT_SCHEDULE=NEVER,
-        HOUSEKEEPING_SCHEDULE=NEVER,
+        **TIMERS_OFF,
         ROUTES_JSON=json.dumps(ROUTES),
         POLL_DEADLINE_MINUTES="0.05",  # 3 s: F&O picks messages up only after 5 s
     ) as stack:

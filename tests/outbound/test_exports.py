@@ -48,12 +48,14 @@ def _csv_rows(package: bytes) -> set[str]:
     return {line.split(",")[0].strip('"') for line in text.splitlines()[1:] if line.strip()}
 
 
-def _import(env: Env, ids: list[str]) -> None:
+def _import(env: Env, ids: list[str], name: str = "roundtrip.zip", execution: str = "imp-1") -> None:
     """An import through the app's own F&O client (upload to the write URL, ImportFromPackage)."""
     api = package_api(env.svc.settings, "main")
     data = customer_groups_package(ids)
-    url = api.upload_package("roundtrip.zip", data, len(data))
-    exec_id = api.import_from_package(url.blob_url, "CustomerGroups-Import", "imp-1", legal_entity_id="USMF")
+    url = api.upload_package(name, data, len(data))
+    exec_id = api.import_from_package(
+        url.blob_url, "CustomerGroups-Import", execution, legal_entity_id="USMF"
+    )
     for _ in range(60):
         if api.get_execution_summary_status(exec_id).value == "Succeeded":
             return
@@ -143,6 +145,19 @@ def test_ncrontab_seconds_first_and_latest_due() -> None:
     )
 
 
+def test_latest_due_bounds_are_after_exclusive_until_inclusive() -> None:
+    after = datetime(2026, 11, 25, 1, 0, tzinfo=UTC)
+    half = after + timedelta(seconds=30)
+    assert ex.latest_due("30 * * * * *", after, half) == half
+    assert ex.latest_due("30 * * * * *", after, half + timedelta(microseconds=5)) == half
+    assert ex.latest_due("30 * * * * *", after, half - timedelta(microseconds=1)) is None
+    assert ex.latest_due("0 * * * * *", after, after) is None
+    # A per-second schedule a week behind folds into its latest second (no stepping through 604,800 times).
+    week = after + timedelta(days=7)
+    assert ex.latest_due("* * * * * *", after, week) == week
+    assert ex.latest_due("0 0 0 29 2 *", after, after + timedelta(days=400)) is None
+
+
 def test_due_jobs_start_counting_when_first_seen(make_env) -> None:
     env = make_env(EXPORT_JOBS=json.dumps([JOB | {"schedule": "0 0 * * * *"}]))
     t0 = datetime(2026, 11, 25, 8, 30, tzinfo=UTC)
@@ -199,14 +214,7 @@ def test_two_runs_on_the_same_day_keep_two_archives(env: Env) -> None:
     job = JOB | {"package_name": "{job}-{date}"}  # a name that does not tell the day's runs apart
     _import(env, ["D1"])
     first, got1 = _run_export(env, job, DUE)
-    api = package_api(env.svc.settings, "main")
-    data = customer_groups_package(["D2"])
-    url = api.upload_package("second.zip", data, len(data))
-    exec_id = api.import_from_package(url.blob_url, "CustomerGroups-Import", "imp-2", legal_entity_id="USMF")
-    for _ in range(60):
-        if api.get_execution_summary_status(exec_id).value == "Succeeded":
-            break
-        env.emu.admin.advance(5)
+    _import(env, ["D2"], "second.zip", "imp-2")
     _, got2 = _run_export(env, job, DUE + timedelta(hours=12))
     assert got1["archived"] != got2["archived"]
     prefix = "exports/groups-nightly/2026/11/25/"

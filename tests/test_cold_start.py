@@ -1,0 +1,31 @@
+"""Importing the app loads no dependency the modules only need once they work (see bench/cold_start.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Loaded on first use by dmf (settings reading, NCRONTAB, package building and validation).
+DEFERRED = ("pydantic_settings", "croniter", "dmf.package.build", "dmf.package.inspect", "dmf.package.batch")
+
+
+def test_import_function_app_defers_what_it_first_needs_at_work() -> None:
+    probe = (
+        f"import json, sys, function_app; print(json.dumps([m for m in {DEFERRED!r} if m in sys.modules]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATA_STORAGE": "UseDevelopmentStorage=true"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []
