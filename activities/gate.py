@@ -103,9 +103,17 @@ async def gate_release(req: dict, client: df.DurableOrchestrationClient) -> list
     return wake
 
 
-async def notify(client: df.DurableOrchestrationClient, instance_ids: list[str]) -> None:
+async def notify(
+    client: df.DurableOrchestrationClient, instance_ids: list[str], reason: str = "permit free"
+) -> None:
+    """Wake waiters at the gate: each waits on the event name its custom status names (``wake``), a fresh
+    one per wait. One that is not waiting right now is left alone: it asks the gate again before it waits."""
     for instance_id in instance_ids:
         try:
-            await client.raise_event(instance_id, GATE_EVENT, {"reason": "permit free"})
+            status = await client.get_status(instance_id)
+            custom = getattr(status, "custom_status", None)
+            wake = custom.get("wake") if isinstance(custom, dict) else None
+            if wake and str(wake).startswith(GATE_EVENT):
+                await client.raise_event(instance_id, wake, {"reason": reason})
         except Exception as exc:  # the waiter may have ended; its recheck timer covers any other case
             log.info("could not wake %s: %s", instance_id, exc)

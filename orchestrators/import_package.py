@@ -134,6 +134,7 @@ def import_package(context: df.DurableOrchestrationContext):
 
 def _wait_for_gate(context: df.DurableOrchestrationContext, gate_req: dict, cfg: dict):
     yield context.call_activity_with_retry("gate_enqueue", RETRY, gate_req | {"now": now_iso(context)})
+    waits = 0
     while True:
         acq = yield context.call_activity_with_retry(
             "gate_try_acquire", RETRY, gate_req | {"now": now_iso(context)}
@@ -142,16 +143,22 @@ def _wait_for_gate(context: df.DurableOrchestrationContext, gate_req: dict, cfg:
             return "granted"
         if acq.get("canceled"):
             return CANCELED
+        # A fresh event name per wait, published in the custom status for whoever wakes us: the Durable
+        # Python SDK 1.x keeps an event that arrived while nobody waited and hands it to *every* later wait
+        # on that name, which would turn this wait into a busy loop of gate_try_acquire calls.
+        waits += 1
+        wake = f"{GATE_EVENT}_{waits}"
         context.set_custom_status(
             {
                 "stage": "waiting-for-gate",
                 "position": acq["position"],
                 "holders": acq["holders"],
                 "paused": bool(acq.get("paused")),
+                "wake": wake,
             }
         )
         timer = timer_in(context, recheck_seconds(cfg["gate_recheck_seconds"], acq["position"]))
-        opened = context.wait_for_external_event(GATE_EVENT)
+        opened = context.wait_for_external_event(wake)
         winner = yield context.task_any([opened, timer])
         if winner is opened and not timer.is_completed:
             timer.cancel()

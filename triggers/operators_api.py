@@ -17,7 +17,7 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from activities.gate import GATE_EVENT, notify
+from activities.gate import notify
 from dmf.gate import stale_after
 from dmf.operators import OperatorError, console, openapi
 from dmf.operators import drops as ops_drops
@@ -242,11 +242,7 @@ async def cancel_drop(req: func.HttpRequest, client: df.DurableOrchestrationClie
         live = await _live(client, drop_id)
         stage = (live or {}).get("stage") or (live or {}).get("runtimeStatus") or "not running"
         return _json({"error": f"drop {drop_id} is not waiting at the import gate (it is {stage})"}, 409)
-    for instance_id in canceled:  # wake it now: it sees the cancel and records its package Canceled
-        try:
-            await client.raise_event(instance_id, GATE_EVENT, {"reason": "canceled"})
-        except Exception as exc:
-            log.info("could not wake %s: %s", instance_id, exc)
+    await notify(client, canceled, reason="canceled")  # wake it now: it sees the cancel, records Canceled
     log.warning("drop %s canceled at the gate by %s (%s)", drop_id, _who(req), canceled)
     return _json({"canceled": canceled, "drop": drop_id}, 202)
 

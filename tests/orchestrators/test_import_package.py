@@ -118,15 +118,16 @@ def test_waits_for_the_gate_event_then_the_recheck_timer() -> None:
         ],
         check_import=[check("Succeeded")],
     )
-    s.events = {mod.GATE_EVENT: [10.0, NEVER]}  # handed over after 10 s; then the event is lost
+    # Handed over after 10 s; then the event is lost. Each wait has its own event name (see _wait_for_gate).
+    s.events = {f"{mod.GATE_EVENT}_1": [10.0], f"{mod.GATE_EVENT}_2": [NEVER]}
     s.run(orchestrator)
     assert s.names()[:7] == [
         "pipeline_config",
         "gate_enqueue",
         "gate_try_acquire",
-        "any(gate_open, timer)",
+        "any(gate_open_1, timer)",
         "gate_try_acquire",
-        "any(gate_open, timer)",
+        "any(gate_open_2, timer)",
         "gate_try_acquire",
     ]
     first, second = (t for t in s.yielded if t.kind == "any")
@@ -137,8 +138,8 @@ def test_waits_for_the_gate_event_then_the_recheck_timer() -> None:
     assert not second.children[1].cancelled  # the timer fired
     assert s.inputs("gate_try_acquire") == [GATE | {"now": iso(t)} for t in (0, 10, 70)]
     assert s.statuses[:2] == [
-        {"stage": "waiting-for-gate", "position": 2, "holders": 1, "paused": False},
-        {"stage": "waiting-for-gate", "position": 1, "holders": 1, "paused": False},
+        {"stage": "waiting-for-gate", "position": 2, "holders": 1, "paused": False, "wake": "gate_open_1"},
+        {"stage": "waiting-for-gate", "position": 1, "holders": 1, "paused": False, "wake": "gate_open_2"},
     ]
     assert s.inputs("start_import") == [REQ | {"allow_recall": False, "now": iso(70)}]
     s.assert_script_used()
