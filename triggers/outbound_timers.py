@@ -171,7 +171,7 @@ async def export_tick(client: df.DurableOrchestrationClient, now: datetime | Non
 
 async def housekeeping(client: df.DurableOrchestrationClient, now: datetime | None = None) -> dict[str, Any]:
     svc = services()
-    now = now or _now()
+    now = now or svc.now()  # the app's clock: tests move it instead of sleeping
     cutoff = outbound_housekeeping.history_cutoff(now, svc.settings.history_retention_days)
     purged = await client.purge_instance_history_by(
         created_time_from=outbound_housekeeping.EPOCH, created_time_to=cutoff, runtime_status=_TERMINAL

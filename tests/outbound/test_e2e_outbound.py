@@ -246,11 +246,8 @@ def test_count_budget_stops_the_run_and_the_next_run_continues(azurite, unique_n
         assert out2["archived"] == 3 and out2["stop_reason"] == "queue empty"
 
 
-def test_housekeeping_purges_old_terminal_histories_and_old_archives(
-    azurite, unique_name, monkeypatch
-) -> None:
+def test_housekeeping_purges_old_terminal_histories_and_old_archives(azurite, unique_name) -> None:
     from dmf.pipeline.services import services, utc_now
-    from triggers import outbound_timers
 
     with Stack(
         azurite,
@@ -269,8 +266,6 @@ def test_housekeeping_purges_old_terminal_histories_and_old_archives(
         # Ten seconds later (retention is about 4 s), by the app's clock rather than a real sleep.
         svc = services()
         svc.clock = lambda: utc_now() + timedelta(seconds=10)
-        # Until the timer reads ``svc.now()`` itself (triggers/outbound_timers.py), route its clock there.
-        monkeypatch.setattr(outbound_timers, "_now", lambda: services().now())
         stack.runner.fire_timer("housekeeping_timer")
         assert stack.runner.get_status(DRAIN_ID) is None
         assert _archives(stack) == []
