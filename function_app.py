@@ -8,7 +8,7 @@ from activities import inbound as inbound_activities
 from activities import outbound as outbound_activities
 from dmf.logs import configure_logging
 from orchestrators import import_package, inbound_drop, outbound
-from triggers import admin_http, gate_watch, inbound_blob, outbound_timers
+from triggers import admin_http, gate_watch, inbound_blob, metadata_refresh, outbound_timers
 
 configure_logging()
 
@@ -29,3 +29,4 @@ app.register_functions(outbound_activities.bp)
 
 # Operators.
 app.register_functions(admin_http.bp)
+app.register_functions(metadata_refresh.bp)  # entity metadata snapshots (issue #12)

@@ -92,6 +92,9 @@ param housekeepingSchedule string = '0 30 2 * * *'
 @description('NCRONTAB of the import-gate sweeper, which frees permits held by ended orchestrations.')
 param gateSweepSchedule string = '0 * * * * *'
 
+@description('NCRONTAB of the entity metadata refresh (pre-flight snapshots of each F&O environment).')
+param metadataRefreshSchedule string = '0 15 3 * * *'
+
 @description('Recurring-integration export activities to drain: [{ name, environment, activity_id }].')
 param recurringExports array = []
 
@@ -307,6 +310,7 @@ var runtimeSettings = {
   EXPORT_SCHEDULE: exportSchedule
   HOUSEKEEPING_SCHEDULE: housekeepingSchedule
   GATE_SWEEP_SCHEDULE: gateSweepSchedule
+  METADATA_REFRESH_SCHEDULE: metadataRefreshSchedule
   RECURRING_EXPORTS: string(recurringExports)
   EXPORT_JOBS: string(exportJobs)
 }

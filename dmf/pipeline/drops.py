@@ -23,6 +23,7 @@ from dmf.package.build import build_packages_from_raw
 from dmf.package.catalogue import EntityInfo
 from dmf.package.inspect import inspect_package
 from dmf.package.zipsafe import precheck
+from dmf.pipeline import preflight_step
 from dmf.pipeline.blobio import downloaded, sha256_blob, upload_file
 from dmf.pipeline.services import Services
 from dmf.redact import redact
@@ -234,6 +235,7 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     limits = svc.limits(route.max_rows_per_package)
     src = svc.blob_at(item["source"])
     packages: list[dict[str, Any]] = []
+    warnings: list[str] = []
     try:
         # The temp file is never named after the blob (a blob name may be 1,024 characters long).
         with downloaded(src, _temp_suffix(item["source"]), item.get("etag")) as path:
@@ -245,7 +247,22 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                     )
                 with contextlib.ExitStack() as stack:
                     out = stack.enter_context(tempfile.TemporaryDirectory())
-                    f = stack.enter_context(path.open("rb"))
+                    # Pre-flight against the environment's metadata; an XLSX drop may become CSV-Unicode here.
+                    pf = stack.enter_context(
+                        preflight_step.check_raw(
+                            svc,
+                            route,
+                            path,
+                            item.get("name") or PurePosixPath(item["source"]).name,
+                            entity.label,
+                            _source_format(item, route),
+                            limits,
+                        )
+                    )
+                    if pf.errors:
+                        return {"ok": False, "seq": seq, "problems": pf.errors, "packages": []}
+                    warnings += pf.warnings
+                    f = stack.enter_context((pf.path or path).open("rb"))
                     # A route's template package (a blob, "<container>/<name>") supplies mapping and format.
                     template = (
                         stack.enter_context(downloaded(svc.blob_at(route.template_package), ".zip"))
@@ -254,9 +271,9 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                     )
                     built = build_packages_from_raw(
                         f,
-                        file_name=item.get("name") or PurePosixPath(item["source"]).name,
+                        file_name=pf.file_name or item.get("name") or PurePosixPath(item["source"]).name,
                         entity=entity,
-                        source_format=_source_format(item, route),
+                        source_format=pf.source_format or _source_format(item, route),
                         data_project=route.data_project or "",
                         limits=limits,
                         out_dir=Path(out),
@@ -278,6 +295,10 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 report, rejection = _validate(svc, path, route, limits, seq)
                 if rejection:
                     return rejection
+                pf = preflight_step.check_package(svc, route, path, report, limits)
+                if pf.errors:
+                    return {"ok": False, "seq": seq, "problems": pf.errors, "packages": []}
+                warnings += pf.warnings
                 staged = f"{svc.settings.staging_container}/{drop_id}/{seq:03d}-01.zip"
                 if item["source"].startswith(f"{svc.settings.staging_container}/"):
                     staged = item["source"]  # batch members were staged when the batch was unpacked
@@ -290,7 +311,8 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     except ResourceModifiedError:
         problem = f"{item['source']} was replaced by a newer upload while being prepared; that version is its own drop"
         return {"ok": False, "seq": seq, "problems": [problem], "packages": []}
-    return {"ok": True, "seq": seq, "problems": [], "packages": packages}
+    preflight_step.record_warnings(svc, req.get("day"), drop_id, seq, item["source"], warnings)
+    return {"ok": True, "seq": seq, "problems": [], "packages": packages, "warnings": warnings}
 
 
 def _source_format(item: dict[str, Any], route: ResolvedRoute) -> str:
