@@ -27,19 +27,13 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from itertools import repeat
+from operator import itemgetter
 from typing import BinaryIO
 
 from dmf.fno.metadata import EntityMeta, FieldMeta, Snapshot
 from dmf.package.problems import Code, Problem, Severity
-from dmf.package.textstream import (
-    HEAD_BYTES,
-    DecodeError,
-    RecordSplitter,
-    RecordTooLongError,
-    detect_encoding,
-    iter_normalised_text,
-    read_head,
-)
+from dmf.package.textstream import HEAD_BYTES, DecodeError, detect_encoding, iter_normalised_text, read_head
 
 MODES = ("off", "warn", "enforce")
 _INT = re.compile(r"[+-]?\d+")
@@ -144,6 +138,43 @@ class ColumnCheck:
         )
         self._good_distinct: set[str] = set()
 
+    def fast_pattern(self, d: str) -> str | None:
+        """A regex accepting only values that pass ``one`` (a subset: what it refuses goes the exact way), or
+        None when the column has no such pattern (a date format other than ISO)."""
+        bare, quoted = f'[^{d}\\n"]', '[^"\\n]'
+        k, m = self.kind, self.mandatory
+        opt = "" if m else "?"
+        if k in ("string", "other"):
+            n = "" if self.length is None else str(self.length)
+            if m:
+                rest = "*+" if self.length is None else f"{{0,{max(self.length - 1, 0)}}}+"
+                if self.length == 0:
+                    return None
+                return f'(?:[^{d}\\n"\\s]{bare}{rest}|"[^"\\n\\s]{quoted}{rest}")'
+            rep = "*+" if self.length is None else f"{{0,{n}}}+"
+            return f'(?:{bare}{rep}|"{quoted}{rep}")'
+        if k == "int":
+            return f"(?:\\d++){opt}"
+        if k == "real":
+            return f"(?:\\d++(?:\\.\\d++)?){opt}"
+        # Every day that exists in every year, and 29 February of leap years.
+        date = (
+            "(?:[1-9]\\d{3}-(?:(?:0[1-9]|1[0-2])-(?:0[1-9]|1\\d|2[0-8])"
+            "|(?:0[13-9]|1[0-2])-(?:29|30)|(?:0[13578]|1[02])-31)"
+            "|(?:[1-9]\\d(?:0[48]|[2468][048]|[13579][26])|(?:[2468][048]|[13579][26])00)-02-29)"
+        )
+        if k == "date" and self.fmt == "iso":
+            return f"(?:{date}){opt}"
+        if k == "datetime" and self.fmt == "iso":
+            return f"(?:{date}T(?:[01]\\d|2[0-3]):[0-5]\\d:[0-5]\\dZ?){opt}"
+        if k == "enum" and self.member_names:
+            names = "|".join(re.escape(x) for x in sorted(self.member_names, key=len, reverse=True))
+            return f"(?>{names}){opt}"
+        if k == "guid":
+            h = "[0-9A-Fa-f]"
+            return f"(?:{h}{{8}}-{h}{{4}}-{h}{{4}}-{h}{{4}}-{h}{{12}}){opt}"
+        return None
+
     @property
     def needed(self) -> bool:
         return (
@@ -153,15 +184,24 @@ class ColumnCheck:
         )
 
     def batch_ok(self, col: tuple[str, ...]) -> bool:
-        """True when every value passes (cheap scans only)."""
-        if self.mandatory and not all(map(str.strip, col)):
+        """True when every value passes (cheap C-level scans; a False sends the column row by row)."""
+        if self.mandatory and (not all(col) or any(map(str.isspace, col))):
             return False
         if self.length is not None and col and max(map(len, col)) > self.length:
             return False
         k = self.kind
         if k == "int":
+            # Plain digits everywhere (the usual case): one join and one scan. Else the regex per value.
+            if all(col):
+                joined = "".join(col)
+                if joined.isdigit() and joined.isascii():
+                    return True
             return all(map(_INT.fullmatch, col))
         if k == "real":
+            if all(col) and "." not in col and max(map(str.count, col, repeat("."))) <= 1:
+                joined = "".join(col).replace(".", "")
+                if joined.isdigit() and joined.isascii():
+                    return True
             return all(map(_REAL.fullmatch, col))
         if k in ("enum", "date", "datetime", "guid"):
             distinct = set(col) - self._good_distinct
@@ -279,9 +319,13 @@ def check_rows(
     """``rows`` are data rows numbered from ``row0``; columns beyond a short row count as empty."""
     if not checks or not rows:
         return
-    if any(len(r) != width for r in rows):
+    if set(map(len, rows)) != {width}:
         rows = [r + [""] * (width - len(r)) if len(r) < width else r for r in rows]
-    cols = list(zip(*rows, strict=False))
+    check_cols(list(zip(*rows, strict=False)), row0, checks, sink)
+
+
+def check_cols(cols: list, row0: int, checks: list[tuple[int, ColumnCheck]], sink: _Sink) -> None:
+    """``cols[i]`` holds column i of consecutive data rows numbered from ``row0``."""
     found: list[tuple[int, int, Code, str, str]] = []
     for i, chk in checks:
         col = cols[i]
@@ -297,6 +341,91 @@ def check_rows(
 
 
 # -- delimited -------------------------------------------------------------------------------------------
+class _TooLong(Exception):
+    pass
+
+
+def fast_rows(checks: list[tuple[int, ColumnCheck]], width: int, delimiter: str) -> re.Pattern[str] | None:
+    """One regex for a run of whole records whose every value passes: a run it matches needs no other look."""
+    d = "\\" + delimiter if delimiter in "\\]^-" else delimiter  # inside a character class
+    by_col = dict(checks)
+    parts = []
+    for i in range(width):
+        chk = by_col.get(i)
+        if chk is None:
+            parts.append(f'(?:[^{d}\\n"]*+|"(?:[^"\\n]|"")*+")')
+            continue
+        pat = chk.fast_pattern(d)
+        if pat is None:
+            return None
+        parts.append(pat)
+    row = re.escape(delimiter).join(parts)
+    try:
+        return re.compile(f"(?>{row}\\n)*+{row}")
+    except re.error:
+        return None
+
+
+_LAST = itemgetter(slice(-1, None))
+_FIRST = itemgetter(slice(0, 1))
+
+
+def _columns_fast(body: str, delimiter: str, width: int) -> list | None:
+    """The columns of a run of records by C-level splitting, when that is exact: no blank line, every line
+    ``width`` fields, and quotes (if any) only around whole fields holding no delimiter, line break or
+    escaped quote. None: use the csv module."""
+    if '"' in body:
+        if '""' in body:
+            return None
+        segs = body.split('"')
+        inside = "".join(segs[1::2])
+        if delimiter in inside or "\n" in inside:
+            return None
+        # Every quote opens a field (a boundary before it) or closes one (a boundary after it).
+        bounds = {"", delimiter, "\n"}
+        if not set(map(_LAST, segs[0:-1:2])) <= bounds or not set(map(_FIRST, segs[2::2])) <= bounds:
+            return None
+        body = body.replace('"', "")
+    lines = body.split("\n")
+    if "" in lines or set(map(str.count, lines, repeat(delimiter))) != {width - 1}:
+        return None
+    flat = body.replace("\n", delimiter).split(delimiter)
+    return [flat[i::width] for i in range(width)]
+
+
+def _count_records(body: str, delimiter: str) -> int:
+    return sum(1 for r in csv.reader(io.StringIO(body), delimiter=delimiter, strict=False) if r)
+
+
+class _Chunker:
+    """Cuts normalised text into runs of complete records: up to the last line end outside quotes (the
+    count of quote characters before it is even, "" escapes counting two). What follows waits for the next
+    chunk; more than ``limit`` characters of it stops the read (the build reports the record as too long),
+    so memory holds one chunk plus one record at most."""
+
+    def __init__(self, limit: int) -> None:
+        self.carry = ""
+        self.limit = limit
+
+    def feed(self, text: str) -> str:
+        text = self.carry + text if self.carry else text
+        k = text.rfind("\n")
+        quotes = text.count('"', 0, k) if k >= 0 else 0
+        while k >= 0 and quotes & 1:
+            k2 = text.rfind("\n", 0, k)
+            quotes -= text.count('"', k2 + 1 if k2 >= 0 else 0, k)
+            k = k2
+        if k < 0:
+            self.carry = text
+            body = ""
+        else:
+            self.carry = text[k + 1 :]
+            body = text[:k]
+        if len(self.carry) > self.limit:
+            raise _TooLong
+        return body
+
+
 def preflight_delimited(
     src: BinaryIO,
     *,
@@ -318,37 +447,50 @@ def preflight_delimited(
     if not head:
         return sink.result
     enc = detect_encoding(head, complete=len(head) < HEAD_BYTES)
-    splitter = RecordSplitter(max_record_chars=max_record_chars)
+    chunker = _Chunker(max_record_chars)
     checks: list[tuple[int, ColumnCheck]] | None = None
     width = 0
     row = 1
 
-    def handle(recs: list[str], quote_free: bool) -> None:
-        nonlocal checks, width, row
-        if not recs:
+    fast: re.Pattern[str] | None = None
+
+    def handle(body: str) -> None:
+        nonlocal checks, width, row, fast
+        if not body:
             return
         if checks is None:
-            header = next(csv.reader([recs[0].lstrip("\ufeff")], delimiter=delimiter, strict=False), [])
+            first, _, body = body.partition("\n")
+            while not first and body:
+                first, _, body = body.partition("\n")
+            header = next(csv.reader([first.lstrip("\ufeff")], delimiter=delimiter, strict=False), [])
             width = len(header)
             checks = header_checks(ent, header, snapshot, opts, sink, mapping)
-            recs = recs[1:]
-        if not recs:
+            fast = fast_rows(checks, width, delimiter) if checks else None
+            if not body:
+                return
+        if not checks:
+            row += sum(1 for ln in body.split("\n") if ln) if '"' not in body else _count_records(body, delimiter)
             return
-        if checks:
-            if quote_free:
-                rows = [r.split(delimiter) for r in recs]
-            else:
-                rows = list(csv.reader(recs, delimiter=delimiter, strict=False))
-            check_rows(rows, row + 1, checks, width, sink)
-        row += len(recs)
+        if fast is not None and fast.fullmatch(body):
+            row += body.count("\n") + 1
+            return
+        cols = _columns_fast(body, delimiter, width)
+        if cols is not None:
+            check_cols(cols, row + 1, checks, sink)
+            row += len(cols[0])
+            return
+        rows = list(csv.reader(io.StringIO(body), delimiter=delimiter, strict=False))
+        if [] in rows:  # blank lines: not records (as the build counts them)
+            rows = [r for r in rows if r]
+        check_rows(rows, row + 1, checks, width, sink)
+        row += len(rows)
 
     try:
         for text in iter_normalised_text(src, head, enc):
-            handle(splitter.feed(text), splitter.quote_free)
-        rest, _ = splitter.finish()
-        handle(rest, splitter.quote_free)
-    except (DecodeError, RecordTooLongError):
-        pass  # the build names these
+            handle(chunker.feed(text))
+        handle(chunker.carry)
+    except (DecodeError, _TooLong):
+        pass  # the build names these (with the row), reading the same bytes
     sink.result.rows = max(0, row - 1)
     return sink.result
 
