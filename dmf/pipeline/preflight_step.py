@@ -197,16 +197,34 @@ def check_package(svc: Services, route: ResolvedRoute, path: Path, report: Any, 
 def record_warnings(
     svc: Services, day: str | None, drop_id: str, seq: int, source: str, warnings: list[str]
 ) -> None:
-    """Pre-flight warnings of one item: an outcome row of their own (``<drop>~pf<seq>``)."""
+    """Pre-flight warnings of one item, appended to the drop's outcome row (column ``PreflightWarnings``, one
+    ``item <seq>: …`` line per item; items of a batch write concurrently, hence the etag loop)."""
     if not warnings or not day:
         return
-    svc.outcomes.upsert(
-        day,
-        f"{drop_id}~pf{int(seq):03d}",
-        {
-            "Kind": "preflight",
-            "Status": "Warnings",
-            "Reason": "; ".join(warnings)[:30000],
-            "SourceBlob": source,
-        },
-    )
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+    from azure.data.tables import UpdateMode
+
+    from dmf.storage.outcomes import safe_key
+
+    line = f"item {int(seq)}: " + "; ".join(warnings)
+    table = svc.outcomes.table
+    for _ in range(8):
+        try:
+            row = table.get_entity(safe_key(day), safe_key(drop_id))
+        except ResourceNotFoundError:
+            svc.outcomes.upsert(day, drop_id, {"PreflightWarnings": line[:30000]})
+            return
+        text = "\n".join(x for x in (row.get("PreflightWarnings"), line) if x)[:30000]
+        patch = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "PreflightWarnings": text}
+        try:
+            table.update_entity(
+                patch,
+                mode=UpdateMode.MERGE,
+                etag=row.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+            return
+        except ResourceModifiedError:
+            continue
+    log.warning("pre-flight warnings of item %s not recorded: the outcome row kept changing", seq)

@@ -248,8 +248,8 @@ def test_each_preflight_kind_is_rejected_before_fno_the_fixed_file_imports_and_f
     assert serial["Status"] == "Succeeded", serial
     numbers = next(r for r in stack.drops() if r.get("SourceBlob", "").endswith("tocsv/numbers.xlsx"))
     assert numbers["Status"] == "Succeeded", numbers
-    warn = [r for r in stack.outcomes() if r["RowKey"].startswith(numbers["RowKey"] + "~pf")]
-    assert warn and "EXCEL_NUMBER_AS_TEXT" in warn[0]["Reason"] and "column ITEMID" in warn[0]["Reason"], warn
+    warn = numbers.get("PreflightWarnings") or ""
+    assert "EXCEL_NUMBER_AS_TEXT" in warn and "column ITEMID" in warn and warn.startswith("item 1: "), numbers
     stored = {r["ITEMID"]: r for r in stack.emu.admin.data("USMF", LABEL)}
     assert stored["S1"]["VALIDFROM"] == "2025-12-09"  # Excel serial 46000
     assert "123" in stored
