@@ -469,7 +469,11 @@ def preflight_delimited(
             if not body:
                 return
         if not checks:
-            row += sum(1 for ln in body.split("\n") if ln) if '"' not in body else _count_records(body, delimiter)
+            row += (
+                sum(1 for ln in body.split("\n") if ln)
+                if '"' not in body
+                else _count_records(body, delimiter)
+            )
             return
         if fast is not None and fast.fullmatch(body):
             row += body.count("\n") + 1
