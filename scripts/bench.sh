@@ -13,6 +13,7 @@ benches=(
   bench.inbound_memory_1gb        # staging + uploading a 1 GB package: peak memory vs read-it-all
   bench.inbound_fifty_packages    # 50 packages at once: elapsed vs sum of durations, status calls
   bench.outbound_drain            # draining 500 messages vs a naive loop; 1 GiB message memory
+  bench.preflight                 # pre-flight of a 1 GiB raw CSV vs building its packages; memory
 )
 for b in "${benches[@]}"; do
   echo "== $b"
