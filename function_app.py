@@ -9,7 +9,15 @@ from activities import operators as operator_activities
 from activities import outbound as outbound_activities
 from dmf.logs import configure_logging
 from orchestrators import import_package, inbound_drop, outbound, retry_drop
-from triggers import admin_http, fno_events, gate_watch, inbound_blob, operators_api, outbound_timers
+from triggers import (
+    admin_http,
+    fno_events,
+    gate_watch,
+    inbound_blob,
+    metadata_refresh,
+    operators_api,
+    outbound_timers,
+)
 
 configure_logging()
 
@@ -34,3 +42,4 @@ app.register_functions(admin_http.bp)
 app.register_functions(operators_api.bp)
 app.register_functions(retry_drop.bp)
 app.register_functions(operator_activities.bp)
+app.register_functions(metadata_refresh.bp)  # entity metadata snapshots (issue #12)

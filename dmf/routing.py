@@ -59,6 +59,14 @@ class Route(BaseModel):
     template_package: str | None = None
     activity_id: str | None = None
     max_rows_per_package: int | None = None
+    # Pre-flight against the environment's metadata (docs/INBOUND.md "Pre-flight"); None: PREFLIGHT_DEFAULT.
+    preflight: Literal["off", "warn", "enforce"] | None = None
+    # XLSX drops: "csv" converts them to CSV-Unicode packages (default in a version 2 routes file), "excel"
+    # keeps the workbook (default in version 1 files, as before).
+    xlsx_as: Literal["csv", "excel"] | None = None
+    xlsx_formulas: Literal["value", "reject"] = "value"
+    date_format: str = "iso"  # strptime format of Date fields in the file, or "iso"
+    datetime_format: str = "iso"
 
     @model_validator(mode="after")
     def _check(self) -> Route:
@@ -96,6 +104,11 @@ class ResolvedRoute(BaseModel):
     template_package: str | None = None
     activity_id: str | None = None
     max_rows_per_package: int | None = None
+    preflight: str | None = None  # None: PREFLIGHT_DEFAULT
+    xlsx_as: str = "excel"
+    xlsx_formulas: str = "value"
+    date_format: str = "iso"
+    datetime_format: str = "iso"
 
 
 def _glob_to_regex(pattern: str) -> re.Pattern[str]:
@@ -161,7 +174,7 @@ def resolve(path: str, settings: Settings, routes: RoutesFile | None = None) -> 
     kind = kind_of(path)
     for r in routes.routes:
         if _glob_to_regex(r.pattern).match(path):
-            return _apply(r, path, settings)
+            return _apply(r, path, settings, routes.version)
     if len(parts) < 3:
         raise RoutingError(
             f"{path!r} matches no route and does not follow the convention "
@@ -180,6 +193,7 @@ def resolve(path: str, settings: Settings, routes: RoutesFile | None = None) -> 
         execute=True,
         overwrite=True,
         allow_duplicate_content=False,
+        xlsx_as="csv" if routes.version >= 2 else "excel",
     )
 
 
@@ -190,11 +204,11 @@ def resolve_named(
     routes = routes or load_routes(settings)
     for r in routes.routes:
         if r.name.casefold() == route_name.casefold():
-            return _apply(r, path, settings)
+            return _apply(r, path, settings, routes.version)
     raise RoutingError(f"no route named {route_name!r}; the table has {[r.name for r in routes.routes]}")
 
 
-def _apply(r: Route, path: str, settings: Settings) -> ResolvedRoute:
+def _apply(r: Route, path: str, settings: Settings, version: int) -> ResolvedRoute:
     parts = [p for p in path.split("/") if p]
     name = parts[-1] if parts else path
     kind = kind_of(path)
@@ -228,6 +242,11 @@ def _apply(r: Route, path: str, settings: Settings) -> ResolvedRoute:
         template_package=r.template_package,
         activity_id=r.activity_id,
         max_rows_per_package=r.max_rows_per_package,
+        preflight=r.preflight,
+        xlsx_as=r.xlsx_as or ("csv" if version >= 2 else "excel"),
+        xlsx_formulas=r.xlsx_formulas,
+        date_format=r.date_format,
+        datetime_format=r.datetime_format,
     )
 
 

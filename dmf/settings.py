@@ -271,6 +271,15 @@ class Settings(BaseModel):
         default="0 30 2 * * *", validation_alias=_alias("HOUSEKEEPING_SCHEDULE")
     )
     gate_sweep_schedule: str = Field(default="0 * * * * *", validation_alias=_alias("GATE_SWEEP_SCHEDULE"))
+    # Entity metadata and pre-flight (dmf/fno/metadata.py, dmf/package/preflight.py).
+    metadata_container: str = Field(default="metadata", validation_alias=_alias("METADATA_CONTAINER"))
+    metadata_refresh_schedule: str = Field(
+        default="0 15 3 * * *", validation_alias=_alias("METADATA_REFRESH_SCHEDULE")
+    )
+    metadata_language: str = Field(default="en-us", validation_alias=_alias("METADATA_LANGUAGE"))
+    preflight_default: str = Field(
+        default="warn", pattern=r"^(off|warn|enforce)$", validation_alias=_alias("PREFLIGHT_DEFAULT")
+    )
 
     applicationinsights_connection_string: SecretStr | None = Field(
         default=None, validation_alias=_alias("APPLICATIONINSIGHTS_CONNECTION_STRING")

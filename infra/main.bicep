@@ -147,6 +147,8 @@ param fnoEventsEnabled bool = false
 @description('With fnoEventsEnabled: import status polls (the fallback) at least this many seconds apart.')
 @minValue(1)
 param fnoEventsFallbackPollSeconds int = 300
+@description('NCRONTAB of the entity metadata refresh (pre-flight snapshots of each F&O environment).')
+param metadataRefreshSchedule string = '0 15 3 * * *'
 
 @description('Recurring-integration export activities to drain: [{ name, environment, activity_id }].')
 param recurringExports array = []
@@ -388,6 +390,7 @@ var runtimeSettings = {
   EXPORT_SCHEDULE: exportSchedule
   HOUSEKEEPING_SCHEDULE: housekeepingSchedule
   GATE_SWEEP_SCHEDULE: gateSweepSchedule
+  METADATA_REFRESH_SCHEDULE: metadataRefreshSchedule
   RECURRING_EXPORTS: string(recurringExports)
   EXPORT_JOBS: string(exportJobs)
 }

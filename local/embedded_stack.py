@@ -28,6 +28,7 @@ def app_settings(az: Azurite, emu: Emulator, **overrides: Any) -> dict[str, str]
         "HOUSEKEEPING_SCHEDULE": "0 30 2 * * *",
         # Every virtual minute would cost a sweep; waiters recheck and leases cover the rest meanwhile.
         "GATE_SWEEP_SCHEDULE": "0 */30 * * * *",
+        "METADATA_REFRESH_SCHEDULE": "0 15 3 * * *",
         "FNO_ENVIRONMENTS": "main",
         "FNO_MAIN_BASE_URL": emu.base_url,
         "FNO_MAIN_AUTHORITY": emu.authority,

@@ -16,6 +16,7 @@ benches=(
   bench.outbound_drain            # draining 500 messages vs a naive loop; 1 GiB message memory
   bench.operators_index           # operators: file history and a day's failures, index vs full-table scan
   bench.cold_start                # import function_app vs a bare DFApp: CPU, wall time, memory
+  bench.preflight                 # pre-flight of a 1 GiB raw CSV vs building its packages; memory
 )
 for b in "${benches[@]}"; do
   echo "== $b"

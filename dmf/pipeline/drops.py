@@ -24,6 +24,7 @@ from dmf.logs import ops_event
 from dmf.package.catalogue import EntityInfo
 from dmf.package.problems import Problem
 from dmf.package.zipsafe import precheck
+from dmf.pipeline import preflight_step
 from dmf.pipeline.blobio import downloaded, sha256_blob, upload_file
 from dmf.pipeline.services import Services
 from dmf.redact import redact
@@ -329,6 +330,7 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     limits = svc.limits(route.max_rows_per_package)
     src = svc.blob_at(item["source"])
     packages: list[dict[str, Any]] = []
+    warnings: list[str] = []
     try:
         # The temp file is never named after the blob (a blob name may be 1,024 characters long).
         with (
@@ -343,22 +345,42 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 if raw and route.template_package
                 else None
             )
+            file_name = item.get("name") or PurePosixPath(item["source"]).name
+            source_format = item_source_format(item, route) if raw else None
+            if raw:
+                # Pre-flight against the environment's metadata; an XLSX drop may become CSV-Unicode here.
+                known = svc.catalogue.get(item["entity"]) if item.get("entity") else None
+                label = known.label if known else (item.get("entity") or "Unknown")
+                pf = stack.enter_context(
+                    preflight_step.check_raw(svc, route, path, file_name, label, source_format, limits)
+                )
+                if pf.errors:
+                    return {"ok": False, "seq": seq, "problems": pf.errors, "packages": []}
+                warnings += pf.warnings
+                path = pf.path or path
+                file_name = pf.file_name or file_name
+                source_format = pf.source_format or source_format
             prepared = prepare_file(
                 path,
                 kind=item["kind"],
-                file_name=item.get("name") or PurePosixPath(item["source"]).name,
+                file_name=file_name,
                 route=route,
                 limits=limits,
                 catalogue=svc.catalogue,
                 out_dir=out,
                 entity=item.get("entity"),
-                source_format=item_source_format(item, route) if raw else None,
+                source_format=source_format,
                 template=template,
                 template_name=route.template_package,
             )
             if not prepared.ok:
                 problems = [str(p) for p in prepared.problems if _is_error(p)]
                 return {"ok": False, "seq": seq, "problems": problems, "packages": []}
+            if not raw:
+                pf = preflight_step.check_package(svc, route, path, prepared.packages[0].report, limits)
+                if pf.errors:
+                    return {"ok": False, "seq": seq, "problems": pf.errors, "packages": []}
+                warnings += pf.warnings
             for k, pp in enumerate(prepared.packages, start=1):
                 staged = f"{svc.settings.staging_container}/{drop_id}/{seq:03d}-{k:02d}.zip"
                 if not raw and item["source"].startswith(f"{svc.settings.staging_container}/"):
@@ -372,7 +394,8 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     except ResourceModifiedError:
         problem = f"{item['source']} was replaced by a newer upload while being prepared; that version is its own drop"
         return {"ok": False, "seq": seq, "problems": [problem], "packages": []}
-    return {"ok": True, "seq": seq, "problems": [], "packages": packages}
+    preflight_step.record_warnings(svc, req.get("day"), drop_id, seq, item["source"], warnings)
+    return {"ok": True, "seq": seq, "problems": [], "packages": packages, "warnings": warnings}
 
 
 def item_source_format(item: dict[str, Any], route: ResolvedRoute) -> str:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from datetime import datetime
 from urllib.parse import parse_qs
 
+from . import metadata as md
 from .blobs import BlobStore
 from .clock import Clock
 from .config import EmulatorConfig
@@ -111,6 +112,10 @@ class EmulatorApp:
         if api_path.startswith(ACTION_PREFIX) and method == "POST":
             action = api_path[len(ACTION_PREFIX) :].strip("/")
             return action, lambda h, p, q: self._action(h, action)
+        if method == "GET" and api_path.lower().startswith("/metadata/"):
+            return "metadata", lambda h, p, q: self._metadata(h, api_path[len("/metadata/") :], q)
+        if method == "GET" and api_path.rstrip("/") == "/data/DataManagementTargetMapEntities":
+            return "metadata", lambda h, p, q: self._target_map(h, q)
         if (m := _CONNECTOR.match(api_path)) and self.config.deployment == "cloud":
             verb, activity = m.group(1), m.group(2)
             expected = "POST" if verb in ("enqueue", "ack") else "GET"
@@ -281,6 +286,56 @@ class EmulatorApp:
     def _a_ResetVersionToken(self, body: dict, action: str) -> Result:
         _param(body, "definitionGroupId", action=action)
         return self._envelope(True, "Edm.Boolean")
+
+    # -- Metadata service and the DMF target map (see metadata.py) -------------------------------------
+    def _odata_collection(self, set_name: str, items: list[dict], q: dict[str, str], base: str) -> Result:
+        try:
+            body = md.collection(self.api_root, set_name, items, q, self.config.metadata_page_size, base)
+        except ValueError as exc:
+            raise _Reply(400, odata_error_body(str(exc))) from None
+        return _json(200, body, {"OData-Version": "4.0"})
+
+    def _metadata(self, h: Handler, rest: str, q: dict[str, str]) -> Result:
+        self._authorize(h)
+        sets: dict[str, tuple[list[dict], str]] = {
+            "dataentities": ([md.data_entity(e) for e in self.config.catalogue], "Name"),
+            "publicentities": ([md.public_entity(e) for e in self.config.catalogue], "Name"),
+            "publicenumerations": (md.enumerations(self.config), "Name"),
+        }
+        rest = rest.strip("/")
+        names = {"dataentities": "DataEntities", "publicentities": "PublicEntities",
+                 "publicenumerations": "PublicEnumerations"}  # fmt: skip
+        if rest.lower() in sets:
+            items, _ = sets[rest.lower()]
+            return self._odata_collection(names[rest.lower()], items, q, "/Metadata")
+        parsed = md.parse_item(rest)
+        if parsed is not None:
+            set_name, args = parsed
+            low = set_name.lower()
+            if low == "labels":
+                label_id, lang = args.get("Id", ""), args.get("Language", "")
+                text = next(
+                    (e.label for e in self.config.catalogue if f"@DMF:{e.target_entity}Label" == label_id),
+                    None,
+                )
+                if text is None or not lang:
+                    return _json(404, {"error": {"code": "", "message": "Label not found."}})
+                return _json(200, {"@odata.context": f"{self.api_root}/metadata/$metadata#Labels/$entity",
+                                   "Id": label_id, "Language": lang, "Value": text})  # fmt: skip
+            if low in sets:
+                items, key = sets[low]
+                want = args.get("") or args.get("Name") or ""
+                item = next((i for i in items if i[key].lower() == want.lower()), None)
+                if item is not None:
+                    return _json(200, md.single(self.api_root, names[low], item), {"OData-Version": "4.0"})
+                return _json(404, {"error": {"code": "", "message": f"{names[low]} '{want}' was not found."}})
+        return self._not_found(h, "/Metadata/" + rest, q)
+
+    def _target_map(self, h: Handler, q: dict[str, str]) -> Result:
+        self._authorize(h)
+        return self._odata_collection(
+            "DataManagementTargetMapEntities", md.target_map(self.config), q, "/data"
+        )
 
     # -- Recurring Integration API ----------------------------------------------------------------
     def _connector(self, h: Handler, verb: str, activity: str, query: dict[str, str]) -> Result:

@@ -24,6 +24,22 @@ class EntityField(_Model):
     max_length: int | None = None
     values: list[str] | None = None  # enum values (labels as written in files)
     mandatory: bool = False
+    # The entity property this staging field feeds (metadata: TargetField / PublicEntities property name)
+    # and, for enums, the enum's name (PublicEnumerations). Derived when unset.
+    target_field: str | None = None
+    enum_type: str | None = None
+
+    @property
+    def property_name(self) -> str:
+        return self.target_field or self.name[:1] + self.name[1:].lower()
+
+    @property
+    def enum_name(self) -> str:
+        if self.enum_type:
+            return self.enum_type
+        if self.values == ["No", "Yes"]:
+            return "NoYes"
+        return self.property_name + "Enum"
 
 
 class CatalogueEntity(_Model):
@@ -313,6 +329,7 @@ class EmulatorConfig(_Model):
     # DMF import-status business event (business_events.py): posted here when an import finishes
     business_events_url: str | None = None
     business_events_key: str | None = None
+    metadata_page_size: int = 1000  # items per page of /Metadata and /data collections (@odata.nextLink)
 
     @classmethod
     def load(cls, path: str | Path) -> EmulatorConfig:

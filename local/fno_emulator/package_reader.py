@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 import zipfile
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -211,8 +212,31 @@ def _excel_value(value: object) -> object:
     return value
 
 
+_FORMULA = re.compile(rb"<(?:\w+:)?f[ >/]")
+
+
+def _refuse_formulas(data: bytes) -> None:
+    """F&O's Excel reader does not take data from formulas (dmf-capabilities: "Data from Excel formulas
+    generates errors. Copy-paste as values first"): the entity fails, naming the first formula cell."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        return  # openpyxl reports it
+    for name in zf.namelist():
+        if name.startswith("xl/worksheets/") and name.endswith(".xml"):
+            text = zf.read(name)
+            m = _FORMULA.search(text)
+            if m:
+                cell = re.findall(rb'<(?:\w+:)?c [^>]*r="([A-Z]+[0-9]+)"', text[: m.start()])
+                where = cell[-1].decode() if cell else "?"
+                raise DataFileError(
+                    f"Cell {where} holds a formula: data from Excel formulas cannot be imported."
+                )
+
+
 def _table_rows(data: bytes, fmt: SourceFormat, entity: ManifestEntity, require_crlf: bool) -> list[list]:
     if fmt.kind == "excel":
+        _refuse_formulas(data)
         try:
             wb = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
         except Exception as exc:  # openpyxl raises many types for a file that is not a workbook

@@ -15,6 +15,7 @@ BINDING_SETTINGS = {
     "export_timer": "EXPORT_SCHEDULE",
     "housekeeping_timer": "HOUSEKEEPING_SCHEDULE",
     "gate_sweeper": "GATE_SWEEP_SCHEDULE",
+    "metadata_refresh": "METADATA_REFRESH_SCHEDULE",
 }
 
 

@@ -1,0 +1,235 @@
+"""Pre-flight inside ``prepare_item``: raw files before their package is built, dropped packages after their
+validation, and XLSX drops converted to CSV-Unicode when the route says ``xlsx_as: csv``. Nothing here calls
+F&O's import API; the metadata service is asked only for a label the cached snapshot does not know yet."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from dmf.fno.errors import FnoError
+from dmf.fno.metadata import MetadataError, Snapshot
+from dmf.package.formats import FileKind, UnknownFormatError, format_rules
+from dmf.package.limits import Limits
+from dmf.package.preflight import (
+    PreflightOptions,
+    PreflightResult,
+    as_outcome,
+    mapping_from,
+    preflight_delimited,
+    preflight_xlsx,
+    skipped,
+)
+from dmf.package.zipsafe import Budget, header_problems, precheck, workbook_has_dtd
+from dmf.pipeline import metadata as pm
+from dmf.pipeline.services import Services
+from dmf.routing import ResolvedRoute
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Checked:
+    errors: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    path: Path | None = None  # the file to build from (a converted CSV for an XLSX drop)
+    file_name: str | None = None
+    source_format: str | None = None
+
+    def add(self, result: PreflightResult, mode: str) -> None:
+        errs, warns = as_outcome(result, mode)
+        self.errors += errs
+        self.warnings += warns
+
+
+def snapshot_for(svc: Services, route: ResolvedRoute, label: str, opts: PreflightOptions) -> Snapshot | str:
+    """The environment's snapshot knowing ``label``, or why pre-flight cannot run."""
+    info = svc.catalogue.get(label)
+    if info is not None and info.composite:
+        return "composite entities are checked by F&O only"
+    try:
+        return pm.entity_for(svc.settings, route.environment, label, svc.catalogue)
+    except (FnoError, MetadataError) as exc:
+        log.warning("pre-flight: no metadata for %r in %s: %s", label, route.environment, type(exc).__name__)
+        return f"the metadata of {route.environment} could not be read ({type(exc).__name__})"
+
+
+def workbook_problem(path: Path, limits: Limits, name: str) -> str | None:
+    """The build's own workbook checks (zip bomb, entry count, DTD), run before openpyxl opens it."""
+    early = precheck(str(path), limits)
+    if early is not None:
+        return f"{early.code}: {name}: {early.message}"
+    try:
+        with zipfile.ZipFile(path) as z:
+            errors = header_problems(z, limits)
+            if errors:
+                return f"{errors[0].code}: {name}: {errors[0].message}"
+            if workbook_has_dtd(z, Budget(limits.max_uncompressed_bytes)):
+                return f"BAD_EXCEL: {name}: the workbook's XML has a document type declaration (DTD), which is not allowed"
+    except zipfile.BadZipFile:
+        return f"BAD_EXCEL: {name} is not a readable .xlsx workbook"
+    return None
+
+
+@contextlib.contextmanager
+def check_raw(
+    svc: Services,
+    route: ResolvedRoute,
+    path: Path,
+    file_name: str,
+    label: str,
+    source_format: str,
+    limits: Limits,
+) -> Iterator[Checked]:
+    """Pre-flight of a raw file (and the XLSX → CSV conversion); the converted file lives for the block."""
+    opts = pm.options_for(svc.settings, route)
+    out = Checked(path=path, file_name=file_name, source_format=source_format)
+    try:
+        rules = format_rules(source_format)
+    except UnknownFormatError:
+        yield out  # the build reports it
+        return
+    convert = rules.kind is FileKind.EXCEL and route.xlsx_as == "csv" and not route.template_package
+    if opts.mode == "off" and not convert:
+        yield out
+        return
+    snap: Snapshot | str | None = snapshot_for(svc, route, label, opts) if opts.mode != "off" else None
+    if isinstance(snap, str):
+        out.add(skipped(snap, file_name, label), "warn")
+        snap = None
+    if rules.kind is FileKind.DELIMITED and snap is not None and route.template_package:
+        # The template's EntityMapList may rename columns; its mapping is not applied here (yet).
+        out.add(skipped("the route's template package maps the columns", file_name, label), "warn")
+        yield out
+        return
+    if rules.kind is FileKind.DELIMITED and snap is not None:
+        with path.open("rb") as f:
+            result = preflight_delimited(
+                f,
+                snapshot=snap,
+                label=label,
+                delimiter=rules.delimiter or ",",
+                opts=opts,
+                file_name=file_name,
+                max_record_chars=limits.max_record_chars,
+            )
+        out.add(result, opts.mode)
+        yield out
+        return
+    if rules.kind is FileKind.EXCEL:
+        bad = workbook_problem(path, limits, file_name)
+        if bad is not None:
+            yield out  # the build rejects it with the same words
+            return
+        with tempfile.TemporaryDirectory() as tmp:
+            csv_path = Path(tmp) / "converted.csv"
+            try:
+                with csv_path.open("wb") as dest:
+                    result = preflight_xlsx(
+                        str(path),
+                        snapshot=snap,
+                        label=label,
+                        opts=opts,
+                        file_name=file_name,
+                        csv_out=dest if convert else None,
+                    )
+            except Exception as exc:  # openpyxl raises many types for a broken workbook: the build says so
+                log.info("pre-flight: workbook unreadable (%s)", type(exc).__name__)
+                yield out
+                return
+            out.add(result, opts.mode if snap is not None else "warn")
+            if convert:
+                out.path = csv_path
+                out.file_name = str(PurePosixPath(file_name).with_suffix(".csv"))
+                out.source_format = "CSV-Unicode"
+            yield out
+        return
+    yield out  # XML raw files: checked by F&O only
+
+
+def check_package(svc: Services, route: ResolvedRoute, path: Path, report: Any, limits: Limits) -> Checked:
+    """Pre-flight of a validated package's delimited and Excel data files, through their EntityMapList."""
+    opts = pm.options_for(svc.settings, route)
+    out = Checked(path=path)
+    if opts.mode == "off" or report.manifest is None:
+        return out
+    with zipfile.ZipFile(path) as z:
+        names = {n.casefold(): n for n in z.namelist()}
+        for ent in report.manifest.entities:
+            member = names.get((ent.input_file_path or "").casefold())
+            try:
+                rules = format_rules(ent.source_format)
+            except UnknownFormatError:
+                continue
+            if member is None or rules.kind is FileKind.XML:
+                continue
+            snap = snapshot_for(svc, route, ent.entity_name, opts)
+            if isinstance(snap, str):
+                out.add(skipped(snap, member, ent.entity_name), "warn")
+                continue
+            mapping = mapping_from((m.xml_field, m.entity_field) for m in ent.entity_map_list) or None
+            if rules.kind is FileKind.DELIMITED:
+                with z.open(member) as f:
+                    result = preflight_delimited(
+                        f,  # type: ignore[arg-type]
+                        snapshot=snap,
+                        label=ent.entity_name,
+                        delimiter=rules.delimiter or ",",
+                        opts=opts,
+                        file_name=member,
+                        max_record_chars=limits.max_record_chars,
+                        mapping=mapping,
+                    )
+            else:
+                with tempfile.NamedTemporaryFile(suffix=".xlsx") as tmp:
+                    with z.open(member) as f:
+                        while chunk := f.read(1 << 20):
+                            tmp.write(chunk)
+                    tmp.flush()
+                    result = preflight_xlsx(
+                        tmp.name, snapshot=snap, label=ent.entity_name, opts=opts, file_name=member
+                    )
+            out.add(result, opts.mode)
+    return out
+
+
+def record_warnings(
+    svc: Services, day: str | None, drop_id: str, seq: int, source: str, warnings: list[str]
+) -> None:
+    """Pre-flight warnings of one item, appended to the drop's outcome row (column ``PreflightWarnings``, one
+    ``item <seq>: …`` line per item; items of a batch write concurrently, hence the etag loop)."""
+    if not warnings or not day:
+        return
+    from azure.core import MatchConditions
+    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
+    from azure.data.tables import UpdateMode
+
+    from dmf.storage.outcomes import safe_key
+
+    line = f"item {int(seq)}: " + "; ".join(warnings)
+    table = svc.outcomes.table
+    for _ in range(8):
+        try:
+            row = table.get_entity(safe_key(day), safe_key(drop_id))
+        except ResourceNotFoundError:
+            svc.outcomes.upsert(day, drop_id, {"PreflightWarnings": line[:30000]})
+            return
+        text = "\n".join(x for x in (row.get("PreflightWarnings"), line) if x)[:30000]
+        patch = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "PreflightWarnings": text}
+        try:
+            table.update_entity(
+                patch,
+                mode=UpdateMode.MERGE,
+                etag=row.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+            return
+        except ResourceModifiedError:
+            continue
+    log.warning("pre-flight warnings of item %s not recorded: the outcome row kept changing", seq)
