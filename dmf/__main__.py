@@ -6,7 +6,9 @@
 - ``metadata-snapshot --environment NAME -o snap.json [--entity LABEL …]``: fetch a snapshot from F&O (the
   app's settings from the environment: ``FNO_<NAME>_…``) for the routes' entities and any named here.
 
-New commands: add a ``_cmd_<name>`` function and a subparser in ``_parser``.
+The operators' commands of ``dmf.cli`` (``status``, ``show``, ``retry``, ``cancel``, ``pause``, ``resume``,
+``drain-now``, ``export-now``, ``check``, ``build``) are registered here too. New commands: add a
+``_cmd_<name>`` function and a subparser in ``_parser``.
 """
 
 from __future__ import annotations
@@ -226,12 +228,18 @@ def _parser() -> argparse.ArgumentParser:
     m.add_argument("--routes", help="routes file (default: ROUTES_JSON or the app's routes.json)")
     m.add_argument("--entity", action="append", help="also fetch this DMF entity label (repeatable)")
     m.set_defaults(func=_cmd_metadata_snapshot)
+    # The operators' commands (status, show, retry, cancel, pause, resume, drain-now, export-now, check,
+    # build): one command line, ``python -m dmf``; ``python -m dmf.cli`` is the same set without these two.
+    from dmf.cli import register
+
+    register(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    return int(args.func(args))
+    handler = getattr(args, "cli_handler", None) or args.func
+    return int(handler(args))
 
 
 if __name__ == "__main__":
