@@ -227,6 +227,7 @@ var dataContainers = {
   REJECTED_CONTAINER: 'rejected'
   ERRORS_CONTAINER: 'import-errors'
   ARCHIVE_CONTAINER: 'archive'
+  METADATA_CONTAINER: 'metadata'
 }
 var dataTables = {
   OUTCOMES_TABLE: 'outcomes'

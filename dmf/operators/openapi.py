@@ -107,6 +107,27 @@ PATHS: dict[str, dict[str, Any]] = {
             "responses": {"200": _ok("its drops", "FileHistory"), "400": _ERR},
         }
     },
+    "/api/fno/events": {
+        "post": {
+            "summary": "F&O's DMF import-status business event (or an Event Grid delivery of it): wakes the waiting "
+            "import; unknown, duplicate and late events are acknowledged and ignored",
+            "tags": ["inbound"],
+            "responses": {"200": _ok("accepted or ignored, with why"), "400": _ERR, "404": _ERR},
+        }
+    },
+    "/api/metadata/refresh": {
+        "post": {
+            "summary": "Refresh the entity metadata snapshots pre-flight reads (per F&O environment)",
+            "tags": ["inbound"],
+            "requestBody": {
+                "required": False,
+                "content": {"application/json": {"schema": {"type": "object", "properties": {
+                    "environment": {"type": "string", "description": "one environment (default: all)"},
+                }}}},
+            },  # fmt: skip
+            "responses": {"200": _ok("refreshed"), "400": _ERR, "502": _ERR},
+        }
+    },
     "/api/gates": {
         "get": {
             "summary": "Holders, waiters and pause state of every environment's import gate (read-only)",
