@@ -121,10 +121,20 @@ PATHS: dict[str, dict[str, Any]] = {
             "tags": ["inbound"],
             "requestBody": {
                 "required": False,
-                "content": {"application/json": {"schema": {"type": "object", "properties": {
-                    "environment": {"type": "string", "description": "one environment (default: all)"},
-                }}}},
-            },  # fmt: skip
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "environment": {
+                                    "type": "string",
+                                    "description": "one environment (default: all)",
+                                },
+                            },
+                        }
+                    }
+                },
+            },
             "responses": {"200": _ok("refreshed"), "400": _ERR, "502": _ERR},
         }
     },
