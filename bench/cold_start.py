@@ -101,8 +101,9 @@ requests and azure.storage.blob, `dmf.gate` → azure.data.tables, and the pydan
 `triggers/outbound_timers.py` and `triggers/inbound_blob.py` import (settings, routing). The app's own modules
 import pydantic-settings, croniter, azure-identity's credentials, the storage SDKs and the package
 builders/validators on first use (`tests/test_cold_start.py` keeps them off the import path). 1.5× is not
-reachable while the extension alone costs more than that; deferring it, and the F&O client in activities/gate.py,
-to first use is what would close the gap.
+reachable while the extension alone costs more than that, and the extension cannot be deferred: the worker
+binds the SDK-typed `BlobClient` parameter by its annotation object when it indexes the app, so the module must be
+imported with the trigger. What is left to defer is the F&O client that `activities/gate.py` imports.
 """.strip()
 
 
