@@ -207,7 +207,9 @@ def test_sas_expired_hands_out_a_write_url_that_no_longer_works(client: Client) 
     assert r.status_code == 403, r.text  # Azurite refuses the expired signature
     assert client.emu.admin.calls("GetAzureWriteUrl")[-1]["fault"] == "sas_expired"
     url = json.loads(client.value("GetAzureWriteUrl", {"uniqueFileName": "fresh.zip"}))["BlobUrl"]
-    assert requests.put(url, data=b"PK", headers={"x-ms-blob-type": "BlockBlob"}, timeout=30).status_code == 201
+    assert (
+        requests.put(url, data=b"PK", headers={"x-ms-blob-type": "BlockBlob"}, timeout=30).status_code == 201
+    )
 
 
 def test_a_fault_with_until_stops_at_that_emulator_time(client: Client) -> None:
