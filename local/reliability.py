@@ -523,7 +523,8 @@ def run_inproc(fault: Fault, az: Any, unique: str, scale: Scale, seed: int = 202
             term = ctx["terminated"]
             for name in world.drops:
                 rows = [r for r in stack.drops() if str(r.get("SourceBlob", "")).endswith("/" + name)]
-                if rows and rows[0].get("InstanceId") == term:
+                iid = rows[0].get("InstanceId") if rows else None
+                if iid and (term == iid or term.startswith(iid + "-")):  # the holder: the drop's import
                     world.expected_status[name] = (
                         "Failed"  # terminated by the operator: Failed, with a reason
                     )
@@ -615,6 +616,7 @@ def run_killed(
         port = 0
         export_started = False
         last_drain = 0.0
+        crashes = 0
         deadline = time.monotonic() + timeout
         view = _View(az, names, emu)
 
@@ -656,6 +658,10 @@ def run_killed(
                 if proc is None or proc.poll() is not None:
                     if proc is not None and proc.returncode == -signal.SIGKILL:
                         kills.append((work / "killed.txt").read_text().strip().splitlines()[-1])
+                    elif proc is not None:
+                        crashes += 1
+                        if crashes >= 3:
+                            raise RuntimeError(f"the runner keeps exiting ({proc.returncode}): see {log}")
                     kill = max_kills is None or len(kills) < max_kills
                     proc, port = spawn(kill)
                     continue

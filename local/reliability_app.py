@@ -73,8 +73,10 @@ def _wrap(name: str, fn: Any) -> Any:
     return run
 
 
-for _f in app.get_functions():
-    if any(b.type == "activityTrigger" for b in _f.get_bindings()):
+# Wrap the builders' functions (building them here would register every name twice: the runner builds).
+for _builder in app._function_builders:
+    _f = _builder._function
+    if _f._trigger is not None and _f._trigger.type == "activityTrigger":
         _f._func = _wrap(_f.get_function_name(), _f._func)
 
 
