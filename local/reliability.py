@@ -557,8 +557,9 @@ def _nullcontext() -> Iterator[None]:
 
 # ---------------------------------------------------------------------------------------------- subprocess
 def run_killed(
-    az: Any, unique: str, scale: Scale, max_kills: int | None = None, timeout: float = 600
-) -> dict:
+    az: Any, unique: str, scale: Scale, max_kills: int | None = None, timeout: float = 600,
+    kill_only: list[str] | None = None,
+) -> dict:  # fmt: skip
     """The runner as its own process (``python -m local.functions_runner``, real clock, short F&O timings),
     SIGKILLing itself at each activity boundary in turn (see ``local/reliability_app.py``) and started
     again on the same task hub until every flow has finished."""
@@ -624,7 +625,8 @@ def run_killed(
             from local.azurite import free_port
 
             port = free_port()
-            env = {**os.environ, "PYTHONPATH": str(ROOT), "RELIABILITY_KILL": "1" if kill else "0"}
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "RELIABILITY_KILL": "1" if kill else "0",
+                   "RELIABILITY_KILL_ONLY": ",".join(kill_only or [])}  # fmt: skip
             p = subprocess.Popen(
                 [sys.executable, "-m", "local.functions_runner", "--settings", str(settings_file),
                  "--app", "local.reliability_app", "--port", str(port), "--blob-poll-interval", "0.3",
