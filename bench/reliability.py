@@ -68,13 +68,45 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if all(total(r["counts"]) == 0 for r in results) else 1
 
 
+NOTES = """## Findings and open points
+
+- **Fixed: an enqueue without a token failed as "outcome unknown".** A token that could not be acquired (the
+  token endpoint down) means the file never left, yet the enqueue route recorded the drop Failed, "not
+  repeated". Now retried (`dmf/pipeline/outbound_enqueue.py`; test
+  `tests/outbound/test_enqueue.py::test_a_token_failure_sends_nothing_and_may_be_retried`).
+- **Fixed: a run guard orphaned by a crash blocked drains and exports.** A host killed between taking a
+  drain/export run guard and starting the instance left a guard no instance owned: drains were refused for
+  the guard's max age (~9 min), exports for the poll deadline + 1 h (a day's run). A guard with no instance
+  behind it is now taken over after 60 s (`triggers/outbound_timers.py`, `dmf/ledger.py`; test
+  `tests/outbound/test_e2e_outbound.py::test_a_guard_orphaned_by_a_crash_before_its_instance_started_does_not_block`).
+- **Open (local runner, not the app): a SIGKILL inside the runner's episode commit can strand an instance.**
+  `local/functions_runner/engine.py` `_commit` appends history, then writes the instance row with its
+  records; killed between the two, recovery finds history it has no records for, drops the start message
+  as applied, and never runs the instance again (seen once: a drop whose first episode was committing when
+  another thread's activity boundary killed the process; not reproduced in two reruns). Writing both in one
+  table batch, or rebuilding records from history on recovery, would close it. Azure's Durable extension
+  is not affected; the matrix's SIGKILL row can flake on it.
+- **By design, reported: an ambiguous enqueue is not repeated.** When the enqueue's answer is lost (5xx,
+  reset, timeout) F&O may or may not hold the message and offers no lookup by external identifier; the drop
+  ends Failed naming the identifier. Counted as "ambiguous, reported", never as lost or doubled.
+- **Virtual clock and MSAL:** a token endpoint answering 503 is cached by MSAL for 5 s of wall time; under
+  the virtual clock every retry in a 2-minute outage would hit that cache, so the matrix models the outage as
+  connection resets (no answer to cache). In production the orchestration's waits are real.
+- **Terminated gate holder:** its drop ends Failed (as intended) but its package row stays `Importing`
+  (the terminated sub-orchestration never writes it); the drop row is the final one.
+"""
+
+
 def _gather() -> None:
     parts = ["# Reliability (issue #14)", "",
              "Written by `bash scripts/bench.sh reliability` (`bench/reliability.py`, `bench/soak.py`).", ""]  # fmt: skip
     for name in ("reliability-matrix.md", "reliability-soak.md"):
         f = MATRIX.parent / name
         if f.exists():
-            parts.append(f.read_text().replace("\n# ", "\n## ").replace("\n## ", "\n### ", 0))
+            parts.append(
+                "\n".join("#" + ln if ln.startswith("#") else ln for ln in f.read_text().splitlines())
+            )
+    parts.append(NOTES)
     OUT.write_text("\n".join(parts))
 
 
