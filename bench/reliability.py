@@ -76,7 +76,7 @@ NOTES = """## Findings and open points
   `tests/outbound/test_enqueue.py::test_a_token_failure_sends_nothing_and_may_be_retried`).
 - **Fixed: a run guard orphaned by a crash blocked drains and exports.** A host killed between taking a
   drain/export run guard and starting the instance left a guard no instance owned: drains were refused for
-  the guard's max age (~9 min), exports for the poll deadline + 1 h (a day's run). A guard with no instance
+  the guard's max age (12 min with the defaults), exports for the poll deadline + 1 h (a day's run). A guard with no instance
   behind it is now taken over after 60 s (`triggers/outbound_timers.py`, `dmf/ledger.py`; test
   `tests/outbound/test_e2e_outbound.py::test_a_guard_orphaned_by_a_crash_before_its_instance_started_does_not_block`).
 - **Open (local runner, not the app): a SIGKILL inside the runner's episode commit can strand an instance.**
