@@ -71,10 +71,10 @@ async def _take_guard(
             last_input = json.loads(last_input)
         except ValueError:
             last_input = None
-    # No instance at all: the firing that took the guard died before starting it (a host crash between
-    # the two). Past a grace that covers a live firing's few calls in between, nothing runs under it.
-    missing = status is None or status.runtime_status is None  # the SDK answers a 404 with an empty status
-    since = await asyncio.to_thread(lambda: svc.ledger.run_since(guard)) if missing else None
+    # The instance is not running (ended, or never started): if the guard is older than a grace that covers
+    # a live firing's few calls between taking it and starting the instance, that firing died in between
+    # (a host crash) and nothing runs under it.
+    since = await asyncio.to_thread(lambda: svc.ledger.run_since(guard))
     orphaned = since is not None and now - since > ORPHANED_GUARD_GRACE
     if orphaned or (isinstance(last_input, dict) and last_input.get("guard_token") == holder):
         await asyncio.to_thread(lambda: svc.ledger.finish_run(guard, holder))

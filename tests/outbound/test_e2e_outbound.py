@@ -364,6 +364,12 @@ def test_a_guard_orphaned_by_a_crash_before_its_instance_started_does_not_block(
     assert r.status_code == 202, r.text
     iid = DRAIN_ID if kind == "drain" else "export-groups-nightly"
     assert stack.runner.wait_for_instance(iid, timeout=120)["runtimeStatus"] == "Completed"
+    # The same once an earlier run's instance exists (ended): the crashed firing's guard is not its own.
+    ledger.upsert_entity({"PartitionKey": "run", "RowKey": safe_key(guard), "RunId": "crashed-again#00000000",
+                          "Since": datetime.now(UTC) - timedelta(minutes=3)})  # fmt: skip
+    r = requests.post(f"{stack.runner.http_base_url}/api/outbound/{path}", headers=key, timeout=30)
+    assert r.status_code == 202, r.text
+    assert stack.runner.wait_for_instance(iid, timeout=120)["runtimeStatus"] == "Completed"
     # ...but a guard just taken (its firing is about to start the instance) still holds.
     ledger.upsert_entity({"PartitionKey": "run", "RowKey": safe_key(guard), "RunId": "starting-run#00000000",
                           "Since": datetime.now(UTC)})  # fmt: skip
