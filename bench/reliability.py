@@ -75,10 +75,18 @@ NOTES = """## Findings and open points
   repeated". Now retried (`dmf/pipeline/outbound_enqueue.py`; test
   `tests/outbound/test_enqueue.py::test_a_token_failure_sends_nothing_and_may_be_retried`).
 - **Fixed: a run guard orphaned by a crash blocked drains and exports.** A host killed between taking a
-  drain/export run guard and starting the instance left a guard no instance owned: drains were refused for
-  the guard's max age (12 min with the defaults), exports for the poll deadline + 1 h (a day's run). A guard with no instance
-  behind it is now taken over after 60 s (`triggers/outbound_timers.py`, `dmf/ledger.py`; test
+  drain/export run guard and starting the instance left a guard no running instance owned: drains were
+  refused for the guard's max age (12 min with the defaults), exports for the poll deadline + 1 h (a day's
+  run). When the instance is not running (never started, or an earlier run's instance has ended) a guard
+  older than 60 s is now taken over (`triggers/outbound_timers.py`, `dmf/ledger.py`; test
   `tests/outbound/test_e2e_outbound.py::test_a_guard_orphaned_by_a_crash_before_its_instance_started_does_not_block`).
+  The full SIGKILL row in this file ran with the first half of that fix only (no instance at all): its
+  drain waited out the 12-minute max age once, which is why that row took longest.
+- **Open: Azurite restarted at scale 1 left two inbound drops unfinished** (drop rows still `Planning` and
+  `Importing` after the settle timeout, nothing imported twice or at once; the same row at scale 0.5 ended
+  all 0). Not diagnosed in time: likely the local runner, which (unlike the Durable extension) does not
+  retry its own task-hub writes while Azurite is away, so an episode whose commit failed stays unscheduled.
+  Suspicious sign in the log: a gate lease expiring while Azurite was down (the virtual clock jumped).
 - **Open (local runner, not the app): a SIGKILL inside the runner's episode commit can strand an instance.**
   `local/functions_runner/engine.py` `_commit` appends history, then writes the instance row with its
   records; killed between the two, recovery finds history it has no records for, drops the start message
