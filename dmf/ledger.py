@@ -138,6 +138,13 @@ class Ledger:
                 continue
         raise RuntimeError(f"contention on run guard {name}")
 
+    def run_since(self, name: str) -> datetime | None:
+        """When the current holder of guard ``name`` took it (None: nobody holds it)."""
+        try:
+            return self.table.get_entity("run", safe_key(name))["Since"]
+        except ResourceNotFoundError:
+            return None
+
     def finish_run(self, name: str, run_id: str) -> None:
         try:
             e = self.table.get_entity("run", safe_key(name))

@@ -5,6 +5,17 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export PYTHONPATH=.
+if [[ "${1:-}" == reliability ]]; then
+  # The fault matrix and the soak (issue #14): counts, not timings; writes bench/RELIABILITY.md.
+  #   bash scripts/bench.sh reliability           full: matrix at scale 1, soak of 2,000 drops + 2,000 messages
+  #   bash scripts/bench.sh reliability --quick   matrix at scale 0.5, soak of 100 + 100
+  if [[ "${2:-}" == --quick ]]; then matrix=(--scale 0.5); soak=(--drops 100 --messages 100 --wave 25)
+  else matrix=(); soak=(); fi
+  rc=0
+  .venv/bin/python -m bench.reliability "${matrix[@]}" || rc=1
+  .venv/bin/python -m bench.soak "${soak[@]}" || rc=1
+  exit $rc
+fi
 benches=(
   bench.emulator_status_rps       # emulator: status calls/s on one core vs a bare HTTPS server
   bench.fno_client                # F&O client: streamed transfers and per-call overhead

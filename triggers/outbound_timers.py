@@ -40,6 +40,9 @@ _TERMINAL = [
 ]
 
 
+ORPHANED_GUARD_GRACE = timedelta(seconds=60)
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -68,7 +71,12 @@ async def _take_guard(
             last_input = json.loads(last_input)
         except ValueError:
             last_input = None
-    if isinstance(last_input, dict) and last_input.get("guard_token") == holder:
+    # The instance is not running (ended, or never started): if the guard is older than a grace that covers
+    # a live firing's few calls between taking it and starting the instance, that firing died in between
+    # (a host crash) and nothing runs under it.
+    since = await asyncio.to_thread(lambda: svc.ledger.run_since(guard))
+    orphaned = since is not None and now - since > ORPHANED_GUARD_GRACE
+    if orphaned or (isinstance(last_input, dict) and last_input.get("guard_token") == holder):
         await asyncio.to_thread(lambda: svc.ledger.finish_run(guard, holder))
         if await asyncio.to_thread(lambda: svc.ledger.try_start_run(guard, token, now, max_age)) is None:
             return None

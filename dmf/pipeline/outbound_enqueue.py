@@ -16,7 +16,7 @@ from typing import Any
 from azure.core.exceptions import AzureError, ResourceNotFoundError
 
 from dmf.fno.clients import package_api, recurring_api
-from dmf.fno.errors import FnoError
+from dmf.fno.errors import FnoAuthError, FnoError
 from dmf.logs import log_context
 from dmf.pipeline.services import Services
 from dmf.settings import Deployment
@@ -108,11 +108,13 @@ def enqueue_source(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 length=size,
             )
         except FnoError as exc:
-            if exc.status == 429 or (not exc.transient and exc.status is not None):
+            # No token (or F&O refused ours): the file never left, so a retry cannot enqueue it twice.
+            refused = isinstance(exc, FnoAuthError) and (exc.action is None or exc.status in (401, 403))
+            if refused or exc.status == 429 or (not exc.transient and exc.status is not None):
                 # Refused before anything was queued: safe to try again (429) or pointless (4xx).
                 svc.outcomes.upsert(day, row, {"Reason": str(exc)})
                 _clear_request(svc, day, row)
-                state = "retry" if exc.status == 429 else "failed"
+                state = "retry" if exc.status == 429 or (refused and exc.transient) else "failed"
                 return {"state": state, "error": str(exc), "retry_after": exc.retry_after}
             return {"state": "failed", "error": f"enqueue outcome unknown, not repeated: {exc}"}
         except AzureError as exc:

@@ -63,6 +63,18 @@ class Admin:
     def outbound(self, activity_id: str | None = None) -> list[dict]:
         return self._app.recurring.pending_outbound(activity_id)
 
+    def inbound(self, activity_id: str | None = None) -> list[dict]:
+        """Messages enqueued through the recurring-integration API: id, activity, external id, status."""
+        now = self._app.clock.now()
+        with self._app.recurring._lock:
+            msgs = list(self._app.recurring.inbound.values())
+        return [
+            {"messageId": m.message_id, "activityId": m.activity.activity_id, "externalId": m.external_id,
+             "legalEntity": m.legal_entity, "status": m.status(now)}
+            for m in msgs
+            if activity_id is None or m.activity.activity_id.lower() == activity_id.lower()
+        ]  # fmt: skip
+
     def server_errors(self) -> list[str]:
         """Tracebacks of unexpected exceptions inside the emulator (should stay empty)."""
         return list(self._app.errors)
@@ -90,6 +102,7 @@ class Admin:
         next_n: int | None = None,
         retry_after: int | None = None,
         delay_seconds: float = 2.0,
+        until: datetime | None = None,
     ) -> None:
         self._app.faults.add(
             FaultRule(
@@ -99,6 +112,7 @@ class Admin:
                 next_n=next_n,
                 retry_after=retry_after,
                 delay_seconds=delay_seconds,
+                until=until,
             )
         )
 

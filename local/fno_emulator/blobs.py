@@ -35,6 +35,7 @@ class BlobStore:
         self._sas_expiry: dict[str, datetime] = {}  # SAS signature -> expiry by the emulator clock
         self._earliest_expiry: datetime | None = None  # when purge_due() next has work
         self._lock = threading.Lock()
+        self._short = threading.local()  # a sas_expired fault: this request's SAS lifetime
         try:
             self._container.create_container()
         except ResourceExistsError:
@@ -50,6 +51,10 @@ class BlobStore:
         ttl = timedelta(seconds=ttl_seconds)
         emulated_expiry = self._clock.now() + ttl
         expiry = max(emulated_expiry, datetime.now(UTC) + ttl)
+        short = getattr(self._short, "seconds", None)
+        if short is not None:  # expires by both clocks (Azurite checks real time)
+            emulated_expiry = self._clock.now() + timedelta(seconds=short)
+            expiry = datetime.now(UTC) + timedelta(seconds=short)
         token = generate_blob_sas(
             account_name=self._service.account_name,
             container_name=self._container.container_name,
@@ -63,6 +68,10 @@ class BlobStore:
         with self._lock:
             self._sas_expiry[sig] = emulated_expiry
         return f"{self._container.url}/{name}?{token}"
+
+    def expire_sas_in(self, seconds: float | None) -> None:
+        """SAS URLs this thread issues expire ``seconds`` after issue (a ``sas_expired`` fault); None: normal."""
+        self._short.seconds = seconds
 
     def write_url(self, name: str, ttl_seconds: float) -> str:
         self.track(name)

@@ -6,6 +6,7 @@ Loaded from JSON (``EmulatorConfig.load``) or built in code. ``EmulatorConfig()`
 from __future__ import annotations
 
 import json
+from datetime import datetime
 from pathlib import Path
 from typing import Literal
 
@@ -120,15 +121,17 @@ class FaultRule(_Model):
     # Before the handler (nothing happens): 429, 500, 502, 503, slow, drop. After the handler (its effects
     # stay, the answer is lost): after_500, after_502, after_503 (the client gets that error instead),
     # after_drop (connection reset instead of the answer), after_hang (no answer for delay_seconds of real
-    # time, then a reset: set it above the client's timeout).
+    # time, then a reset: set it above the client's timeout). In the answer: sas_expired (the handler runs,
+    # but a SAS URL it hands out expires delay_seconds after issue, by real and emulator time; 0 = already).
     kind: Literal[
         "429", "500", "502", "503", "slow", "drop", "after_500", "after_502", "after_503", "after_drop",
-        "after_hang",
+        "after_hang", "sas_expired",
     ]  # fmt: skip
     rate: float | None = None  # probability per call
     next_n: int | None = None  # the next N matching calls
     retry_after: int | None = None  # seconds: Retry-After of a 429 (1 when unset); of a 5xx only when set
-    delay_seconds: float = 2.0  # for slow and after_hang
+    delay_seconds: float = 2.0  # for slow and after_hang; the SAS lifetime for sas_expired
+    until: datetime | None = None  # the rule stops applying at this emulator time (an outage window)
 
     @model_validator(mode="after")
     def _one_trigger(self) -> FaultRule:

@@ -1,12 +1,14 @@
 """Fault injection per endpoint: 429 with Retry-After, 500/502/503 (Retry-After when set), slow responses,
 dropped connections, and "after the handler" faults (the call takes effect, then its answer is lost as a
-5xx, a reset or a hang), at a rate or on the next N calls. Endpoints are action names (``ImportFromPackage``), ``token``,
+5xx, a reset or a hang), SAS URLs that expire at once (``sas_expired``), at a rate or on the next N calls,
+optionally only until an emulator time (``until``: an outage window). Endpoints are action names (``ImportFromPackage``), ``token``,
 ``enqueue``, ``dequeue``, ``ack``, ``download``, or ``*`` for all."""
 
 from __future__ import annotations
 
 import random
 import threading
+from datetime import datetime
 
 from .config import FaultRule
 
@@ -30,10 +32,13 @@ class FaultInjector:
         with self._lock:
             return [r.model_copy() for r in self._rules]
 
-    def pick(self, endpoint: str) -> FaultRule | None:
-        """The fault to apply to this call, if any. ``next_n`` rules are used up first, in order."""
+    def pick(self, endpoint: str, now: datetime | None = None) -> FaultRule | None:
+        """The fault to apply to this call, if any. ``next_n`` rules are used up first, in order. Rules
+        whose ``until`` has passed (by ``now``, the emulator's time) are dropped."""
         low = endpoint.lower()
         with self._lock:
+            if now is not None:
+                self._rules = [r for r in self._rules if r.until is None or now < r.until]
             for rule in self._rules:
                 if rule.endpoint != "*" and rule.endpoint.lower() != low:
                     continue

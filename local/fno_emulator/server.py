@@ -266,10 +266,12 @@ class Handler(BaseHTTPRequestHandler):
         try:
             after = None
             if not endpoint.startswith("admin") and endpoint not in ("discovery", "not-found"):
-                fault = app.faults.pick(endpoint)
+                fault = app.faults.pick(endpoint, app.clock.now())
                 if fault is not None:
                     self._fault = fault.kind
-                    if fault.kind.startswith("after_"):
+                    if fault.kind == "sas_expired":
+                        app.blobs.expire_sas_in(fault.delay_seconds)  # for this thread's next SAS URLs
+                    elif fault.kind.startswith("after_"):
                         after = fault  # the handler runs first; its answer is lost below
                     elif fault.kind == "slow":
                         time.sleep(fault.delay_seconds)
@@ -323,6 +325,7 @@ class Handler(BaseHTTPRequestHandler):
             app.errors.append(redact(traceback.format_exc()))
             self.send(500, odata_error_body(redact(f"{type(exc).__name__}: {exc}")))
         finally:
+            app.blobs.expire_sas_in(None)
             self._record(status)  # dropped connections and failures while sending
 
 

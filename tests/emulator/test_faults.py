@@ -196,3 +196,29 @@ def test_after_handler_faults_from_config_and_over_http(make_emulator) -> None:
     assert [c["fault"] for c in emu.admin.calls("GetAzureWriteUrl")] == ["after_500", None, "after_502"]
     with pytest.raises(ValueError):
         FaultRule(endpoint="*", kind="after_404", next_n=1)  # type: ignore[arg-type]
+
+
+def test_sas_expired_hands_out_a_write_url_that_no_longer_works(client: Client) -> None:
+    import json
+
+    client.emu.admin.inject_fault("GetAzureWriteUrl", "sas_expired", next_n=1, delay_seconds=0)
+    url = json.loads(client.value("GetAzureWriteUrl", {"uniqueFileName": "expired.zip"}))["BlobUrl"]
+    r = requests.put(url, data=b"PK", headers={"x-ms-blob-type": "BlockBlob"}, timeout=30)
+    assert r.status_code == 403, r.text  # Azurite refuses the expired signature
+    assert client.emu.admin.calls("GetAzureWriteUrl")[-1]["fault"] == "sas_expired"
+    url = json.loads(client.value("GetAzureWriteUrl", {"uniqueFileName": "fresh.zip"}))["BlobUrl"]
+    assert (
+        requests.put(url, data=b"PK", headers={"x-ms-blob-type": "BlockBlob"}, timeout=30).status_code == 201
+    )
+
+
+def test_a_fault_with_until_stops_at_that_emulator_time(client: Client) -> None:
+    from datetime import timedelta
+
+    admin = client.emu.admin
+    admin.inject_fault("GetExecutionSummaryStatus", "503", rate=1.0, until=admin.now() + timedelta(minutes=2))
+    assert client.action("GetExecutionSummaryStatus", {"executionId": "x"}).status_code == 503
+    admin.advance(119)
+    assert client.action("GetExecutionSummaryStatus", {"executionId": "x"}).status_code == 503
+    admin.advance(2)
+    assert client.action("GetExecutionSummaryStatus", {"executionId": "x"}).status_code == 400  # not found

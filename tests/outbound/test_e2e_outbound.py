@@ -334,3 +334,40 @@ def test_enqueue_route_times_out_when_f_and_o_never_finishes(azurite, unique_nam
         row = next(r for r in stack.outcomes() if r.get("Kind") == "enqueue")
         assert row["Status"] == "TimedOut" and row["MessageStatus"] == "Enqueued"
         assert "not processed after" in row["Reason"]
+
+
+@pytest.mark.parametrize("kind", ["drain", "export"])
+def test_a_guard_orphaned_by_a_crash_before_its_instance_started_does_not_block(
+    stack: Stack, kind: str
+) -> None:
+    """The host died between taking a run guard and starting the instance (found by the fault matrix's
+    SIGKILL row): no instance exists under the guard, so after a short grace the next firing takes over,
+    instead of waiting out the guard's max age (minutes for a drain, the poll deadline + 1 h for an export)."""
+    from dmf.storage.outcomes import safe_key
+
+    ledger = TableServiceClient.from_connection_string(stack.az.connection_string).create_table_if_not_exists(
+        stack.names["LEDGER_TABLE"]
+    )
+    guard = "drain:cust-groups" if kind == "drain" else "export:groups-nightly"
+    ledger.upsert_entity({"PartitionKey": "run", "RowKey": safe_key(guard), "RunId": "crashed-run#00000000",
+                          "Since": datetime.now(UTC) - timedelta(minutes=3)})  # fmt: skip
+    stack.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(1))
+    import requests
+
+    key = {"x-functions-key": stack.runner.function_key}
+    path = "drains/cust-groups" if kind == "drain" else "exports/groups-nightly"
+    r = requests.post(f"{stack.runner.http_base_url}/api/outbound/{path}", headers=key, timeout=30)
+    assert r.status_code == 202, r.text
+    iid = DRAIN_ID if kind == "drain" else "export-groups-nightly"
+    assert stack.runner.wait_for_instance(iid, timeout=120)["runtimeStatus"] == "Completed"
+    # The same once an earlier run's instance exists (ended): the crashed firing's guard is not its own.
+    ledger.upsert_entity({"PartitionKey": "run", "RowKey": safe_key(guard), "RunId": "crashed-again#00000000",
+                          "Since": datetime.now(UTC) - timedelta(minutes=3)})  # fmt: skip
+    r = requests.post(f"{stack.runner.http_base_url}/api/outbound/{path}", headers=key, timeout=30)
+    assert r.status_code == 202, r.text
+    assert stack.runner.wait_for_instance(iid, timeout=120)["runtimeStatus"] == "Completed"
+    # ...but a guard just taken (its firing is about to start the instance) still holds.
+    ledger.upsert_entity({"PartitionKey": "run", "RowKey": safe_key(guard), "RunId": "starting-run#00000000",
+                          "Since": datetime.now(UTC)})  # fmt: skip
+    r = requests.post(f"{stack.runner.http_base_url}/api/outbound/{path}", headers=key, timeout=30)
+    assert r.status_code == 409 and "starting-run" in r.json()["reason"], r.text

@@ -130,3 +130,20 @@ def test_on_premises_environment_fails_validation_clearly(make_env) -> None:
     assert "on-premises" in res["error"] and "Recurring Integration API does not exist there" in res["error"]
     assert env.emu.admin.calls("enqueue") == []
     assert env.svc.outcomes.get(DAY, f"{DROP}~001")["Status"] == "Failed"
+
+
+def test_a_token_failure_sends_nothing_and_may_be_retried(env: Env) -> None:
+    """The token endpoint down: the file never left, so the step may be retried (not 'outcome unknown')."""
+    source = _put(env, "xslt/no-token.csv", _unicode_csv(["N1"]))
+    req = {"drop_id": DROP, "day": DAY, "route": _route(), "source": source}
+    env.emu.admin.revoke_tokens()
+    env.emu.admin.inject_fault("token", "drop", rate=1.0)
+    from dmf.fno.clients import reset_clients
+
+    reset_clients()  # no cached token: the next call must fetch one
+    first = enq.enqueue_source(env.svc, req)
+    assert first["state"] == "retry", first
+    assert env.emu.admin.calls("enqueue") == []
+    env.emu.admin.clear_faults()
+    assert enq.enqueue_source(env.svc, req)["state"] == "enqueued"
+    assert [c["status"] for c in env.emu.admin.calls("enqueue")] == [200]

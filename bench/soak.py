@@ -1,0 +1,288 @@
+"""Soak (issue #14): ``python -m bench.soak [--drops N] [--messages N] [--wave N]``.
+
+N drops and N recurring-export messages arrive in waves over virtual hours (virtual clock: one wave every
+20 virtual minutes) while ~10% of every F&O call fails (429, 503, connection reset, or the answer lost after
+F&O did the work: 2.5% each, seeded). Drains run each wave (and again after F&O's redelivery for what the
+faults left un-acked); housekeeping runs every few waves with HISTORY_RETENTION_DAYS set so that its cutoff
+falls in the middle of the run.
+
+Reported (``bench/results/reliability-soak.md``, gathered into ``bench/RELIABILITY.md``):
+
+- RSS of this process (runner + app + emulator in one process) and of Azurite: at start (after warm-up),
+  peak, end, and per quarter of the run;
+- outcome rows: every drop has exactly one drop row, Succeeded, its data in F&O, imported once, never two
+  imports at once; every message archived once, acknowledged, one Archived row, no ack before its archive;
+- housekeeping: every ended orchestration created before the cutoff purged (instance and history), every
+  other one kept.
+
+Exit status 1 when any count is off. Full scale (2,000 + 2,000) is the default; ``--drops 200 --messages 200``
+for a shorter run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import psutil
+
+from local.azurite import Azurite
+from local.reliability import EXPORT_ACTIVITY, NEVER, World, app_overrides, audit_acks, count
+
+OUT = Path(__file__).resolve().parent / "results" / "reliability-soak.md"
+WAVE_MINUTES = 20
+
+
+class RssSampler:
+    def __init__(self, pids: dict[str, int], every: float = 0.5) -> None:
+        self.procs = {k: psutil.Process(p) for k, p in pids.items()}
+        self.samples: list[tuple[float, dict[str, int]]] = []
+        self.every = every
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    def _sample(self) -> dict[str, int]:
+        out = {}
+        for k, p in self.procs.items():
+            try:
+                out[k] = p.memory_info().rss
+            except psutil.Error:
+                out[k] = 0
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic(), self._sample()))
+            self._stop.wait(self.every)
+
+    def start(self) -> RssSampler:
+        self._t.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._t.join(5)
+        self.samples.append((time.monotonic(), self._sample()))
+
+    def summary(self, key: str) -> dict[str, float]:
+        vals = [s[key] / 2**20 for _, s in self.samples]
+        q = max(1, len(vals) // 4)
+        quarters = [max(vals[i * q : (i + 1) * q] or [0]) for i in range(4)]
+        return {"start": vals[0], "peak": max(vals), "end": vals[-1], "quarters": quarters}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--drops", type=int, default=2000)
+    p.add_argument("--messages", type=int, default=2000)
+    p.add_argument("--wave", type=int, default=50, help="drops (and messages) per wave")
+    p.add_argument("--fault-rate", type=float, default=0.10)
+    p.add_argument("--out", type=Path, default=OUT)
+    ns = p.parse_args(argv)
+    logging.getLogger().setLevel(logging.ERROR)
+    os.environ.setdefault("LOG_LEVEL", "ERROR")
+
+    from local.embedded_stack import Stack
+    from local.fno_emulator import EmulatorConfig
+    from local.samples import customer_groups_csv
+
+    started = time.monotonic()
+    location = Path(tempfile.mkdtemp(prefix="azurite-soak-"))
+    az = Azurite(location=location).start()
+    virtual_start = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+    waves = max(1, -(-max(ns.drops, ns.messages) // ns.wave))
+    virtual_span = timedelta(minutes=WAVE_MINUTES * waves)
+    # The purge cutoff (real now - retention, as housekeeping computes it) falls mid-run on the virtual clock.
+    cutoff_target = virtual_start + virtual_span / 2
+    retention_days = (datetime.now(UTC) - cutoff_target).total_seconds() / 86400
+    cfg = EmulatorConfig()
+    cfg.fault_seed = 14
+    stack = Stack(
+        az, "s" + uuid.uuid4().hex[:12], emulator_config=cfg,
+        **app_overrides(HISTORY_RETENTION_DAYS=f"{retention_days:.9f}", ARCHIVE_RETENTION_DAYS="0",
+                        HOUSEKEEPING_SCHEDULE=NEVER, LOG_LEVEL="ERROR"),
+    )  # fmt: skip
+    stack.start()
+    logging.getLogger().setLevel(logging.ERROR)
+    world = World(export=False)
+    undo = audit_acks(stack, world.early_acks)
+    admin = stack.emu.admin
+    rate = ns.fault_rate / 4
+    for kind in ("429", "503", "drop", "after_503"):
+        admin.inject_fault("*", kind, rate=rate, retry_after=1 if kind == "429" else None)
+    sampler = RssSampler({"process": os.getpid(), "azurite": az.proc.pid}).start()
+    purge_snapshots: list[dict] = []
+    wave_log: list[str] = []
+    try:
+        d = m = 0
+        for w in range(waves):
+            t0 = time.monotonic()
+            for _ in range(min(ns.wave, ns.drops - d)):
+                name = f"USMF/CustomerGroups-Import/w{w:03d}/Customer groups__{d}.csv"
+                world.drops.append(name)
+                world.drop_ids.append(f"S{d}")
+                stack.drop(name, customer_groups_csv([f"S{d}"]))
+                d += 1
+            for _ in range(min(ns.wave, ns.messages - m)):
+                world.messages.append(
+                    admin.seed_outbound(EXPORT_ACTIVITY, b"PK\x03\x04" + os.urandom(256 + m % 512))
+                )
+                m += 1
+            stack.runner.fire_timer("drain_timer")
+            stack.settle(timeout=900)
+            if w % 4 == 3:
+                stack.runner.fire_timer("housekeeping_timer")
+            stack.runner.advance(timedelta(minutes=WAVE_MINUTES))
+            rss = sampler._sample()["process"] / 2**20
+            wave_log.append(
+                f"wave {w + 1}/{waves}: {d} drops, {m} messages, {time.monotonic() - t0:.0f} s, RSS {rss:.0f} MiB"
+            )
+            print(wave_log[-1], flush=True)
+        # What the faults left un-acked comes back after F&O's visibility timeout.
+        for _ in range(8):
+            acked = {x["correlationId"]: x["status"] for x in admin.outbound(EXPORT_ACTIVITY)}
+            if all(acked.get(c) == "Acked" for c in world.messages):
+                break
+            stack.runner.advance(timedelta(seconds=1801))
+            stack.runner.fire_timer("drain_timer")
+            stack.settle(timeout=600)
+        stack.runner.wait_until_idle(timeout=300)
+        sampler.stop()
+        admin.clear_faults()
+        # Housekeeping as configured: ended instances created before the cutoff go, the rest stay.
+        store = stack.runner.engine.store
+        before = store.query_instances(None, None, None, None)
+        # Re-aim the retention at the median creation time of what is left (the virtual clock ran past the
+        # planned span while imports were polled), so the final purge must both purge and keep.
+        created_all = sorted(datetime.fromisoformat(str(r["created"]).replace("Z", "+00:00")) for r in before)
+        if created_all:
+            median = created_all[len(created_all) // 2]
+            retention_days = (datetime.now(UTC) - median).total_seconds() / 86400
+            os.environ["HISTORY_RETENTION_DAYS"] = f"{retention_days:.9f}"
+            from dmf.pipeline import services as services_mod
+            from dmf.settings import get_settings
+
+            get_settings.cache_clear()
+            services_mod._services.cache_clear()
+        stack.runner.fire_timer("housekeeping_timer")
+        stack.runner.wait_until_idle(timeout=300)
+        after = {r["instance_id"] for r in store.query_instances(None, None, None, None)}
+        cutoff = datetime.now(UTC) - timedelta(days=retention_days)
+        terminal = {"Completed", "Failed", "Terminated", "Canceled"}
+
+        def created(r: dict) -> datetime:
+            return datetime.fromisoformat(str(r["created"]).replace("Z", "+00:00"))
+
+        due = {r["instance_id"] for r in before if r["status"] in terminal and created(r) < cutoff}
+        due.discard(None)
+        kept_ok = {r["instance_id"] for r in before} - due
+        house = {
+            "instances before": len(before),
+            "due for purge": len(due),
+            "due but still there": len(due & after),
+            "history left for purged": sum(1 for r in before if r["instance_id"] in due - after
+                                           and store.load_history(r["instance_id"], r["execution_id"])),
+            "not due but purged": len(kept_ok - after),
+            "kept": len(after),
+        }  # fmt: skip
+        purge_snapshots.append(house)
+        rows = stack.outcomes()
+        counts = count(
+            rows=rows, executions=admin.executions(),
+            data_ids={r["CUSTOMERGROUPID"] for r in admin.data("USMF", "Customer groups")},
+            outbound={x["correlationId"]: x["status"] for x in admin.outbound(EXPORT_ACTIVITY)},
+            inbound_messages=[], archives=stack.blob_names("ARCHIVE_CONTAINER"), violations=admin.violations,
+            peak_imports=admin.peak_concurrent_imports, world=world, flows=("inbound", "outbound drain"),
+        )  # fmt: skip
+        drop_rows = Counter(
+            str(r.get("SourceBlob", "")).split("/", 1)[-1] for r in rows if r.get("Kind") == "drop"
+        )
+        exact = {
+            "drops with no drop row": sum(1 for n in world.drops if drop_rows[n] == 0),
+            "drops with more than one drop row": sum(1 for n in world.drops if drop_rows[n] > 1),
+            "drop rows not Succeeded": sum(1 for r in rows if r.get("Kind") == "drop" and r.get("Status") != "Succeeded"),
+        }  # fmt: skip
+        faults = Counter(c["fault"] for c in admin.calls() if c["fault"])
+        calls = len(admin.calls())
+        errors = admin.server_errors()
+    finally:
+        undo()
+        if not sampler._stop.is_set():
+            sampler.stop()
+        stack.stop()
+        az.stop()
+        shutil.rmtree(location, ignore_errors=True)
+    seconds = time.monotonic() - started
+    proc, azr = sampler.summary("process"), sampler.summary("azurite")
+    ok = (
+        all(n == 0 for c in counts.values() for n in c.values())
+        and all(n == 0 for n in exact.values())
+        and house["due but still there"] == 0
+        and house["history left for purged"] == 0
+        and house["not due but purged"] == 0
+        and not errors
+    )
+    cmd = "python -m bench.soak" + (
+        "" if (ns.drops, ns.messages) == (2000, 2000) else f" --drops {ns.drops} --messages {ns.messages}"
+    )
+    lines = [
+        "# Reliability: soak",
+        "",
+        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {os.cpu_count()} CPUs, "
+        f"Python {platform.python_version()}; `{cmd}` (wave {ns.wave}); **{seconds:.0f} s** wall, "
+        f"{virtual_span.total_seconds() / 3600:.1f} virtual hours ({waves} waves every {WAVE_MINUTES} virtual minutes).",
+        f"Scale: **{len(world.drops)} drops and {len(world.messages)} outbound messages**; "
+        f"{sum(faults.values())} of {calls} F&O calls faulted ({100 * sum(faults.values()) / max(calls, 1):.1f}%: "
+        + ", ".join(f"{k} × {v}" for k, v in sorted(faults.items())) + ").",
+        "",
+        "| RSS (MiB) | start | peak | end | max per quarter of the run |",
+        "|---|---|---|---|---|",
+        f"| this process (runner, app, emulator) | {proc['start']:.0f} | {proc['peak']:.0f} | {proc['end']:.0f} | "
+        + " / ".join(f"{q:.0f}" for q in proc["quarters"]) + " |",
+        f"| Azurite | {azr['start']:.0f} | {azr['peak']:.0f} | {azr['end']:.0f} | "
+        + " / ".join(f"{q:.0f}" for q in azr["quarters"]) + " |",
+        "",
+        "| check | count (must be 0) |",
+        "|---|---|",
+        *(f"| inbound: {k} | {v} |" for k, v in counts["inbound"].items()),
+        *(f"| outbound drain: {k} | {v} |" for k, v in counts["outbound drain"].items()),
+        *(f"| {k} | {v} |" for k, v in exact.items()),
+        f"| housekeeping: ended instances created before the cutoff still there | {house['due but still there']} |",
+        f"| housekeeping: history left for purged instances | {house['history left for purged']} |",
+        f"| housekeeping: instances purged that were not due | {house['not due but purged']} |",
+        f"| emulator errors | {len(errors)} |",
+        "",
+        f"Housekeeping: ran every 4 waves (HISTORY_RETENTION_DAYS aimed mid-run); for the final check it was "
+        f"set to {retention_days:.6f} (cutoff at the median creation time of the instances left); of {house['instances before']} "
+        f"instances, {house['due for purge']} were due and purged, {house['kept']} kept. Result: **{'all 0' if ok else 'FAILED'}**.",
+        "",
+        "<details><summary>waves</summary>",
+        "",
+        *(f"- {x}" for x in wave_log),
+        "",
+        "</details>",
+    ]  # fmt: skip
+    ns.out.parent.mkdir(parents=True, exist_ok=True)
+    ns.out.write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(json.dumps({"counts": counts, "exact": exact, "house": house}))
+    from bench.reliability import _gather
+
+    _gather()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
