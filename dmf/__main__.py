@@ -18,7 +18,6 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -28,8 +27,8 @@ from dmf.package.limits import Limits
 from dmf.package.preflight import (
     PreflightOptions,
     PreflightResult,
-    mapping_from,
     preflight_delimited,
+    preflight_member,
     preflight_xlsx,
 )
 from dmf.package.problems import Severity
@@ -105,31 +104,17 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 if member is None or rules.kind is FileKind.XML:
                     print(f"SKIPPED {ent.entity_name}: {ent.input_file_path} (XML or missing) is not checked")
                     continue
-                mapping = mapping_from((m.xml_field, m.entity_field) for m in ent.entity_map_list) or None
-                if rules.kind is FileKind.DELIMITED:
-                    with z.open(member) as f:
-                        results.append(
-                            preflight_delimited(
-                                f,  # type: ignore[arg-type]
-                                snapshot=snap,
-                                label=ent.entity_name,
-                                delimiter=rules.delimiter or ",",
-                                opts=opts,
-                                file_name=member,
-                                max_record_chars=limits.max_record_chars,
-                                mapping=mapping,
-                            )
-                        )
-                else:
-                    with tempfile.NamedTemporaryFile(suffix=".xlsx") as tmp, z.open(member) as f:
-                        while chunk := f.read(1 << 20):
-                            tmp.write(chunk)
-                        tmp.flush()
-                        results.append(
-                            preflight_xlsx(
-                                tmp.name, snapshot=snap, label=ent.entity_name, opts=opts, file_name=member
-                            )
-                        )
+                results.append(
+                    preflight_member(
+                        z,
+                        member,
+                        ent,
+                        rules,
+                        snapshot=snap,
+                        opts=opts,
+                        max_record_chars=limits.max_record_chars,
+                    )
+                )
     else:
         label = args.entity or (route.entity if route and route.entity else entity_from_file_name(name))
         fmt = (route.source_format if route else None) or RAW_EXTENSIONS.get(

@@ -23,13 +23,15 @@ import csv
 import difflib
 import io
 import re
+import tempfile
 import uuid
+import zipfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import repeat
 from operator import itemgetter
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from dmf.fno.metadata import EntityMeta, FieldMeta, Snapshot
 from dmf.package.problems import Code, Problem, Severity
@@ -706,3 +708,40 @@ def as_outcome(result: PreflightResult, mode: str) -> tuple[list[str], list[str]
 
 def mapping_from(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {a.strip().upper(): b.strip().upper() for a, b in pairs}
+
+
+def preflight_member(
+    z: zipfile.ZipFile,
+    member: str,
+    entity: Any,
+    rules: Any,
+    *,
+    snapshot: Snapshot,
+    opts: PreflightOptions,
+    max_record_chars: int,
+) -> PreflightResult:
+    """Pre-flight of one data file inside a package (delimited, or Excel through a temp copy), through its
+    entity's EntityMapList; ``entity`` is the manifest entry, ``rules`` its source format's rules."""
+    from dmf.package.formats import FileKind
+
+    mapping = mapping_from((m.xml_field, m.entity_field) for m in entity.entity_map_list) or None
+    if rules.kind is FileKind.DELIMITED:
+        with z.open(member) as f:
+            return preflight_delimited(
+                f,  # type: ignore[arg-type]
+                snapshot=snapshot,
+                label=entity.entity_name,
+                delimiter=rules.delimiter or ",",
+                opts=opts,
+                file_name=member,
+                max_record_chars=max_record_chars,
+                mapping=mapping,
+            )
+    with tempfile.NamedTemporaryFile(suffix=".xlsx") as tmp:
+        with z.open(member) as f:
+            while chunk := f.read(1 << 20):
+                tmp.write(chunk)
+        tmp.flush()
+        return preflight_xlsx(
+            tmp.name, snapshot=snapshot, label=entity.entity_name, opts=opts, file_name=member
+        )

@@ -21,8 +21,8 @@ from dmf.package.preflight import (
     PreflightOptions,
     PreflightResult,
     as_outcome,
-    mapping_from,
     preflight_delimited,
+    preflight_member,
     preflight_xlsx,
     skipped,
 )
@@ -173,28 +173,9 @@ def check_package(svc: Services, route: ResolvedRoute, path: Path, report: Any, 
             if isinstance(snap, str):
                 out.add(skipped(snap, member, ent.entity_name), "warn")
                 continue
-            mapping = mapping_from((m.xml_field, m.entity_field) for m in ent.entity_map_list) or None
-            if rules.kind is FileKind.DELIMITED:
-                with z.open(member) as f:
-                    result = preflight_delimited(
-                        f,  # type: ignore[arg-type]
-                        snapshot=snap,
-                        label=ent.entity_name,
-                        delimiter=rules.delimiter or ",",
-                        opts=opts,
-                        file_name=member,
-                        max_record_chars=limits.max_record_chars,
-                        mapping=mapping,
-                    )
-            else:
-                with tempfile.NamedTemporaryFile(suffix=".xlsx") as tmp:
-                    with z.open(member) as f:
-                        while chunk := f.read(1 << 20):
-                            tmp.write(chunk)
-                    tmp.flush()
-                    result = preflight_xlsx(
-                        tmp.name, snapshot=snap, label=ent.entity_name, opts=opts, file_name=member
-                    )
+            result = preflight_member(
+                z, member, ent, rules, snapshot=snap, opts=opts, max_record_chars=limits.max_record_chars
+            )
             out.add(result, opts.mode)
     return out
 

@@ -130,3 +130,29 @@ def test_every_bad_value_is_named_by_row_and_column(monkeypatch: pytest.MonkeyPa
             good = [GOOD[c][1] if c != col else v for c in COLS]
             data = ("\r\n".join([",".join(COLS), ",".join(good)]) + "\r\n").encode()
             assert _run(data, fast=True, monkeypatch=monkeypatch)[2] == [], (col, v)
+
+
+def test_a_package_member_is_checked_through_its_entity_map() -> None:
+    """``preflight_member`` (the pipeline's and the CLI's one path for data files inside a package): the
+    package's column THING_ID maps to the staging field ID, so ID's length applies to it."""
+    import types
+    import zipfile
+
+    from dmf.package.formats import format_rules
+
+    data = "THING_ID,PRICE\r\nA1,1.5\r\nNINECHARS,2\r\n".encode("utf-16")
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("Things.csv", data)
+    mapping = [types.SimpleNamespace(xml_field="THING_ID", entity_field="ID"),
+               types.SimpleNamespace(xml_field="PRICE", entity_field="PRICE")]  # fmt: skip
+    entity = types.SimpleNamespace(entity_name="Things", entity_map_list=mapping)
+    with zipfile.ZipFile(buf) as z:
+        r = pf.preflight_member(
+            z, "Things.csv", entity, format_rules("CSV-Unicode"), snapshot=_snapshot(),
+            opts=PreflightOptions(mode="enforce"), max_record_chars=1 << 20,
+        )  # fmt: skip
+    assert r.rows == 2
+    assert [p.message for p in r.problems] == [
+        "Things.csv: row 3, column THING_ID: 9 characters, longer than ID's 8"
+    ]
