@@ -22,11 +22,12 @@ import zipfile
 from pathlib import Path
 
 from dmf.fno.metadata import MetadataError, Snapshot
-from dmf.package.formats import FileKind, UnknownFormatError, format_rules
+from dmf.package.formats import FileKind, format_rules
 from dmf.package.limits import Limits
 from dmf.package.preflight import (
     PreflightOptions,
     PreflightResult,
+    package_data_files,
     preflight_delimited,
     preflight_member,
     preflight_xlsx,
@@ -95,13 +96,8 @@ def _cmd_validate(args: argparse.Namespace) -> int:
                 print(f"error: {name} has no Manifest.xml", file=sys.stderr)
                 return 1
             manifest = parse_manifest(z.read(names["manifest.xml"]))
-            for ent in manifest.entities:
-                member = names.get((ent.input_file_path or "").casefold())
-                try:
-                    rules = format_rules(ent.source_format)
-                except UnknownFormatError:
-                    continue
-                if member is None or rules.kind is FileKind.XML:
+            for ent, member, rules in package_data_files(z, manifest.entities):
+                if member is None:
                     print(f"SKIPPED {ent.entity_name}: {ent.input_file_path} (XML or missing) is not checked")
                     continue
                 results.append(

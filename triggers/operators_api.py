@@ -113,21 +113,6 @@ async def _live(client: df.DurableOrchestrationClient, run_id: str) -> dict[str,
     return live
 
 
-def _package_view(row: dict[str, Any], links: dict[str, dict[str, str]]) -> dict[str, Any]:
-    view = ops_drops.summary(row)
-    view["seq"] = ops_drops.seq_of(row["RowKey"])
-    view["errorFiles"] = [{"path": f, **links.get(f, {})} for f in ops_drops.error_files(row)]
-    if row.get("SummaryPageUrl"):
-        view["summaryPageUrl"] = row["SummaryPageUrl"]
-    return view
-
-
-def _detail_view(detail: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
-    rows = detail["packages"] + [r for rs in detail["retries"].values() for r in rs]
-    paths = sorted({f for r in rows for f in ops_drops.error_files(r)})
-    return detail, paths
-
-
 @bp.route(route="drops/{id}", methods=["GET"], auth_level=FN)
 @bp.durable_client_input(client_name="client")
 async def get_drop(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
@@ -137,8 +122,7 @@ async def get_drop(req: func.HttpRequest, client: df.DurableOrchestrationClient)
     svc = services()
     try:
         detail = await asyncio.to_thread(ops_drops.drop_rows, svc, drop_id, req.params.get("day"))
-        _, paths = _detail_view(detail)
-        links = await asyncio.to_thread(read_links, svc, paths)
+        links = await asyncio.to_thread(read_links, svc, ops_drops.error_file_paths(detail))
     except (OperatorError, SettingsError) as exc:
         return _error(exc)
     latest = ops_drops.latest_packages(detail)
@@ -148,7 +132,7 @@ async def get_drop(req: func.HttpRequest, client: df.DurableOrchestrationClient)
         retries.append(
             {
                 **ops_drops.summary(head),
-                "packages": [_package_view(r, links) for r in rows if r["RowKey"] != run_id],
+                "packages": [ops_drops.package_view(r, links) for r in rows if r["RowKey"] != run_id],
                 "live": await _live(client, run_id)
                 if head.get("Status") not in ("Succeeded", "Failed")
                 else None,
@@ -156,7 +140,7 @@ async def get_drop(req: func.HttpRequest, client: df.DurableOrchestrationClient)
         )
     body = {
         **ops_drops.summary(detail["drop"]),
-        "packages": [_package_view(r, links) for r in detail["packages"]],
+        "packages": [ops_drops.package_view(r, links) for r in detail["packages"]],
         "rejected": [
             {
                 "seq": ops_drops.seq_of(r["RowKey"].replace("~r", "~")),

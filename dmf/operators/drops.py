@@ -203,6 +203,22 @@ def error_files(row: dict[str, Any]) -> list[str]:
     return [f for f in files if isinstance(f, str)]
 
 
+def error_file_paths(detail: dict[str, Any]) -> list[str]:
+    """Every copied error file of a drop's packages and of its retries' packages."""
+    rows = detail["packages"] + [r for rs in detail["retries"].values() for r in rs]
+    return sorted({f for r in rows for f in error_files(r)})
+
+
+def package_view(row: dict[str, Any], links: dict[str, dict[str, str]]) -> dict[str, Any]:
+    """A package row as the API shows it, with read links (from ``read_links``) to its error files."""
+    view = summary(row)
+    view["seq"] = seq_of(row["RowKey"])
+    view["errorFiles"] = [{"path": f, **links.get(f, {})} for f in error_files(row)]
+    if row.get("SummaryPageUrl"):
+        view["summaryPageUrl"] = row["SummaryPageUrl"]
+    return view
+
+
 def files(svc: Services, path: str) -> dict[str, Any]:
     """Every drop of ``container/name``, newest first, each with its current summary."""
     if not path or "/" not in path.strip("/"):

@@ -745,3 +745,19 @@ def preflight_member(
         return preflight_xlsx(
             tmp.name, snapshot=snapshot, label=entity.entity_name, opts=opts, file_name=member
         )
+
+
+def package_data_files(z: zipfile.ZipFile, entities: Iterable[Any]) -> Iterator[tuple[Any, str | None, Any]]:
+    """Each manifest entity with its data file's name in ``z`` and its format's rules. The name is None
+    when pre-flight does not read the file (XML, or missing: the package check reports that); entities of
+    an unknown format are left out (the package check rejects them)."""
+    from dmf.package.formats import FileKind, UnknownFormatError, format_rules
+
+    names = {n.casefold(): n for n in z.namelist()}
+    for ent in entities:
+        member = names.get((ent.input_file_path or "").casefold())
+        try:
+            rules = format_rules(ent.source_format)
+        except UnknownFormatError:
+            continue
+        yield ent, (None if rules.kind is FileKind.XML else member), rules

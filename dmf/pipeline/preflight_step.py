@@ -21,6 +21,7 @@ from dmf.package.preflight import (
     PreflightOptions,
     PreflightResult,
     as_outcome,
+    package_data_files,
     preflight_delimited,
     preflight_member,
     preflight_xlsx,
@@ -160,14 +161,8 @@ def check_package(svc: Services, route: ResolvedRoute, path: Path, report: Any, 
     if opts.mode == "off" or report.manifest is None:
         return out
     with zipfile.ZipFile(path) as z:
-        names = {n.casefold(): n for n in z.namelist()}
-        for ent in report.manifest.entities:
-            member = names.get((ent.input_file_path or "").casefold())
-            try:
-                rules = format_rules(ent.source_format)
-            except UnknownFormatError:
-                continue
-            if member is None or rules.kind is FileKind.XML:
+        for ent, member, rules in package_data_files(z, report.manifest.entities):
+            if member is None:
                 continue
             snap = snapshot_for(svc, route, ent.entity_name, opts)
             if isinstance(snap, str):
