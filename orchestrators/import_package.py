@@ -30,19 +30,16 @@ from dmf.pipeline.fno_events import EVENT_NAME as COMPLETED_EVENT
 from dmf.pipeline.ids import execution_id
 from dmf.pipeline.polling import TERMINAL, PollPolicy
 from dmf.redact import redact
+from orchestrators.retries import MAX_RECALLS, MAX_START_RETRIES, RETRY, TARGET_KEY_TRIES
 from orchestrators.timing import now_iso, refusal_wait, timer_in
 
 bp = df.Blueprint()
 
-RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=4)
 GATE_EVENT = "gate_open"
-MAX_START_RETRIES = 5
-MAX_RECALLS = 2
 # After an ambiguous ImportFromPackage (timeout, reset, 5xx without Retry-After) F&O is asked about our
 # execution id; while it answers "not found" the import is re-called after this long, not after the full
 # POLL_NOT_FOUND_GRACE_SECONDS (which applies to starts F&O confirmed): the gate is held meanwhile.
 VERIFY_GRACE_SECONDS = 60.0
-TARGET_KEY_TRIES = 6
 LOST_GATE = "LostGate"
 CANCELED = "canceled"
 CANCELED_REASON = "canceled by an operator while waiting at the import gate (nothing was sent to F&O)"

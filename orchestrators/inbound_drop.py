@@ -11,10 +11,9 @@ import azure.durable_functions as df
 
 from dmf.redact import redact
 from orchestrators.imports_in_order import import_in_order
+from orchestrators.retries import DROP_RETRY as RETRY
 
 bp = df.Blueprint()
-
-RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=3)
 
 
 @bp.orchestration_trigger(context_name="context")

@@ -16,15 +16,16 @@ from __future__ import annotations
 import azure.durable_functions as df
 
 from dmf.pipeline.polling import TERMINAL, PollPolicy
+from orchestrators.retries import (
+    BATCH_RETRY,
+    MAX_FETCH_FAILURES,
+    MAX_START_RETRIES,
+    MAX_URL_TRIES,
+    RETRY,
+)
 from orchestrators.timing import now_iso, refusal_wait, timer_in
 
 bp = df.Blueprint()
-
-RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=4)
-BATCH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2_000, max_number_of_attempts=2)
-MAX_START_RETRIES = 5
-MAX_URL_TRIES = 10
-MAX_FETCH_FAILURES = 3
 
 
 # -- recurring-export drain ---------------------------------------------------------------------------
