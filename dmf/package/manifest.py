@@ -455,6 +455,11 @@ def render_package_header(header: PackageHeader, *, encoding: Encoding = "utf-16
     return _encode("".join(w.parts), encoding)
 
 
+def render_package(manifest: Manifest, header: PackageHeader) -> tuple[bytes, bytes]:
+    """Manifest.xml and PackageHeader.xml of a package, in the default conventions."""
+    return render_manifest(manifest), render_package_header(header)
+
+
 def entity_maps_for(columns: list[str], entity_fields: dict[str, str] | None = None) -> list[EntityMap]:
     """EntityMapList for a header row: XMLField = column as written, EntityField = DMF field (upper case).
 
