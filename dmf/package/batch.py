@@ -34,6 +34,7 @@ from dmf.package.zipsafe import (
     header_problems,
     name_problem,
     precheck,
+    root_files,
 )
 
 BATCH_SUFFIX = ".batch.json"
@@ -163,22 +164,8 @@ def extract_batch_zip(
     res = BatchExtraction()
     p = res.problems
     path = Path(path)
-    if path.stat().st_size > limits.max_package_file_bytes:
-        p.append(
-            Problem(
-                Code.TOO_LARGE,
-                f"{label} is {path.stat().st_size} bytes (limit {limits.max_package_file_bytes})",
-            )
-        )
-        return res
-    early = precheck(path, limits)
-    if early is not None:
-        p.append(early)
-        return res
-    try:
-        zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError):
-        p.append(Problem(Code.NOT_A_ZIP, f"{label} is not a zip archive"))
+    zf = _open_batch(path, limits, label, p)
+    if zf is None:
         return res
     written: list[Path] = []
     tally = Tally(path.stat().st_size)
@@ -187,109 +174,139 @@ def extract_batch_zip(
         if has_errors(p):
             return res
         root: dict[str, zipfile.ZipInfo] = {}
-        for info in zf.infolist():
-            if _IGNORED.search(info.filename) or (
-                info.is_dir() and not name_problem(info.filename.rstrip("/"))
-            ):
-                continue
-            bad = name_problem(info.filename)
-            if bad is not None:
-                p.append(bad)
-                continue
-            if info.file_size == 0:
-                p.append(Problem(Code.EMPTY_FILE, f"{info.filename!r} is empty", file=info.filename))
-                continue
-            root[info.filename.casefold()] = info
-        manifests = [i for k, i in root.items() if k.endswith(BATCH_SUFFIX)]
-        plan: list[tuple[zipfile.ZipInfo, BatchItem]] = []
-        if len(manifests) > 1:
-            p.append(Problem(Code.BAD_BATCH_MANIFEST, "the batch zip holds more than one *.batch.json"))
-        elif manifests:
-            try:
-                with zf.open(manifests[0]) as f:
-                    res.manifest = parse_batch_manifest(f.read(MAX_BATCH_MANIFEST_BYTES + 1))
-            except BatchManifestError as e:
-                p.append(
-                    Problem(
-                        Code.BAD_BATCH_MANIFEST, f"{manifests[0].filename}: {e}", file=manifests[0].filename
-                    )
-                )
-            if res.manifest is not None:
-                listed = set()
-                for item in res.manifest.items:
-                    info = root.get(item.file.casefold())
-                    if info is None:
-                        p.append(
-                            Problem(
-                                Code.INPUT_FILE_MISSING,
-                                f"the batch manifest lists {item.file!r}, which is not in the zip",
-                                file=item.file,
-                            )
-                        )
-                        continue
-                    listed.add(item.file.casefold())
-                    plan.append((info, item))
-                for k, info in root.items():
-                    if k not in listed and info is not manifests[0]:
-                        p.append(
-                            Problem(
-                                Code.UNREFERENCED_FILE,
-                                f"{info.filename!r} is not listed in the batch manifest and is skipped",
-                                Severity.WARNING,
-                                file=info.filename,
-                            )
-                        )
-        else:
-            for k in sorted(root, key=natural_key):
-                info = root[k]
-                if k.endswith(".zip"):
-                    plan.append((info, BatchItem(file=info.filename)))
-                else:
-                    p.append(
-                        Problem(
-                            Code.UNREFERENCED_FILE,
-                            f"{info.filename!r} is not a package (.zip) and is skipped",
-                            Severity.WARNING,
-                            file=info.filename,
-                        )
-                    )
+        entries = (i for i in zf.infolist() if not _skipped(i))
+        for info in root_files(entries, p):
+            if info.file_size:
+                root[info.filename.casefold()] = info
+        plan = _plan(zf, root, res)
         if has_errors(p):
             return res
         if not plan:
             p.append(Problem(Code.EMPTY_PACKAGE, f"{label} holds no packages"))
             return res
-        budget = Budget(limits.max_uncompressed_bytes)
-        try:
-            for n, (info, item) in enumerate(plan, start=1):
-                # Named by position (unique, in import order on disk), never after the entry.
-                dest = out / f"{n:04d}{_safe_suffix(info.filename)}"
-                written.append(dest)
-                with open(dest, "wb") as f:
-                    size = copy_entry(zf, info, f, budget)
-                inner = _inner_archive_problems(dest, info.filename, limits, tally)
-                if inner:
-                    p.extend(inner)
-                    break
-                res.entries.append(
-                    BatchEntry(
-                        info.filename,
-                        dest,
-                        "package" if item.is_package else "raw",
-                        size,
-                        sha256_file(dest),
-                        item.entity,
-                        item.source_format,
-                    )
-                )
-        except ZipBombError as e:
-            p.append(Problem(Code.ZIP_BOMB, str(e)))
-        except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError, zlib.error) as e:
-            p.append(Problem(Code.ZIP_CORRUPT, f"{label}: {e}"))
+        _extract(zf, plan, out, limits, tally, label, res, written)
     if has_errors(p):
         for w in written:
             w.unlink(missing_ok=True)
         res.entries = []
     return res
+
+
+def _open_batch(path: Path, limits: Limits, label: str, p: list[Problem]) -> zipfile.ZipFile | None:
+    """The batch zip, opened once its size and headers pass; None with a problem otherwise."""
+    size = path.stat().st_size
+    if size > limits.max_package_file_bytes:
+        p.append(Problem(Code.TOO_LARGE, f"{label} is {size} bytes (limit {limits.max_package_file_bytes})"))
+        return None
+    early = precheck(path, limits)
+    if early is not None:
+        p.append(early)
+        return None
+    try:
+        return zipfile.ZipFile(path)
+    except (zipfile.BadZipFile, OSError):
+        p.append(Problem(Code.NOT_A_ZIP, f"{label} is not a zip archive"))
+        return None
+
+
+def _skipped(info: zipfile.ZipInfo) -> bool:
+    """Files a desktop adds to a zip (Finder's __MACOSX, .DS_Store, Thumbs.db), and plain folders."""
+    return bool(_IGNORED.search(info.filename)) or (
+        info.is_dir() and not name_problem(info.filename.rstrip("/"))
+    )
+
+
+_Plan = list[tuple[zipfile.ZipInfo, BatchItem]]
+
+
+def _plan(zf: zipfile.ZipFile, root: dict[str, zipfile.ZipInfo], res: BatchExtraction) -> _Plan:
+    """What to extract, in order: as the batch manifest lists it, else every package in natural order."""
+    p = res.problems
+    manifests = [i for k, i in root.items() if k.endswith(BATCH_SUFFIX)]
+    if len(manifests) > 1:
+        p.append(Problem(Code.BAD_BATCH_MANIFEST, "the batch zip holds more than one *.batch.json"))
+        return []
+    if not manifests:
+        return _plan_by_name(root, p)
+    try:
+        with zf.open(manifests[0]) as f:
+            res.manifest = parse_batch_manifest(f.read(MAX_BATCH_MANIFEST_BYTES + 1))
+    except BatchManifestError as e:
+        p.append(
+            Problem(Code.BAD_BATCH_MANIFEST, f"{manifests[0].filename}: {e}", file=manifests[0].filename)
+        )
+        return []
+    return _plan_by_manifest(res.manifest, root, manifests[0], p)
+
+
+def _plan_by_manifest(
+    manifest: BatchManifest, root: dict[str, zipfile.ZipInfo], itself: zipfile.ZipInfo, p: list[Problem]
+) -> _Plan:
+    plan: _Plan = []
+    listed = set()
+    for item in manifest.items:
+        info = root.get(item.file.casefold())
+        if info is None:
+            missing = f"the batch manifest lists {item.file!r}, which is not in the zip"
+            p.append(Problem(Code.INPUT_FILE_MISSING, missing, file=item.file))
+            continue
+        listed.add(item.file.casefold())
+        plan.append((info, item))
+    for k, info in root.items():
+        if k not in listed and info is not itself:
+            p.append(_skipped_file(info, "is not listed in the batch manifest and is skipped"))
+    return plan
+
+
+def _plan_by_name(root: dict[str, zipfile.ZipInfo], p: list[Problem]) -> _Plan:
+    plan: _Plan = []
+    for k in sorted(root, key=natural_key):
+        info = root[k]
+        if k.endswith(".zip"):
+            plan.append((info, BatchItem(file=info.filename)))
+        else:
+            p.append(_skipped_file(info, "is not a package (.zip) and is skipped"))
+    return plan
+
+
+def _skipped_file(info: zipfile.ZipInfo, why: str) -> Problem:
+    return Problem(Code.UNREFERENCED_FILE, f"{info.filename!r} {why}", Severity.WARNING, file=info.filename)
+
+
+def _extract(
+    zf: zipfile.ZipFile,
+    plan: _Plan,
+    out: Path,
+    limits: Limits,
+    tally: Tally,
+    label: str,
+    res: BatchExtraction,
+    written: list[Path],
+) -> None:
+    """Extract the plan's entries in order (each path is added to ``written`` before it is written)."""
+    p = res.problems
+    budget = Budget(limits.max_uncompressed_bytes)
+    try:
+        for n, (info, item) in enumerate(plan, start=1):
+            # Named by position (unique, in import order on disk), never after the entry.
+            dest = out / f"{n:04d}{_safe_suffix(info.filename)}"
+            written.append(dest)
+            with open(dest, "wb") as f:
+                size = copy_entry(zf, info, f, budget)
+            inner = _inner_archive_problems(dest, info.filename, limits, tally)
+            if inner:
+                p.extend(inner)
+                return
+            kind: Literal["package", "raw"] = "package" if item.is_package else "raw"
+            res.entries.append(
+                BatchEntry(
+                    info.filename, dest, kind, size, sha256_file(dest), item.entity, item.source_format
+                )
+            )
+    except ZipBombError as e:
+        p.append(Problem(Code.ZIP_BOMB, str(e)))
+    except (zipfile.BadZipFile, EOFError, RuntimeError, NotImplementedError, zlib.error) as e:
+        p.append(Problem(Code.ZIP_CORRUPT, f"{label}: {e}"))
 
 
 _ARCHIVES = (".zip", ".xlsx")

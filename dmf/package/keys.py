@@ -151,3 +151,11 @@ class DuplicateKeyFinder:
         if self._dir is not None:
             self._dir.cleanup()
             self._dir = None
+
+
+def cell_key(values: Sequence[object], key_idx: Sequence[int]) -> tuple[str, ...]:
+    """The key of a row of cells (a worksheet row): each key cell as text, trimmed and upper-cased; a
+    missing or empty cell is ""."""
+    return tuple(
+        ["" if k >= len(values) or values[k] is None else str(values[k]).strip().upper() for k in key_idx]
+    )

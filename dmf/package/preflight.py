@@ -526,12 +526,10 @@ def xlsx_rows(
     findings recorded in ``sink``. ``for_csv``: values become CSV text (dates in the route's format, serial
     numbers in date fields converted); otherwise as F&O's Excel reader would see them."""
     import openpyxl
-    from openpyxl.utils.datetime import from_excel
 
     wb_f = openpyxl.load_workbook(path, read_only=True, data_only=False)
     wb_v = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    date_fmt = "%Y-%m-%d" if opts.date_format == "iso" else opts.date_format
-    dt_fmt = "%Y-%m-%dT%H:%M:%S" if opts.datetime_format == "iso" else opts.datetime_format
+    cells = _XlsxText(sink, opts, for_csv)
     try:
         ws_f, ws_v = wb_f.worksheets[0], wb_v.worksheets[0]
         fields: list[FieldMeta | None] = []
@@ -549,75 +547,86 @@ def xlsx_rows(
             if all(v is None or v == "" for v in rv):
                 continue
             out: list[str] = []
-            for i in range(len(header)):
+            for i, col in enumerate(header):
                 raw = rf[i] if i < len(rf) else None
                 val = rv[i] if i < len(rv) else None
-                f = fields[i] if i < len(fields) else None
-                col = header[i]
-                if isinstance(raw, str) and raw.startswith("="):
-                    if opts.xlsx_formulas == "reject":
-                        sink.add(Code.EXCEL_FORMULA, n, col, f"a formula ({raw[:40]}); paste values instead")
-                    elif val is None:
-                        sink.add(
-                            Code.EXCEL_FORMULA, n, col, "a formula with no saved value; paste values instead"
-                        )
-                    else:
-                        sink.once(Code.EXCEL_FORMULA, n, col, "formulas: their saved values are used")
-                if val is None:
-                    out.append("")
-                elif isinstance(val, bool):
-                    out.append("Yes" if val else "No")
-                elif isinstance(val, datetime):
-                    if (f is not None and f.type == "date") or val.time() == datetime.min.time():
-                        out.append(val.strftime(date_fmt) if for_csv else val.date().isoformat())
-                    else:
-                        out.append(val.strftime(dt_fmt) if for_csv else val.isoformat())
-                elif isinstance(val, date):
-                    out.append(val.strftime(date_fmt) if for_csv else val.isoformat())
-                elif isinstance(val, int | float):
-                    if f is not None and f.type in ("date", "datetime"):
-                        if for_csv:
-                            try:
-                                d = from_excel(val)
-                            except (ValueError, OverflowError, TypeError):
-                                out.append(_number_text(val))
-                                continue
-                            sink.once(
-                                Code.EXCEL_SERIAL_DATE, n, col, "Excel serial numbers converted to dates"
-                            )
-                            out.append(d.strftime(date_fmt if f.type == "date" else dt_fmt))
-                            continue
-                        sink.add(
-                            Code.EXCEL_SERIAL_DATE,
-                            n,
-                            col,
-                            f"{_number_text(val)} is an Excel serial number, not a date: format the column as a date",
-                        )
-                        out.append(_number_text(val))
-                        continue
-                    if f is not None and f.type in ("string", "other"):
-                        sink.once(
-                            Code.EXCEL_NUMBER_AS_TEXT,
-                            n,
-                            col,
-                            f"a number ({_number_text(val)}) in text field {f.staging}: leading zeros are lost; "
-                            "format the column as Text",
-                        )
-                    out.append(_number_text(val))
-                else:
-                    text = str(val)
-                    if _is_dummy(text):
-                        sink.add(
-                            Code.EXCEL_DUMMY_TEXT,
-                            n,
-                            col,
-                            f"Excel's dummy padding text ({len(text)} × {text.strip()[0]!r}); delete it before importing",
-                        )
-                    out.append(text)
+                cells.formula(raw, val, n, col)
+                out.append(cells.text(val, fields[i] if i < len(fields) else None, n, col))
             yield n, out
     finally:
         wb_f.close()
         wb_v.close()
+
+
+class _XlsxText:
+    """A cell's value as text (CSV text, or as F&O's Excel reader sees it), with the XLSX-only findings
+    recorded in the sink on the way."""
+
+    def __init__(self, sink: _Sink, opts: PreflightOptions, for_csv: bool) -> None:
+        from openpyxl.utils.datetime import from_excel
+
+        self.sink, self.opts, self.for_csv, self.from_excel = sink, opts, for_csv, from_excel
+        self.date_fmt = "%Y-%m-%d" if opts.date_format == "iso" else opts.date_format
+        self.dt_fmt = "%Y-%m-%dT%H:%M:%S" if opts.datetime_format == "iso" else opts.datetime_format
+
+    def formula(self, raw: object, val: object, n: int, col: str) -> None:
+        if not (isinstance(raw, str) and raw.startswith("=")):
+            return
+        if self.opts.xlsx_formulas == "reject":
+            self.sink.add(Code.EXCEL_FORMULA, n, col, f"a formula ({raw[:40]}); paste values instead")
+        elif val is None:
+            self.sink.add(Code.EXCEL_FORMULA, n, col, "a formula with no saved value; paste values instead")
+        else:
+            self.sink.once(Code.EXCEL_FORMULA, n, col, "formulas: their saved values are used")
+
+    def text(self, val: object, f: FieldMeta | None, n: int, col: str) -> str:
+        if val is None:
+            return ""
+        if isinstance(val, bool):
+            return "Yes" if val else "No"
+        if isinstance(val, datetime):
+            if (f is not None and f.type == "date") or val.time() == datetime.min.time():
+                return val.strftime(self.date_fmt) if self.for_csv else val.date().isoformat()
+            return val.strftime(self.dt_fmt) if self.for_csv else val.isoformat()
+        if isinstance(val, date):
+            return val.strftime(self.date_fmt) if self.for_csv else val.isoformat()
+        if isinstance(val, int | float):
+            return self._number(val, f, n, col)
+        text = str(val)
+        if _is_dummy(text):
+            self.sink.add(
+                Code.EXCEL_DUMMY_TEXT,
+                n,
+                col,
+                f"Excel's dummy padding text ({len(text)} × {text.strip()[0]!r}); delete it before importing",
+            )
+        return text
+
+    def _number(self, val: int | float, f: FieldMeta | None, n: int, col: str) -> str:
+        if f is not None and f.type in ("date", "datetime"):
+            if not self.for_csv:
+                self.sink.add(
+                    Code.EXCEL_SERIAL_DATE,
+                    n,
+                    col,
+                    f"{_number_text(val)} is an Excel serial number, not a date: format the column as a date",
+                )
+                return _number_text(val)
+            try:
+                d = self.from_excel(val)
+            except (ValueError, OverflowError, TypeError):
+                return _number_text(val)
+            self.sink.once(Code.EXCEL_SERIAL_DATE, n, col, "Excel serial numbers converted to dates")
+            return d.strftime(self.date_fmt if f.type == "date" else self.dt_fmt)
+        if f is not None and f.type in ("string", "other"):
+            self.sink.once(
+                Code.EXCEL_NUMBER_AS_TEXT,
+                n,
+                col,
+                f"a number ({_number_text(val)}) in text field {f.staging}: leading zeros are lost; "
+                "format the column as Text",
+            )
+        return _number_text(val)
 
 
 def preflight_xlsx(

@@ -9,7 +9,7 @@ import re
 import stat
 import struct
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -44,6 +44,19 @@ def name_problem(name: str) -> Problem | None:
             file=name,
         )
     return None
+
+
+def root_files(infos: Iterable[zipfile.ZipInfo], problems: list[Problem]) -> Iterator[zipfile.ZipInfo]:
+    """The entries that are plain files at the zip root; a problem for every other entry and for every
+    empty file (which is still yielded: a caller decides whether an empty file is kept)."""
+    for i in infos:
+        bad = name_problem(i.filename)
+        if bad is not None:
+            problems.append(bad)
+            continue
+        if i.file_size == 0:
+            problems.append(Problem(Code.EMPTY_FILE, f"{i.filename!r} is empty", file=i.filename))
+        yield i
 
 
 @dataclass

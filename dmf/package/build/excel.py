@@ -11,7 +11,7 @@ from typing import IO, Any, BinaryIO
 from dmf.package.build.checks import check_columns, dup_problems
 from dmf.package.build.context import Abort, BuildResult, Ctx
 from dmf.package.build.parts import Parts
-from dmf.package.keys import DuplicateKeyFinder
+from dmf.package.keys import DuplicateKeyFinder, cell_key
 from dmf.package.limits import Limits
 from dmf.package.problems import Code
 from dmf.package.zipsafe import Budget, header_problems, precheck, workbook_has_dtd
@@ -109,7 +109,7 @@ def _count_rows(rows_iter, limits: Limits, key_idx: list[int]) -> tuple[int, boo
             continue
         n += 1
         if finder is not None:
-            finder.add(tuple([_cell(values, k) for k in key_idx]), n + 1)
+            finder.add(cell_key(values, key_idx), n + 1)
         if max_rows is not None and n > max_rows:
             return n, True, finder
     return n, False, finder
@@ -135,7 +135,7 @@ def _split_rows(ws, ctx: Ctx, parts: Parts, columns: list[str], key_idx: list[in
             continue
         row += 1
         if finder is not None:
-            finder.add(tuple([_cell(values, k) for k in key_idx]), row)
+            finder.add(cell_key(values, key_idx), row)
         if writer is None:
             writer = _XlsxPart(ws.title, columns)
         writer.append(values[: len(columns)])
@@ -146,11 +146,6 @@ def _split_rows(ws, ctx: Ctx, parts: Parts, columns: list[str], key_idx: list[in
         writer.flush_into(parts, ctx)
     if finder is not None:
         dup_problems(ctx, finder)
-
-
-def _cell(values: tuple, k: int) -> str:
-    v = values[k] if k < len(values) else None
-    return "" if v is None else str(v).strip().upper()
 
 
 class _XlsxPart:
