@@ -66,62 +66,87 @@ def iter_json_array_items(chunks: Iterable[str], key: str = "value") -> Iterator
     from text ``chunks``, then ``("tail", dict)`` with the object's other top-level properties (e.g.
     ``@odata.nextLink``). Holds one item (plus one chunk) at a time."""
     dec = json.JSONDecoder()
-    it = iter(chunks)
-    buf = ""
-    pos = 0
+    text = _Text(chunks)
+    head = _before_array(text, key)
+    while (obj := _next_item(text, dec)) is not _END:
+        yield "item", obj
+    yield "tail", _tail(head, text.drain())
 
-    def more() -> bool:
-        nonlocal buf, pos
-        for c in it:
+
+class _Text:
+    """The text read so far from the chunks, and the position of the next character to read."""
+
+    def __init__(self, chunks: Iterable[str]) -> None:
+        self.it = iter(chunks)
+        self.buf = ""
+        self.pos = 0
+
+    def more(self) -> bool:
+        """Read the next non-empty chunk (dropping what was read before ``pos``); False at the end."""
+        for c in self.it:
             if c:
-                buf = buf[pos:] + c
-                pos = 0
+                self.buf = self.buf[self.pos :] + c
+                self.pos = 0
                 return True
         return False
 
-    # Find the array: everything before it is small (the context, maybe a count or a nextLink).
+    def drain(self) -> str:
+        """The rest of the text, bounded (it follows the array: a few small properties)."""
+        rest = self.buf[self.pos :]
+        for c in self.it:
+            rest += c
+            if len(rest) > MAX_ITEM_CHARS:
+                raise MetadataError("the answer's tail is too large")
+        return rest
+
+
+_END = object()
+
+
+def _before_array(text: _Text, key: str) -> str:
+    """Find the array: everything before it is small (the context, maybe a count or a nextLink)."""
     marker = re.compile(r'"' + re.escape(key) + r'"\s*:\s*\[')
-    head = ""
     while True:
-        m = marker.search(buf)
+        m = marker.search(text.buf)
         if m:
-            head, pos = buf[: m.start()], m.end()
-            break
-        if len(buf) > MAX_ITEM_CHARS or not more():
+            text.pos = m.end()
+            return text.buf[: m.start()]
+        if len(text.buf) > MAX_ITEM_CHARS or not text.more():
             raise MetadataError(f"no {key!r} array in the answer")
+
+
+def _next_item(text: _Text, dec: json.JSONDecoder) -> Any:
+    """The array's next element, or ``_END`` past its closing bracket."""
     while True:
-        while pos < len(buf) and buf[pos] in " \t\r\n,":
-            pos += 1
-        if pos >= len(buf):
-            if not more():
+        while text.pos < len(text.buf) and text.buf[text.pos] in " \t\r\n,":
+            text.pos += 1
+        if text.pos >= len(text.buf):
+            if not text.more():
                 raise MetadataError("the answer ends inside its array")
             continue
-        if buf[pos] == "]":
-            pos += 1
-            break
+        if text.buf[text.pos] == "]":
+            text.pos += 1
+            return _END
         try:
-            obj, end = dec.raw_decode(buf, pos)
+            obj, text.pos = dec.raw_decode(text.buf, text.pos)
+            return obj
         except json.JSONDecodeError:
-            if len(buf) - pos > MAX_ITEM_CHARS:
+            if len(text.buf) - text.pos > MAX_ITEM_CHARS:
                 raise MetadataError(f"an item is larger than {MAX_ITEM_CHARS} characters") from None
-            if not more():
+            if not text.more():
                 raise MetadataError("the answer ends inside an item") from None
-            continue
-        pos = end
-        yield "item", obj
-    rest = buf[pos:]
-    for c in it:
-        rest += c
-        if len(rest) > MAX_ITEM_CHARS:
-            raise MetadataError("the answer's tail is too large")
+
+
+def _tail(head: str, rest: str) -> dict[str, Any]:
+    """The object's properties before and after the array."""
     tail: dict[str, Any] = {}
-    for text in (head.strip().rstrip(",").lstrip("{"), rest.strip().lstrip(",").rstrip().rstrip("}")):
-        if text.strip():
+    for part in (head.strip().rstrip(",").lstrip("{"), rest.strip().lstrip(",").rstrip().rstrip("}")):
+        if part.strip():
             try:
-                tail.update(json.loads("{" + text + "}"))
+                tail.update(json.loads("{" + part + "}"))
             except json.JSONDecodeError as exc:
                 raise MetadataError(f"unreadable properties beside the array: {exc}") from None
-    yield "tail", tail
+    return tail
 
 
 def _text_chunks(resp: Any) -> Iterator[str]:
