@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING
 
 from .config import FaultRule
-from .server import Handler, _Reply
+from .server import Handler, Result, Route, _Reply
 
 if TYPE_CHECKING:
-    from .app import EmulatorApp, Result, Route
+    from .app import EmulatorApp
 
 
 class Admin:
@@ -166,77 +167,116 @@ class Admin:
         app.errors.clear()
 
 
-def admin_router(app: EmulatorApp, admin: Admin):
+def admin_router(app: EmulatorApp, admin: Admin) -> Callable[[str, str], tuple[str, Route]]:
     """HTTP routes under /_emulator/ (documented in README.md)."""
-
-    def check_key(h: Handler) -> None:
-        key = app.config.admin_key
-        if key and h.headers.get("x-emulator-admin-key") != key:
-            raise _Reply(403, b'{"Message":"admin key required"}')
-
-    def reply(payload: object, status: int = 200) -> Result:
-        return status, json.dumps(payload, default=str).encode(), "application/json", {}
+    routes = _AdminRoutes(app, admin)
 
     def route(method: str, path: str) -> tuple[str, Route]:
         parts = [p for p in path.split("/") if p][1:]  # drop "_emulator"
+        head = parts[0] if parts else ""
 
         def handle(h: Handler, p: str, q: dict[str, str]) -> Result:
-            check_key(h)
-            head = parts[0] if parts else ""
-            if head == "calls" and method == "GET":
-                return reply(admin.calls(q.get("endpoint")))
-            if head == "state" and method == "GET":
-                return reply(
-                    {
-                        "now": admin.now().isoformat(),
-                        "peakConcurrentImports": admin.peak_concurrent_imports,
-                        "peakConcurrentExecutions": admin.peak_concurrent_executions,
-                        "violations": admin.violation_details(),
-                        "tables": admin.tables(),
-                        "faults": [r.model_dump() for r in app.faults.rules()],
-                        "serverErrors": len(admin.server_errors()),
-                    }
-                )
-            if head == "executions" and method == "GET":
-                return reply(admin.executions())
-            if head == "data" and len(parts) == 3 and method == "GET":
-                return reply(admin.data(parts[1], parts[2]))
-            if head == "data" and len(parts) == 3 and method == "POST":
-                admin.seed_rows(parts[1], parts[2], json.loads(h.body() or b"[]"))
-                return reply({"ok": True})
-            if head == "faults" and method == "POST":
-                app.faults.add(FaultRule.model_validate_json(h.body()))
-                return reply({"ok": True})
-            if head == "faults" and method == "DELETE":
-                admin.clear_faults()
-                return reply({"ok": True})
-            if head == "clock" and method == "GET":
-                return reply({"now": admin.now().isoformat()})
-            if head == "clock" and method == "POST":
-                body = json.loads(h.body() or b"{}")
-                if "set" in body:
-                    return reply({"now": admin.set_time(datetime.fromisoformat(body["set"])).isoformat()})
-                return reply({"now": admin.advance(float(body.get("advance", 0))).isoformat()})
-            if head == "outbound" and len(parts) == 2 and method == "POST":
-                payload = h.body() or None
-                cid = admin.seed_outbound(parts[1], payload, q.get("legalEntity"))
-                return reply({"correlationId": cid})
-            if head == "outbound" and method == "GET":
-                return reply(admin.outbound(parts[1] if len(parts) > 1 else None))
-            if head == "tokens" and parts[1:] == ["revoke"] and method == "POST":
-                admin.revoke_tokens()
-                return reply({"ok": True})
-            if head == "business-events" and method == "POST":
-                body = json.loads(h.body() or b"{}")
-                admin.set_business_events(body.get("url"), body.get("key"))
-                return reply({"ok": True})
-            if head == "business-events" and method == "GET":
-                return reply(admin.business_events_sent())
-            if head == "reset" and method == "POST":
-                admin.reset()
-                return reply({"ok": True})
-            return reply({"Message": f"unknown admin route {method} {p}"}, 404)
+            routes.check_key(h)
+            action = routes.table.get((method, head))
+            payload = action(h, parts, q) if action is not None else None
+            if payload is None:
+                return _reply({"Message": f"unknown admin route {method} {p}"}, 404)
+            return _reply(payload)
 
-        return "admin:" + (parts[0] if parts else ""), handle
+        return "admin:" + head, handle
 
     return route
+
+
+def _reply(payload: object, status: int = 200) -> Result:
+    return status, json.dumps(payload, default=str).encode(), "application/json", {}
+
+
+_OK = {"ok": True}
+# An admin action: the handler, the path's parts after /_emulator/, the query; the payload to answer
+# with, or None when the path does not fit the action (404).
+_Action = Callable[[Handler, list[str], dict[str, str]], object]
+
+
+def _then_ok(do: Callable[[], None]) -> _Action:
+    """An action that answers {"ok": true} once ``do`` is done."""
+
+    def act(h: Handler, parts: list[str], q: dict[str, str]) -> object:
+        do()
+        return _OK
+
+    return act
+
+
+class _AdminRoutes:
+    """The admin API's actions by (method, first path part)."""
+
+    def __init__(self, app: EmulatorApp, admin: Admin) -> None:
+        self.app, self.admin = app, admin
+        self.table: dict[tuple[str, str], _Action] = {
+            ("GET", "calls"): lambda h, parts, q: admin.calls(q.get("endpoint")),
+            ("GET", "state"): lambda h, parts, q: self._state(),
+            ("GET", "executions"): lambda h, parts, q: admin.executions(),
+            ("GET", "data"): lambda h, parts, q: admin.data(parts[1], parts[2]) if len(parts) == 3 else None,
+            ("POST", "data"): self._seed_rows,
+            ("POST", "faults"): self._add_fault,
+            ("DELETE", "faults"): _then_ok(admin.clear_faults),
+            ("GET", "clock"): lambda h, parts, q: {"now": admin.now().isoformat()},
+            ("POST", "clock"): self._set_clock,
+            ("POST", "outbound"): self._seed_outbound,
+            ("GET", "outbound"): lambda h, parts, q: admin.outbound(parts[1] if len(parts) > 1 else None),
+            ("POST", "tokens"): self._revoke_tokens,
+            ("POST", "business-events"): self._set_business_events,
+            ("GET", "business-events"): lambda h, parts, q: admin.business_events_sent(),
+            ("POST", "reset"): _then_ok(admin.reset),
+        }
+
+    def check_key(self, h: Handler) -> None:
+        key = self.app.config.admin_key
+        if key and h.headers.get("x-emulator-admin-key") != key:
+            raise _Reply(403, b'{"Message":"admin key required"}')
+
+    def _state(self) -> dict:
+        admin = self.admin
+        return {
+            "now": admin.now().isoformat(),
+            "peakConcurrentImports": admin.peak_concurrent_imports,
+            "peakConcurrentExecutions": admin.peak_concurrent_executions,
+            "violations": admin.violation_details(),
+            "tables": admin.tables(),
+            "faults": [r.model_dump() for r in self.app.faults.rules()],
+            "serverErrors": len(admin.server_errors()),
+        }
+
+    def _seed_rows(self, h: Handler, parts: list[str], q: dict[str, str]) -> object:
+        if len(parts) != 3:
+            return None
+        self.admin.seed_rows(parts[1], parts[2], json.loads(h.body() or b"[]"))
+        return _OK
+
+    def _add_fault(self, h: Handler, parts: list[str], q: dict[str, str]) -> object:
+        self.app.faults.add(FaultRule.model_validate_json(h.body()))
+        return _OK
+
+    def _set_clock(self, h: Handler, parts: list[str], q: dict[str, str]) -> object:
+        body = json.loads(h.body() or b"{}")
+        if "set" in body:
+            return {"now": self.admin.set_time(datetime.fromisoformat(body["set"])).isoformat()}
+        return {"now": self.admin.advance(float(body.get("advance", 0))).isoformat()}
+
+    def _seed_outbound(self, h: Handler, parts: list[str], q: dict[str, str]) -> object:
+        if len(parts) != 2:
+            return None
+        payload = h.body() or None
+        return {"correlationId": self.admin.seed_outbound(parts[1], payload, q.get("legalEntity"))}
+
+    def _revoke_tokens(self, h: Handler, parts: list[str], q: dict[str, str]) -> object:
+        if parts[1:] != ["revoke"]:
+            return None
+        self.admin.revoke_tokens()
+        return _OK
+
+    def _set_business_events(self, h: Handler, parts: list[str], q: dict[str, str]) -> object:
+        body = json.loads(h.body() or b"{}")
+        self.admin.set_business_events(body.get("url"), body.get("key"))
+        return _OK

@@ -11,17 +11,18 @@ from urllib.parse import parse_qs
 
 from . import metadata as md
 from .blobs import BlobStore
+from .calls import CallLog
 from .clock import Clock
 from .config import EmulatorConfig
 from .datastore import DataStore
 from .engine import Engine, ODataError
 from .faults import FaultInjector
 from .recurring import RecurringQueues
-from .server import ACTION_PREFIX, ONPREM_PREFIX, CallLog, Handler, _Reply, odata_error_body
+from .server import Handler, Result, Route, _Reply, odata_error_body
 from .tokens import TokenService
 
-Result = tuple[int, bytes, str, dict[str, str]] | None
-Route = Callable[[Handler, str, dict[str, str]], Result]
+ACTION_PREFIX = "/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."
+ONPREM_PREFIX = "/namespaces/AXSF"
 
 _TOKEN_V2 = re.compile(r"^/([^/]+)/oauth2/v2\.0/token/?$")
 _DISCOVERY_V2 = re.compile(r"^/([^/]+)/v2\.0/\.well-known/openid-configuration/?$")

@@ -304,16 +304,27 @@ def read_entity_records(
     for m in entity.maps:
         if cat.field(m.entity_field) is None and not cat.open_fields:
             raise _mapping_error(entity.entity_name, m.entity_field)
-    records: list[Record] = []
     if fmt.kind in ("xml-attribute", "xml-element"):
-        for i, (_tag, values, _children) in enumerate(_xml_records(data, fmt), start=1):
-            upper = {k.upper(): v for k, v in values.items()}
-            maps = (
-                [m for m in entity.maps if m.xml_field.upper() in upper] if entity.auto_map else entity.maps
-            )
-            mapped = {m.entity_field.upper(): upper.get(m.xml_field.upper()) for m in maps}
-            records.append(Record(i, mapped, cat.label))
-        return records
+        return _xml_entity_records(data, fmt, entity, cat)
+    return _table_entity_records(data, fmt, entity, cat, config)
+
+
+def _xml_entity_records(
+    data: bytes, fmt: SourceFormat, entity: ManifestEntity, cat: CatalogueEntity
+) -> list[Record]:
+    records: list[Record] = []
+    for i, (_tag, values, _children) in enumerate(_xml_records(data, fmt), start=1):
+        upper = {k.upper(): v for k, v in values.items()}
+        maps = [m for m in entity.maps if m.xml_field.upper() in upper] if entity.auto_map else entity.maps
+        mapped = {m.entity_field.upper(): upper.get(m.xml_field.upper()) for m in maps}
+        records.append(Record(i, mapped, cat.label))
+    return records
+
+
+def _table_entity_records(
+    data: bytes, fmt: SourceFormat, entity: ManifestEntity, cat: CatalogueEntity, config: EmulatorConfig
+) -> list[Record]:
+    """Records of a delimited file or a workbook: columns by header (or by map order without one)."""
     rows = _table_rows(data, fmt, entity, config.require_crlf)
     if not rows:
         return []
@@ -329,6 +340,7 @@ def read_entity_records(
     for m in entity.maps:
         if m.xml_field.upper() not in index:
             raise _mapping_error(entity.entity_name, m.xml_field)
+    records: list[Record] = []
     for n, row in enumerate(body, start=1):
         values: dict[str, object] = {}
         for m in entity.maps:

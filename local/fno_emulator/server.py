@@ -12,26 +12,49 @@ import ssl
 import struct
 import time
 import traceback
-from collections import deque
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING
+from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from azure.core.exceptions import ResourceNotFoundError
 
 from dmf.redact import redact
 
+from .blobs import BlobStore
+from .clock import Clock
+from .config import FaultRule
 from .engine import ODataError
+from .faults import FaultInjector
 from .recurring import ConnectorError
 from .tokens import TokenError
 
-if TYPE_CHECKING:
-    from .app import EmulatorApp
+Result = tuple[int, bytes, str, dict[str, str]] | None
+Route = Callable[["Handler", str, dict[str, str]], Result]
 
-ACTION_PREFIX = "/data/DataManagementDefinitionGroups/Microsoft.Dynamics.DataEntities."
-ONPREM_PREFIX = "/namespaces/AXSF"
+
+class ServedApp(Protocol):
+    """What the server needs of the app it serves (``app.EmulatorApp``): routes, faults, the clock, the
+    blob store's SAS expiry, and the call and error logs."""
+
+    clock: Clock
+    faults: FaultInjector
+    blobs: BlobStore
+    errors: list[str]
+
+    def route(self, method: str, path: str) -> tuple[str, Route]: ...
+
+    def log_call(
+        self,
+        method: str,
+        path: str,
+        endpoint: str,
+        status: int,
+        ms: float,
+        fault: str | None,
+        arrived: datetime | None = None,
+    ) -> None: ...
 
 
 class _Drop(Exception):
@@ -72,7 +95,7 @@ class EmulatorServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, port: int, ssl_context: ssl.SSLContext, app: EmulatorApp) -> None:
+    def __init__(self, port: int, ssl_context: ssl.SSLContext, app: ServedApp) -> None:
         self.ssl_context = ssl_context
         self.app = app
         super().__init__(("127.0.0.1", port), Handler)
@@ -264,32 +287,7 @@ class Handler(BaseHTTPRequestHandler):
         self._endpoint = endpoint
         status = 500
         try:
-            after = None
-            if not endpoint.startswith("admin") and endpoint not in ("discovery", "not-found"):
-                fault = app.faults.pick(endpoint, app.clock.now())
-                if fault is not None:
-                    self._fault = fault.kind
-                    if fault.kind == "sas_expired":
-                        app.blobs.expire_sas_in(fault.delay_seconds)  # for this thread's next SAS URLs
-                    elif fault.kind.startswith("after_"):
-                        after = fault  # the handler runs first; its answer is lost below
-                    elif fault.kind == "slow":
-                        time.sleep(fault.delay_seconds)
-                    elif fault.kind == "drop":
-                        self.body()
-                        raise _Drop
-                    elif fault.kind == "429":
-                        raise _Reply(
-                            429,
-                            odata_error_body(
-                                "Too many requests. Retry after the time in the Retry-After header."
-                            ),
-                            headers={
-                                "Retry-After": str(1 if fault.retry_after is None else fault.retry_after)
-                            },
-                        )
-                    else:
-                        raise _server_error(int(fault.kind), fault.retry_after)
+            after = self._inject_fault(app, endpoint)
             if after is not None:
                 self._run_then_lose_answer(handler, path, query, after)
             result = handler(self, path, query)
@@ -302,31 +300,64 @@ class Handler(BaseHTTPRequestHandler):
             status = 0
             self._record(status)
             self.drop()
-        except _Reply as r:
-            status = r.status
-            self.send(r.status, r.body, r.content_type, r.headers)
-        except ODataError as e:
-            status = e.status
-            self.send(e.status, odata_error_body(e.message, e.action, e.exc_type), headers=_odata_headers())
-        except ConnectorError as e:
-            status = e.status
-            self.send(e.status, json.dumps({"Message": e.message}).encode())
-        except TokenError as e:
-            status = e.status
-            self.send(e.status, json.dumps(e.body).encode())
-        except ResourceNotFoundError:
-            status = 404
-            self.send(404, json.dumps({"Message": "The file was not found."}).encode())
         except (BrokenPipeError, ConnectionResetError, ssl.SSLError):
             status = 0
             self.close_connection = True
-        except Exception as exc:  # any bug must still answer like a server, and be visible in the log
-            status = 500
-            app.errors.append(redact(traceback.format_exc()))
-            self.send(500, odata_error_body(redact(f"{type(exc).__name__}: {exc}")))
+        except Exception as exc:
+            reply = _error_reply(exc)
+            if reply is None:  # any bug must still answer like a server, and be visible in the log
+                app.errors.append(redact(traceback.format_exc()))
+                reply = _Reply(500, odata_error_body(redact(f"{type(exc).__name__}: {exc}")))
+            status = reply.status
+            self.send(reply.status, reply.body, reply.content_type, reply.headers)
         finally:
             app.blobs.expire_sas_in(None)
             self._record(status)  # dropped connections and failures while sending
+
+    def _inject_fault(self, app: ServedApp, endpoint: str) -> FaultRule | None:
+        """Apply the fault picked for this request, if any: raises for one that replaces the answer, and
+        returns an "after the handler" fault (the handler runs first; its answer is lost)."""
+        if endpoint.startswith("admin") or endpoint in ("discovery", "not-found"):
+            return None
+        fault = app.faults.pick(endpoint, app.clock.now())
+        if fault is None:
+            return None
+        self._fault = fault.kind
+        if fault.kind.startswith("after_"):
+            return fault
+        if fault.kind == "sas_expired":
+            app.blobs.expire_sas_in(fault.delay_seconds)  # for this thread's next SAS URLs
+        elif fault.kind == "slow":
+            time.sleep(fault.delay_seconds)
+        elif fault.kind == "drop":
+            self.body()
+            raise _Drop
+        elif fault.kind == "429":
+            raise _Reply(
+                429,
+                odata_error_body("Too many requests. Retry after the time in the Retry-After header."),
+                headers={"Retry-After": str(1 if fault.retry_after is None else fault.retry_after)},
+            )
+        else:
+            raise _server_error(int(fault.kind), fault.retry_after)
+        return None
+
+
+def _error_reply(exc: Exception) -> _Reply | None:
+    """The answer F&O gives for an error a handler raised; None for an unexpected exception (a bug)."""
+    if isinstance(exc, _Reply):
+        return exc
+    if isinstance(exc, ODataError):
+        return _Reply(
+            exc.status, odata_error_body(exc.message, exc.action, exc.exc_type), headers=_odata_headers()
+        )
+    if isinstance(exc, ConnectorError):
+        return _Reply(exc.status, json.dumps({"Message": exc.message}).encode())
+    if isinstance(exc, TokenError):
+        return _Reply(exc.status, json.dumps(exc.body).encode())
+    if isinstance(exc, ResourceNotFoundError):
+        return _Reply(404, json.dumps({"Message": "The file was not found."}).encode())
+    return None
 
 
 _SERVER_ERRORS = {500: "Internal Server Error", 502: "Bad Gateway", 503: "Service Unavailable"}
@@ -339,34 +370,3 @@ def _server_error(code: int, retry_after: int | None) -> _Reply:
 
 def _odata_headers() -> dict[str, str]:
     return {"OData-Version": "4.0"}
-
-
-class CallLog:
-    def __init__(self, clock_now: Callable, maxlen: int = 200_000) -> None:
-        self._now = clock_now
-        self.entries: deque[dict] = deque(maxlen=maxlen)
-
-    def add(
-        self,
-        method: str,
-        path: str,
-        endpoint: str,
-        status: int,
-        ms: float,
-        fault: str | None,
-        arrived: datetime | None = None,
-    ) -> None:
-        now = self._now()
-        self.entries.append(
-            {
-                "at": now.isoformat(),
-                "arrived": (arrived or now).isoformat(),  # when the request came in (a hang logs later)
-                "wall": time.time(),
-                "method": method,
-                "path": path,
-                "endpoint": endpoint,
-                "status": status,
-                "ms": round(ms, 2),
-                "fault": fault,
-            }
-        )

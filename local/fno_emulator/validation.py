@@ -7,6 +7,7 @@ target errors (staging-to-target). Both are returned by GetExecutionErrors.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
@@ -41,53 +42,77 @@ def _convert(value: object, f: EntityField) -> str:
         value = value.strip()
         if value == "":
             return ""
-    if f.type == "string":
-        return to_text(value)
-    if f.type == "int":
-        if isinstance(value, bool):
-            raise _ConversionError
-        if isinstance(value, int):
-            return str(value)
-        try:
-            return str(int(str(value)))
-        except ValueError as exc:
-            raise _ConversionError from exc
-    if f.type == "decimal":
-        try:
-            d = Decimal(str(value))
-        except InvalidOperation as exc:
-            raise _ConversionError from exc
-        if not d.is_finite():
-            raise _ConversionError
-        text = format(d.normalize(), "f")
-        return text if text != "-0" else "0"
-    if f.type == "date":
-        if isinstance(value, datetime):
-            return value.date().isoformat()
-        if isinstance(value, date):
-            return value.isoformat()
-        text = str(value)
-        try:
-            return datetime.fromisoformat(text.replace("Z", "+00:00")).date().isoformat()
-        except ValueError as exc:
-            raise _ConversionError from exc
-    if f.type == "datetime":
-        if isinstance(value, datetime):
-            return value.isoformat()
-        try:
-            return datetime.fromisoformat(str(value).replace("Z", "+00:00")).isoformat()
-        except ValueError as exc:
-            raise _ConversionError from exc
-    if f.type == "enum":
-        text = str(value)
-        allowed = f.values or []
-        for v in allowed:
-            if v.lower() == text.lower():
-                return v
-        if text.isdigit() and int(text) < len(allowed):
-            return allowed[int(text)]  # enums may also come as their integer value
+    convert = _CONVERTERS.get(f.type)
+    if convert is None:
         raise _ConversionError
+    return convert(value, f)
+
+
+def _to_string(value: object, f: EntityField) -> str:
+    return to_text(value)
+
+
+def _to_int(value: object, f: EntityField) -> str:
+    if isinstance(value, bool):
+        raise _ConversionError
+    if isinstance(value, int):
+        return str(value)
+    try:
+        return str(int(str(value)))
+    except ValueError as exc:
+        raise _ConversionError from exc
+
+
+def _to_decimal(value: object, f: EntityField) -> str:
+    try:
+        d = Decimal(str(value))
+    except InvalidOperation as exc:
+        raise _ConversionError from exc
+    if not d.is_finite():
+        raise _ConversionError
+    text = format(d.normalize(), "f")
+    return text if text != "-0" else "0"
+
+
+def _to_date(value: object, f: EntityField) -> str:
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).date().isoformat()
+    except ValueError as exc:
+        raise _ConversionError from exc
+
+
+def _to_datetime(value: object, f: EntityField) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    try:
+        return datetime.fromisoformat(str(value).replace("Z", "+00:00")).isoformat()
+    except ValueError as exc:
+        raise _ConversionError from exc
+
+
+def _to_enum(value: object, f: EntityField) -> str:
+    text = str(value)
+    allowed = f.values or []
+    for v in allowed:
+        if v.lower() == text.lower():
+            return v
+    if text.isdigit() and int(text) < len(allowed):
+        return allowed[int(text)]  # enums may also come as their integer value
     raise _ConversionError
+
+
+_CONVERTERS: dict[str, Callable[[object, EntityField], str]] = {
+    "string": _to_string,
+    "int": _to_int,
+    "decimal": _to_decimal,
+    "date": _to_date,
+    "datetime": _to_datetime,
+    "enum": _to_enum,
+}
 
 
 _TYPE_NAMES = {"int": "Integer", "decimal": "Real", "date": "Date", "datetime": "UtcDateTime", "enum": "Enum"}
