@@ -6,7 +6,6 @@ import json
 import re
 import uuid
 from collections.abc import Callable
-from datetime import datetime
 from urllib.parse import parse_qs
 
 from . import metadata as md
@@ -74,18 +73,6 @@ class EmulatorApp:
     @property
     def api_root(self) -> str:
         return self.base_url + (ONPREM_PREFIX if self.config.deployment == "onprem" else "")
-
-    def log_call(
-        self,
-        method: str,
-        path: str,
-        endpoint: str,
-        status: int,
-        ms: float,
-        fault: str | None,
-        arrived: datetime | None = None,
-    ) -> None:
-        self.calls.add(method, path, endpoint, status, ms, fault, arrived)
 
     # -- routing ----------------------------------------------------------------------------------
     def route(self, method: str, path: str) -> tuple[str, Route]:

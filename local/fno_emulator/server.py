@@ -13,7 +13,6 @@ import struct
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -23,6 +22,7 @@ from azure.core.exceptions import ResourceNotFoundError
 from dmf.redact import redact
 
 from .blobs import BlobStore
+from .calls import CallLog
 from .clock import Clock
 from .config import FaultRule
 from .engine import ODataError
@@ -42,19 +42,9 @@ class ServedApp(Protocol):
     faults: FaultInjector
     blobs: BlobStore
     errors: list[str]
+    calls: CallLog
 
     def route(self, method: str, path: str) -> tuple[str, Route]: ...
-
-    def log_call(
-        self,
-        method: str,
-        path: str,
-        endpoint: str,
-        status: int,
-        ms: float,
-        fault: str | None,
-        arrived: datetime | None = None,
-    ) -> None: ...
 
 
 class _Drop(Exception):
@@ -212,7 +202,7 @@ class Handler(BaseHTTPRequestHandler):
         self._logged = True
         ms = (time.perf_counter() - self._started) * 1000
         app = self.server.app
-        app.log_call(self.command, self._path, self._endpoint, status, ms, self._fault, self._arrived)
+        app.calls.add(self.command, self._path, self._endpoint, status, ms, self._fault, self._arrived)
 
     def send(self, status: int, body: bytes, content_type: str = "application/json", headers=None) -> None:
         self._drain()
