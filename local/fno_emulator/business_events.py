@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .clock import Clock
-    from .engine import Execution
+    from .executions import Execution
 
 BUSINESS_EVENT_ID = "DMFImportStatusBusinessEvent"
 log = logging.getLogger(__name__)

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from .config import RecurringActivity
-from .engine import EMPTY_GUID, Engine, EntityResult, Execution, ODataError
+from .engine import EMPTY_GUID, Engine, ODataError
+from .executions import EntityResult, Execution
 from .package_reader import (
     Manifest,
     ManifestEntity,
