@@ -156,7 +156,7 @@ class PackageApi:
     ) -> str:
         """Start an import; returns the execution id. Sent once: not repeated on 429/5xx or a lost connection."""
         action = "ImportFromPackageAsync" if use_async else "ImportFromPackage"
-        value = self._call(
+        return self._start(
             action,
             {
                 "packageUrl": package_url,
@@ -166,11 +166,8 @@ class PackageApi:
                 "overwrite": overwrite,
                 "legalEntityId": legal_entity_id,
             },
-            idempotent=False,
-            transfer=not use_async,  # the synchronous variant answers only when the job is done
-            retry_refused=False,
+            use_async,
         )
-        return optional_execution_id(value) or execution_id
 
     def export_to_package(
         self,
@@ -184,7 +181,7 @@ class PackageApi:
     ) -> str:
         """Start an export; returns the execution id. Sent once: not repeated on 429/5xx or a lost connection."""
         action = "ExportToPackageAsync" if use_async else "ExportToPackage"
-        value = self._call(
+        return self._start(
             action,
             {
                 "definitionGroupId": definition_group_id,
@@ -193,11 +190,19 @@ class PackageApi:
                 "reExecute": re_execute,
                 "legalEntityId": legal_entity_id,
             },
+            use_async,
+        )
+
+    def _start(self, action: str, payload: dict[str, Any], use_async: bool) -> str:
+        """Send a job start once (see above); the execution id F&O answers, else the one sent."""
+        value = self._call(
+            action,
+            payload,
             idempotent=False,
-            transfer=not use_async,
+            transfer=not use_async,  # the synchronous variant answers only when the job is done
             retry_refused=False,
         )
-        return optional_execution_id(value) or execution_id
+        return optional_execution_id(value) or payload["executionId"]
 
     # -- status and results (safe to repeat) -----------------------------------------------------------
 
