@@ -42,8 +42,16 @@ class RawXml:
 _BOOL, _INT, _STR, _OPAQUE, _HEX = "bool", "int", "str", "opaque", "hex"
 
 
+@dataclass(kw_only=True)
+class _RoundTrip:
+    """What a parsed element keeps so that it renders back as it was."""
+
+    present: frozenset[str] | None = None  # element names a parsed file had (None = full current schema)
+    extra: dict[str, RawXml] = field(default_factory=dict)  # unknown elements, kept for round trips
+
+
 @dataclass
-class EntityMap:
+class EntityMap(_RoundTrip):
     """One column mapping: ``xml_field`` (file header / XML name) ↔ ``entity_field`` (DMF staging field)."""
 
     xml_field: str
@@ -54,8 +62,6 @@ class EntityMap:
     is_auto_generated: bool = False
     is_default_value_equal_null: bool = False
     use_text_qualifier: bool = False
-    present: frozenset[str] | None = None  # element names a parsed file had (None = full current schema)
-    extra: dict[str, RawXml] = field(default_factory=dict)  # unknown elements, kept for round trips
 
 
 _MAP_ELEMENTS: dict[str, tuple[str, str]] = {
@@ -71,7 +77,7 @@ _MAP_ELEMENTS: dict[str, tuple[str, str]] = {
 
 
 @dataclass
-class EntityData:
+class EntityData(_RoundTrip):
     """One ``DataManagementPackageEntityData``: an entity, its data file and its mapping."""
 
     entity_name: str  # DMF label, e.g. "Customer groups"
@@ -94,8 +100,6 @@ class EntityData:
     run_business_validation: bool = True
     sample_file_path: str = ""
     validation_status: str = "Yes"
-    present: frozenset[str] | None = None
-    extra: dict[str, RawXml] = field(default_factory=dict)
 
     @property
     def xml_fields(self) -> list[str]:
@@ -136,8 +140,15 @@ class Layout:
     newline: str = "\r\n"
 
 
+@dataclass(kw_only=True)
+class _File(_RoundTrip):
+    """A whole XML file of the package: also its layout."""
+
+    layout: Layout = field(default_factory=Layout)
+
+
 @dataclass
-class Manifest:
+class Manifest(_File):
     """``DataManagementPackageManifest``: the data project (definition group) and its entities."""
 
     definition_group_name: str
@@ -145,9 +156,6 @@ class Manifest:
     entities: list[EntityData] = field(default_factory=list)
     project_category: str | None = "0"
     rules_data: RawXml | None = None
-    present: frozenset[str] | None = None
-    extra: dict[str, RawXml] = field(default_factory=dict)
-    layout: Layout = field(default_factory=Layout)
 
 
 _MANIFEST_ELEMENTS: dict[str, tuple[str, str]] = {
@@ -160,16 +168,13 @@ _MANIFEST_ELEMENTS: dict[str, tuple[str, str]] = {
 
 
 @dataclass
-class PackageHeader:
+class PackageHeader(_File):
     """``DataManagementPackageHeader``."""
 
     description: str
     package_version: int = 2
     package_type: str = "DefinitionGroup"
     manifest_type: str = MANIFEST_TYPE
-    present: frozenset[str] | None = None
-    extra: dict[str, RawXml] = field(default_factory=dict)
-    layout: Layout = field(default_factory=Layout)
 
 
 _HEADER_ELEMENTS: dict[str, tuple[str, str]] = {
@@ -299,10 +304,22 @@ def _parse_entity(el: Element, where: str) -> EntityData:
     return EntityData(entity_map_list=maps, present=present, **values)
 
 
+def _parse_document(
+    data: bytes | str, root_name: str, spec: dict[str, tuple[str, str]], where: str
+) -> tuple[dict[str, Any], frozenset[str], Layout]:
+    """A package XML file's known elements (``description`` "" when absent), the names present, its layout."""
+    root, layout = _parse_root(data, root_name)
+    values, present = _fill(root, spec, where)
+    if values.get("description") is None:
+        values["description"] = ""
+    return values, present, layout
+
+
 def parse_manifest(data: bytes | str) -> Manifest:
     """Parse Manifest.xml (bytes in UTF-16 with BOM or UTF-8, or text). Raises ``ManifestError``."""
-    root, layout = _parse_root(data, "DataManagementPackageManifest")
-    values, present = _fill(root, _MANIFEST_ELEMENTS, "Manifest")
+    values, present, layout = _parse_document(
+        data, "DataManagementPackageManifest", _MANIFEST_ELEMENTS, "Manifest"
+    )
     list_el = values.pop("entities", None)
     entities: list[EntityData] = []
     if list_el is not None and list_el.get(_NIL) != "true":
@@ -311,17 +328,14 @@ def parse_manifest(data: bytes | str) -> Manifest:
                 raise ManifestError(f"PackageEntityList: unexpected element {_local(e.tag)[1]}")
             entities.append(_parse_entity(e, f"Manifest entity {i + 1}"))
     _require(values, ["definition_group_name"], "Manifest")
-    if values.get("description") is None:
-        values["description"] = ""
     return Manifest(entities=entities, present=present, layout=layout, **values)
 
 
 def parse_package_header(data: bytes | str) -> PackageHeader:
     """Parse PackageHeader.xml. Raises ``ManifestError``."""
-    root, layout = _parse_root(data, "DataManagementPackageHeader")
-    values, present = _fill(root, _HEADER_ELEMENTS, "PackageHeader")
-    if values.get("description") is None:
-        values["description"] = ""
+    values, present, layout = _parse_document(
+        data, "DataManagementPackageHeader", _HEADER_ELEMENTS, "PackageHeader"
+    )
     for a, default in (("package_version", 1), ("package_type", "DefinitionGroup"), ("manifest_type", "")):
         if values.get(a) is None:
             values[a] = default
@@ -439,19 +453,21 @@ def _encode(text: str, encoding: Encoding) -> bytes:
 
 def render_manifest(manifest: Manifest, *, encoding: Encoding = "utf-16") -> bytes:
     """Manifest.xml bytes: DataContract element order, ``i:nil``, UTF-16LE + BOM (default), CRLF."""
-    w = _Writer(manifest.layout)
-    w.line(0, _root_open("DataManagementPackageManifest"))
-    _render_members(w, 1, manifest, _MANIFEST_ELEMENTS)
-    w.line(0, "</DataManagementPackageManifest>")
-    return _encode("".join(w.parts), encoding)
+    return _render_document(manifest, "DataManagementPackageManifest", _MANIFEST_ELEMENTS, encoding)
 
 
 def render_package_header(header: PackageHeader, *, encoding: Encoding = "utf-16") -> bytes:
     """PackageHeader.xml bytes, same conventions as ``render_manifest``."""
-    w = _Writer(header.layout)
-    w.line(0, _root_open("DataManagementPackageHeader"))
-    _render_members(w, 1, header, _HEADER_ELEMENTS)
-    w.line(0, "</DataManagementPackageHeader>")
+    return _render_document(header, "DataManagementPackageHeader", _HEADER_ELEMENTS, encoding)
+
+
+def _render_document(
+    doc: Manifest | PackageHeader, root: str, spec: dict[str, tuple[str, str]], encoding: Encoding
+) -> bytes:
+    w = _Writer(doc.layout)
+    w.line(0, _root_open(root))
+    _render_members(w, 1, doc, spec)
+    w.line(0, f"</{root}>")
     return _encode("".join(w.parts), encoding)
 
 
