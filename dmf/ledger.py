@@ -55,11 +55,15 @@ class Ledger:
             return Claim(e["Owner"], e["Owner"] == drop_id, e.get("SourceBlob"))
 
     def release_content(self, sha256: str, drop_id: str) -> None:
+        self._delete_owned("content", sha256, "Owner", drop_id)
+
+    def _delete_owned(self, partition: str, row: str, owner_field: str, owner: str) -> None:
+        """Delete the row while ``owner_field`` names ``owner`` and nobody changed it since it was read."""
         try:
-            e = self.table.get_entity("content", sha256)
+            e = self.table.get_entity(partition, row)
         except ResourceNotFoundError:
             return
-        if e["Owner"] == drop_id:
+        if e[owner_field] == owner:
             try:
                 self.table.delete_entity(
                     e, etag=e.metadata["etag"], match_condition=MatchConditions.IfNotModified
@@ -90,17 +94,22 @@ class Ledger:
                     continue
             new = (1 - EWMA_WEIGHT) * float(e["Seconds"]) + EWMA_WEIGHT * seconds
             e["Seconds"], e["Samples"] = new, int(e.get("Samples", 0)) + 1
-            try:
-                self.table.update_entity(
-                    e,
-                    mode=UpdateMode.REPLACE,
-                    etag=e.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
+            if self._replace_unchanged(e):
                 return new
-            except HttpResponseError:
-                continue
         return seconds
+
+    def _replace_unchanged(self, e: Any) -> bool:
+        """Write ``e`` back if nobody changed it since it was read; False if someone did (read again)."""
+        try:
+            self.table.update_entity(
+                e,
+                mode=UpdateMode.REPLACE,
+                etag=e.metadata["etag"],
+                match_condition=MatchConditions.IfNotModified,
+            )
+        except HttpResponseError:
+            return False
+        return True
 
     # -- single-run guards ---------------------------------------------------------------------------
     def try_start_run(self, name: str, run_id: str, now: datetime, max_age: timedelta) -> str | None:
@@ -126,16 +135,8 @@ class Ledger:
             if e["Since"] + max_age > now:
                 return e["RunId"]
             e["RunId"], e["Since"] = run_id, now
-            try:
-                self.table.update_entity(
-                    e,
-                    mode=UpdateMode.REPLACE,
-                    etag=e.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
+            if self._replace_unchanged(e):
                 return None
-            except HttpResponseError:
-                continue
         raise RuntimeError(f"contention on run guard {name}")
 
     def run_since(self, name: str) -> datetime | None:
@@ -146,17 +147,7 @@ class Ledger:
             return None
 
     def finish_run(self, name: str, run_id: str) -> None:
-        try:
-            e = self.table.get_entity("run", safe_key(name))
-        except ResourceNotFoundError:
-            return
-        if e["RunId"] == run_id:
-            try:
-                self.table.delete_entity(
-                    e, etag=e.metadata["etag"], match_condition=MatchConditions.IfNotModified
-                )
-            except HttpResponseError:
-                pass
+        self._delete_owned("run", safe_key(name), "RunId", run_id)
 
     # -- operators' index ----------------------------------------------------------------------------
     def index_drop(self, source: str, drop_id: str, day: str, received_at: datetime) -> None:
