@@ -124,20 +124,18 @@ def _inspect_zip(
     # Our own package: its data file was bounded when it was built, so reading it needs no budget.
     budget = Budget(limits.max_uncompressed_bytes if tally is not None else 2**62)
     try:
-        report.header = read_xml(
-            zf, root, HEADER, parse_package_header, (Code.MISSING_PACKAGE_HEADER, Code.BAD_PACKAGE_HEADER),
-            budget, limits, p,
-        )  # fmt: skip
+        header_codes = (Code.MISSING_PACKAGE_HEADER, Code.BAD_PACKAGE_HEADER)
+        report.header = read_xml(zf, root, HEADER, parse_package_header, header_codes, budget, limits, p)
         report.manifest = read_xml(
             zf, root, MANIFEST, parse_manifest, (Code.MISSING_MANIFEST, Code.BAD_MANIFEST), budget, limits, p
         )
     except ZipBombError as e:
         p.append(Problem(Code.ZIP_BOMB, str(e)))
         return
-    checks = (
-        entity_checks(report.manifest, root, catalogue, overwrite, p) if report.manifest is not None else None
-    )
-    if checks is None:
+    if report.manifest is None:
+        return
+    checks = entity_checks(report.manifest, root, catalogue, overwrite, p)
+    if checks is None:  # the manifest lists no entities
         return
     read = {MANIFEST.casefold(), HEADER.casefold()}
     if check_content and not check_data_files(zf, checks, report, limits, budget, tally, read):
