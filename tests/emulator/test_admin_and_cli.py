@@ -43,6 +43,42 @@ def test_admin_http_inspection_and_clock(client: Client) -> None:
     assert client.emu.admin.executions() == []
 
 
+def test_admin_http_control_routes_and_unknown_ones(client: Client) -> None:
+    admin = f"{client.emu.base_url}/_emulator"
+    http = client.http
+    kw = {"verify": client.emu.ca_bundle_path, "timeout": 30}
+    groups = f"{admin}/data/USMF/Customer groups"
+    seeded = client.post(groups, auth=False, json=[{"CUSTOMERGROUPID": "20", "DESCRIPTION": "b"}])
+    assert seeded.json() == {"ok": True}
+    assert [r["CUSTOMERGROUPID"] for r in client.get(groups, auth=False).json()] == ["20"]
+    rule = {"endpoint": "ImportFromPackage", "kind": "500", "next_n": 1}
+    assert client.post(f"{admin}/faults", auth=False, json=rule).json() == {"ok": True}
+    assert [f["kind"] for f in client.get(f"{admin}/state", auth=False).json()["faults"]] == ["500"]
+    assert http.delete(f"{admin}/faults", **kw).json() == {"ok": True}
+    assert client.get(f"{admin}/state", auth=False).json()["faults"] == []
+    now = client.post(f"{admin}/clock", auth=False, json={"set": "2030-01-02T03:04:05+00:00"}).json()["now"]
+    assert now.startswith("2030-01-02T03:04:0")  # the clock runs on from the time set
+    activity = "{6D31E09F-0249-459F-94F0-AAD9C2C47B64}"
+    cid = client.post(f"{admin}/outbound/{activity}", auth=False, data=b"abc").json()["correlationId"]
+    assert [m["correlationId"] for m in client.get(f"{admin}/outbound", auth=False).json()] == [cid]
+    assert [m["correlationId"] for m in client.get(f"{admin}/outbound/{activity}", auth=False).json()] == [
+        cid
+    ]
+    assert client.get(f"{client.emu.base_url}/metadata/DataEntities", auth=True).status_code == 200
+    assert client.post(f"{admin}/tokens/revoke", auth=False).json() == {"ok": True}
+    assert client.get(f"{client.emu.base_url}/metadata/DataEntities", auth=True).status_code == 401
+    events = {"url": "https://127.0.0.1:9/events", "key": "k"}
+    assert client.post(f"{admin}/business-events", auth=False, json=events).json() == {"ok": True}
+    assert client.get(f"{admin}/business-events", auth=False).json() == []
+    # A path that does not fit a route (unknown, wrong arity, wrong method) is a 404 naming it.
+    for method, path in [("GET", "nope"), ("POST", "data/USMF"), ("POST", "tokens"), ("POST", "outbound"),
+                         ("PUT", "clock"), ("GET", "")]:  # fmt: skip
+        r = http.request(method, f"{admin}/{path}", **kw)
+        assert r.status_code == 404 and r.json() == {
+            "Message": f"unknown admin route {method} /_emulator/{path}"
+        }
+
+
 def test_admin_key(make_emulator) -> None:
     client = Client(make_emulator(EmulatorConfig(admin_key="k1")))
     url = f"{client.emu.base_url}/_emulator/state"
