@@ -103,13 +103,19 @@ def _parse_xml(data: bytes, file_name: str) -> Element:
         raise PackageError(f"There is an error in XML document ({file_name}): {exc}") from exc
 
 
-def parse_header(data: bytes) -> PackageHeader:
-    root = _parse_xml(data, "PackageHeader.xml")
-    if root.tag != _N + "DataManagementPackageHeader":
+def _parse_root(data: bytes, file_name: str, element: str) -> Element:
+    """The file's root element, which must be ``element`` in the DMF namespace (F&O's words if not)."""
+    root = _parse_xml(data, file_name)
+    if root.tag != _N + element:
         raise PackageError(
-            "Error in line 1 position 2. Expecting element 'DataManagementPackageHeader' from namespace "
+            f"Error in line 1 position 2. Expecting element '{element}' from namespace "
             f"'{NS}'.. Encountered 'Element' with name '{root.tag.split('}')[-1]}'."
         )
+    return root
+
+
+def parse_header(data: bytes) -> PackageHeader:
+    root = _parse_root(data, "PackageHeader.xml", "DataManagementPackageHeader")
     return PackageHeader(
         description=_text(root, "Description"),
         manifest_type=_text(root, "ManifestType"),
@@ -119,12 +125,7 @@ def parse_header(data: bytes) -> PackageHeader:
 
 
 def parse_manifest(data: bytes) -> Manifest:
-    root = _parse_xml(data, "Manifest.xml")
-    if root.tag != _N + "DataManagementPackageManifest":
-        raise PackageError(
-            "Error in line 1 position 2. Expecting element 'DataManagementPackageManifest' from namespace "
-            f"'{NS}'.. Encountered 'Element' with name '{root.tag.split('}')[-1]}'."
-        )
+    root = _parse_root(data, "Manifest.xml", "DataManagementPackageManifest")
     entities: list[ManifestEntity] = []
     entity_list = root.find(_N + "PackageEntityList")
     for item in (
