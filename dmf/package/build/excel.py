@@ -14,6 +14,7 @@ from dmf.package.build.parts import Parts
 from dmf.package.keys import DuplicateKeyFinder, cell_key
 from dmf.package.limits import Limits
 from dmf.package.problems import Code
+from dmf.package.spool import copy_limited
 from dmf.package.zipsafe import Budget, header_problems, precheck, workbook_has_dtd
 
 
@@ -21,7 +22,7 @@ def build_excel(src: BinaryIO, ctx: Ctx, parts: Parts, result: BuildResult, chec
     limits = ctx.limits
     with tempfile.NamedTemporaryFile(suffix=".xlsx", dir=ctx.out_dir) as spool:
         # openpyxl needs a seekable file; spool the stream to disk, never to memory.
-        copied = _copy_limited(src, spool, limits.max_uncompressed_bytes)
+        copied = copy_limited(src, spool, limits.max_uncompressed_bytes)
         if copied is None:
             raise ctx.fail(
                 Code.TOO_LARGE, f"{ctx.file_name} is larger than {limits.max_uncompressed_bytes} bytes"
@@ -183,13 +184,3 @@ class _CountingWriter(io.RawIOBase):
         self.inner.write(b)
         self.n += len(b)
         return len(b)
-
-
-def _copy_limited(src: BinaryIO, dest: BinaryIO, limit: int) -> int | None:
-    n = 0
-    while chunk := src.read(1024 * 1024):
-        n += len(chunk)
-        if n > limit:
-            return None
-        dest.write(chunk)
-    return n

@@ -17,13 +17,14 @@ import zipfile
 from typing import BinaryIO
 
 from dmf.package.catalogue import Catalogue
-from dmf.package.inspect.container import file_size, read_the_rest, read_xml, seekable, spool_to_file
+from dmf.package.inspect.container import file_size, read_the_rest, read_xml, seekable
 from dmf.package.inspect.content import check_data_files
 from dmf.package.inspect.entries import entity_checks
 from dmf.package.inspect.report import HEADER, MANIFEST, PackageReport
 from dmf.package.limits import Limits
 from dmf.package.manifest import parse_manifest, parse_package_header
 from dmf.package.problems import Code, Problem, has_errors
+from dmf.package.spool import spool_to_file
 from dmf.package.zipsafe import Budget, Tally, ZipBombError, header_problems, precheck, root_files
 
 __all__ = ["HEADER", "MANIFEST", "PackageReport", "inspect_package", "spool_to_file"]

@@ -1,10 +1,9 @@
-"""The zip container: its size, spooling a stream to disk, the two XML files, and reading through what no
-content check reads (so what it really expands to counts, and its CRCs are checked)."""
+"""The zip container: its size, the two XML files, and reading through what no content check reads (so
+what it really expands to counts, and its CRCs are checked)."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -31,23 +30,6 @@ def seekable(f: object) -> bool:
         return bool(f.seekable())  # type: ignore[attr-defined]
     except (AttributeError, OSError, ValueError):
         return False
-
-
-def spool_to_file(stream: BinaryIO, dest_dir: str | None = None, max_bytes: int | None = None) -> Path | None:
-    """Copy a stream to a temp file in 1 MiB chunks; None (and no file) if it exceeds ``max_bytes``.
-    The caller deletes the file."""
-    fd, name = tempfile.mkstemp(suffix=".zip", dir=dest_dir)
-    total = 0
-    with os.fdopen(fd, "wb") as f:
-        while chunk := stream.read(1024 * 1024):
-            total += len(chunk)
-            if max_bytes is not None and total > max_bytes:
-                break
-            f.write(chunk)
-    if max_bytes is not None and total > max_bytes:
-        os.unlink(name)
-        return None
-    return Path(name)
 
 
 def read_xml(
