@@ -4,26 +4,21 @@
   queue answers empty or the run's count/time budget is spent. Each batch holds at most a few messages at
   a time (see ``dmf/pipeline/outbound.py``), so nothing dequeued waits past its visibility window.
 - ``scheduled_export`` (instance ``export-<job>``): ExportToPackageAsync with our own execution id, status
-  polled with durable timers, package URL polled until F&O hands it out, copied into the archive.
+  polled with durable timers (``ExportWait``), package URL polled until F&O hands it out, copied into the archive.
 - ``recurring_enqueue`` (sub-orchestration of ``inbound_drop``): enqueue once, poll GetMessageStatus with
-  durable timers until terminal, record execution id and errors. Its result feeds ``finalize_drop``.
+  durable timers until terminal (``EnqueueWait``), record execution id and errors. Its result feeds ``finalize_drop``.
 
-Orchestrators only yield tasks; configuration comes from the ``outbound_config`` activity.
+Both waits are the one start-then-poll loop of ``orchestrators/waiting.py``. Orchestrators only yield tasks; configuration comes from the ``outbound_config`` activity.
 """
 
 from __future__ import annotations
 
 import azure.durable_functions as df
 
-from dmf.pipeline.polling import TERMINAL, PollPolicy
-from orchestrators.retries import (
-    BATCH_RETRY,
-    MAX_FETCH_FAILURES,
-    MAX_START_RETRIES,
-    MAX_URL_TRIES,
-    RETRY,
-)
-from orchestrators.timing import now_iso, refusal_wait, timer_in
+from dmf.pipeline.polling import PollPolicy
+from orchestrators.retries import BATCH_RETRY, MAX_FETCH_FAILURES, MAX_URL_TRIES, RETRY
+from orchestrators.timing import now_iso, timer_in
+from orchestrators.waiting import DurableWait
 
 bp = df.Blueprint()
 
@@ -118,8 +113,10 @@ def scheduled_export(context: df.DurableOrchestrationContext):
     try:
         cfg = yield context.call_activity("outbound_config", None)
         policy = PollPolicy(**cfg["poll"])
-        outcome = yield from _export_and_poll(context, req, policy)
-        if outcome["status"] in ("Succeeded", "PartiallySucceeded"):
+        waited = yield from ExportWait(context, req, policy).run()
+        outcome = {"status": waited.status, "reason": waited.reason, "polls": waited.polls}
+        outcome["started"] = waited.started
+        if waited.status in ("Succeeded", "PartiallySucceeded"):
             outcome.update((yield from _fetch_package(context, req, policy)))
     except Exception as exc:
         outcome = {**outcome, "status": "Failed", "reason": f"export orchestration failed: {exc}"}
@@ -150,72 +147,33 @@ def scheduled_export(context: df.DurableOrchestrationContext):
     }
 
 
-def _start_export(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy, recall: bool):
-    """``export_start`` until a final answer. A refusal (``throttled``: 429, or 503 with Retry-After) is
-    waited out with a durable timer for Retry-After and called again for as long as the poll deadline
-    allows (the F&O client never repeats ExportToPackage itself); ``retry`` gets a few backoffs."""
-    attempt = throttled = 0
-    waited = 0.0
-    while True:
-        st = yield context.call_activity_with_retry("export_start", RETRY, req | {"allow_recall": recall})
-        if st["state"] == "throttled" and waited < policy.deadline:
-            wait = refusal_wait(st.get("retry_after"), throttled, waited, policy)
-            throttled += 1
-            waited += wait
-            context.set_custom_status({"stage": "export-throttled", "retry_in": wait})
-            yield timer_in(context, wait)
-            continue
-        if st["state"] != "retry" or attempt >= MAX_START_RETRIES:
-            return st
-        attempt += 1
-        yield timer_in(context, max(st.get("retry_after") or 0, policy.initial * 2**attempt))
+class ExportWait(DurableWait):
+    """ExportToPackageAsync once under our execution id (the F&O client never repeats it itself), then
+    status calls; an ambiguous start F&O never saw is called again once."""
 
+    max_recalls = 1
 
-def _export_and_poll(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy):
-    context.set_custom_status({"stage": "exporting", "execution_id": req["execution_id"]})
-    st = yield from _start_export(context, req, policy, recall=False)
-    if st["state"] in ("failed", "retry", "throttled"):
-        return {"status": "Failed", "reason": st.get("error"), "polls": 0}
-    confirmed = st["state"] == "started"
-    recalled = False
-    began = context.current_utc_datetime
-    polls = 0
-    last = None
-    env = req["job"]["environment"]
-    while True:
-        elapsed = (context.current_utc_datetime - began).total_seconds()
-        wait = policy.next_wait(polls, elapsed, None)
-        if wait <= 0:
-            return {
-                "status": "TimedOut",
-                "reason": f"no terminal status after {policy.deadline / 60:.0f} minutes (last: {last})",
-                "polls": polls,
-                "started": True,
-            }
-        yield timer_in(context, wait)
-        chk = yield context.call_activity_with_retry(
-            "export_check", RETRY, {"environment": env, "execution_id": req["execution_id"]}
+    def __init__(self, context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy) -> None:
+        super().__init__(context, policy)
+        self.req = req
+        self.execution_id = req["execution_id"]
+
+    def start_task(self, recall: bool) -> df.Task:
+        return self.context.call_activity_with_retry(
+            "export_start", RETRY, self.req | {"allow_recall": recall}
         )
-        polls += 1
-        last = chk["status"]
-        context.set_custom_status({"stage": "polling", "status": last, "polls": polls})
-        if last in TERMINAL:
-            return {"status": last, "polls": polls, "started": True}
-        elapsed = (context.current_utc_datetime - began).total_seconds()
-        if last == "NotFound" and elapsed >= policy.not_found_grace:
-            if confirmed or recalled:
-                return {
-                    "status": "Failed",
-                    "reason": f"F&O has no record of execution {req['execution_id']} after {elapsed:.0f}s",
-                    "polls": polls,
-                }
-            recalled = True  # the start call never reached F&O: now, and only now, call it again
-            st = yield from _start_export(context, req, policy, recall=True)
-            if st["state"] in ("failed", "retry", "throttled"):
-                return {"status": "Failed", "reason": st.get("error"), "polls": polls}
-            confirmed = st["state"] == "started"
-            began = context.current_utc_datetime
-            polls = 0
+
+    def check_task(self) -> df.Task:
+        env = self.req["job"]["environment"]
+        return self.context.call_activity_with_retry(
+            "export_check", RETRY, {"environment": env, "execution_id": self.execution_id}
+        )
+
+    def start_status(self) -> dict:
+        return {"stage": "exporting", "execution_id": self.execution_id}
+
+    def throttled_status(self, wait: float) -> dict:
+        return {"stage": "export-throttled", "retry_in": wait}
 
 
 def _fetch_package(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy):
@@ -255,51 +213,16 @@ def recurring_enqueue(context: df.DurableOrchestrationContext):
     """
     inp = dict(context.get_input())
     drop = inp["drop"]
-    route = inp["route"]
     drop_id = drop.get("instance_id") or context.instance_id.removesuffix("-enqueue")
-    base = {"drop_id": drop_id, "day": inp["day"], "route": route, "source": inp["source"]}
+    base = {"drop_id": drop_id, "day": inp["day"], "route": inp["route"], "source": inp["source"]}
     started = context.current_utc_datetime
-    message_id = None
-    message_status = None
-    status = None
-    reason = None
-    polls = 0
+    wait = None
     try:
         cfg = yield context.call_activity("outbound_config", None)
-        policy = PollPolicy(**cfg["poll"])
-        context.set_custom_status({"stage": "enqueueing"})
-        attempt = 0
-        while True:
-            sent = yield context.call_activity_with_retry(
-                "enqueue_send", RETRY, base | {"instance_id": context.instance_id}
-            )
-            if sent["state"] != "retry" or attempt >= MAX_START_RETRIES:
-                break
-            attempt += 1
-            yield timer_in(context, max(sent.get("retry_after") or 0, policy.initial * 2**attempt))
-        if sent["state"] != "enqueued":
-            status, reason = "Failed", sent.get("error")
-        else:
-            message_id = sent["message_id"]
-            began = context.current_utc_datetime
-            while True:
-                elapsed = (context.current_utc_datetime - began).total_seconds()
-                wait = policy.next_wait(polls, elapsed, None)
-                if wait <= 0:
-                    status = "TimedOut"
-                    reason = f"message {message_id} not processed after {policy.deadline / 60:.0f} minutes"
-                    break
-                yield timer_in(context, wait)
-                chk = yield context.call_activity_with_retry(
-                    "enqueue_check", RETRY, {"environment": route["environment"], "message_id": message_id}
-                )
-                polls += 1
-                message_status = chk["status"]
-                context.set_custom_status(
-                    {"stage": "polling", "message_status": message_status, "polls": polls}
-                )
-                if chk["terminal"]:
-                    break
+        wait = EnqueueWait(context, base, PollPolicy(**cfg["poll"]))
+        outcome = yield from wait.run()
+        # A terminal message status is the outcome: ``enqueue_record`` maps it.
+        status, reason = (None, None) if outcome.terminal else (outcome.status, outcome.reason)
     except Exception as exc:
         status, reason = "Failed", f"enqueue orchestration failed: {exc}"
     result = yield context.call_activity_with_retry(
@@ -307,14 +230,54 @@ def recurring_enqueue(context: df.DurableOrchestrationContext):
         RETRY,
         base
         | {
-            "message_id": message_id,
-            "message_status": message_status,
+            "message_id": wait.message_id if wait else None,
+            "message_status": wait.last if wait else None,
             "status": status,
             "reason": reason,
-            "polls": polls,
+            "polls": wait.polls if wait else 0,
             "started_at": started.isoformat(),
             "finished_at": now_iso(context),
         },
     )
     context.set_custom_status({"stage": "done", "status": result["status"]})
     return result
+
+
+class EnqueueWait(DurableWait):
+    """Enqueue the file once, then GetMessageStatus until the message is terminal (no recalls: a message
+    id F&O handed out is never \"not found\")."""
+
+    not_found = None
+
+    def __init__(self, context: df.DurableOrchestrationContext, base: dict, policy: PollPolicy) -> None:
+        super().__init__(context, policy)
+        self.base = base
+        self.message_id: str | None = None
+
+    def start_task(self, recall: bool) -> df.Task:
+        return self.context.call_activity_with_retry(
+            "enqueue_send", RETRY, self.base | {"instance_id": self.context.instance_id}
+        )
+
+    def check_task(self) -> df.Task:
+        return self.context.call_activity_with_retry(
+            "enqueue_check",
+            RETRY,
+            {"environment": self.base["route"]["environment"], "message_id": self.message_id},
+        )
+
+    def start_status(self) -> dict:
+        return {"stage": "enqueueing"}
+
+    def progress(self, chk: dict, by_event: bool) -> dict:
+        return {"stage": "polling", "message_status": self.last, "polls": self.polls}
+
+    def is_terminal(self, chk: dict) -> bool:
+        return bool(chk["terminal"])
+
+    def accepted(self, st: dict) -> bool:
+        self.message_id = st["message_id"]
+        return True
+
+    def timeout_reason(self) -> str:
+        return f"message {self.message_id} not processed after {self.policy.deadline / 60:.0f} minutes"
