@@ -22,6 +22,7 @@ under the current name and wakes the next wait exactly once; a waiter the timer 
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 
 import azure.durable_functions as df
@@ -29,6 +30,14 @@ import azure.durable_functions as df
 from dmf.gate import recheck_seconds
 from dmf.pipeline.fno_events import EVENT_NAME as COMPLETED_EVENT
 from dmf.pipeline.ids import execution_id
+from dmf.pipeline.payloads import (
+    CheckImport,
+    ImportErrors,
+    ImportResult,
+    PackageImport,
+    StartImport,
+    to_wire,
+)
 from dmf.pipeline.polling import TERMINAL, PollPolicy
 from dmf.redact import redact
 from orchestrators.retries import MAX_RECALLS, RETRY, TARGET_KEY_TRIES
@@ -48,18 +57,17 @@ CANCELED_REASON = "canceled by an operator while waiting at the import gate (not
 
 @bp.orchestration_trigger(context_name="context")
 def import_package(context: df.DurableOrchestrationContext):
-    req = dict(context.get_input())
-    route = req["route"]
-    env = route["environment"]
-    ticket = req["instance_id"] = context.instance_id
-    req["execution_id"] = execution_id(route["data_project"], context.instance_id)
+    pkg = PackageImport.from_wire(context.get_input())
+    exec_id = execution_id(pkg.route["data_project"], context.instance_id)
+    # ``instance_id`` is the gate ticket too: one permit per package orchestration.
+    req = StartImport(**vars(pkg), instance_id=context.instance_id, execution_id=exec_id)
     cfg = yield context.call_activity("pipeline_config", None)
     policy = PollPolicy(**cfg["poll"])
     gate_req = {
-        "environment": env,
-        "ticket": ticket,
-        "instance_id": context.instance_id,
-        "execution_id": req["execution_id"],
+        "environment": req.route["environment"],
+        "ticket": req.instance_id,
+        "instance_id": req.instance_id,
+        "execution_id": exec_id,
     }
 
     started_at = now_iso(context)
@@ -77,7 +85,7 @@ def import_package(context: df.DurableOrchestrationContext):
         if outcome.status != LOST_GATE:
             break
         # Our permit lapsed before ImportFromPackage was called: queue again rather than import unguarded.
-        context.set_custom_status({"stage": "gate-lost", "execution_id": req["execution_id"]})
+        context.set_custom_status({"stage": "gate-lost", "execution_id": exec_id})
     maybe_running = outcome.status not in TERMINAL and bool(outcome.started)
     try:
         yield context.call_activity_with_retry(
@@ -89,7 +97,7 @@ def import_package(context: df.DurableOrchestrationContext):
     # 3. Errors (outside the gate: other imports need not wait for error files).
     errors = None
     if outcome.status in ("PartiallySucceeded", "Failed", "Canceled") and outcome.started:
-        context.set_custom_status({"stage": "collecting-errors", "execution_id": req["execution_id"]})
+        context.set_custom_status({"stage": "collecting-errors", "execution_id": exec_id})
         try:
             errors = yield from _collect_errors(context, req)
         except Exception as exc:  # the import happened: a missing error file must not turn it into a failure
@@ -99,30 +107,29 @@ def import_package(context: df.DurableOrchestrationContext):
                 "files": [],
             }
 
-    result = yield context.call_activity_with_retry(
-        "record_import_result",
-        RETRY,
-        {
-            **{k: req[k] for k in ("drop_id", "day", "seq", "route", "execution_id")},
-            "status": outcome.status,
-            "reason": outcome.reason,
-            "last_status": outcome.last_status,
-            "polls": outcome.polls,
-            "started_at": started_at,
-            "finished_at": now_iso(context),
-            "confirmed_start_at": outcome.confirmed_start_at,
-            "observed_seconds": outcome.observed_seconds,
-            "errors": errors,
-        },
+    record = ImportResult(
+        drop_id=req.drop_id,
+        day=req.day,
+        seq=req.seq,
+        route=req.route,
+        execution_id=exec_id,
+        status=outcome.status,
+        reason=outcome.reason,
+        last_status=outcome.last_status,
+        polls=outcome.polls,
+        started_at=started_at,
+        finished_at=now_iso(context),
+        confirmed_start_at=outcome.confirmed_start_at,
+        observed_seconds=outcome.observed_seconds,
+        errors=errors,
     )
-    context.set_custom_status(
-        {"stage": "done", "status": result["status"], "execution_id": req["execution_id"]}
-    )
+    result = yield context.call_activity_with_retry("record_import_result", RETRY, to_wire(record))
+    context.set_custom_status({"stage": "done", "status": result["status"], "execution_id": exec_id})
     return {
-        "seq": req["seq"],
+        "seq": req.seq,
         "status": outcome.status,
-        "execution_id": req["execution_id"],
-        "records": req.get("rows"),
+        "execution_id": exec_id,
+        "records": req.rows,
         "error_count": (errors or {}).get("error_count"),
         "error_summary": outcome.reason or " | ".join((errors or {}).get("messages") or []) or None,
         "polls": outcome.polls,
@@ -174,39 +181,36 @@ class ImportWait(DurableWait):
     def __init__(
         self,
         context: df.DurableOrchestrationContext,
-        req: dict,
+        req: StartImport,
         policy: PollPolicy,
         lease: float,
         events: dict | None = None,
     ) -> None:
         super().__init__(context, policy)
         self.req = req
-        self.execution_id = req["execution_id"]
+        self.execution_id = req.execution_id
         self.lease = lease
         self.lease_until = context.current_utc_datetime + timedelta(seconds=lease)
         self.lease_lost = False
         self.verify_grace = min(policy.not_found_grace, VERIFY_GRACE_SECONDS)
         if (events or {}).get("enabled"):
-            needed = max(1, len(req.get("entities") or []))
+            needed = max(1, len(req.entities or []))
             fallback = float((events or {}).get("fallback_seconds") or 0.0)
             self.events = CompletionEvents(COMPLETED_EVENT, self.execution_id, needed, fallback)
 
     def start_task(self, recall: bool) -> df.Task:
         return self.context.call_activity_with_retry(
-            "start_import", RETRY, self.req | {"allow_recall": recall, "now": now_iso(self.context)}
+            "start_import", RETRY, to_wire(replace(self.req, allow_recall=recall, now=now_iso(self.context)))
         )
 
     def check_task(self) -> df.Task:
-        return self.context.call_activity_with_retry(
-            "check_import",
-            RETRY,
-            {
-                "environment": self.req["route"]["environment"],
-                "execution_id": self.execution_id,
-                "ticket": self.req["instance_id"],
-                "now": now_iso(self.context),
-            },
+        check = CheckImport(
+            environment=self.req.route["environment"],
+            execution_id=self.execution_id,
+            ticket=self.req.instance_id,
+            now=now_iso(self.context),
         )
+        return self.context.call_activity_with_retry("check_import", RETRY, to_wire(check))
 
     def start_status(self) -> dict:
         return {"stage": "importing", "execution_id": self.execution_id}
@@ -245,32 +249,31 @@ class ImportWait(DurableWait):
             )
 
 
-def _renew(req: dict, context: df.DurableOrchestrationContext, lease_seconds: float) -> dict:
+def _renew(req: StartImport, context: df.DurableOrchestrationContext, lease_seconds: float) -> dict:
     return {
-        "environment": req["route"]["environment"],
-        "ticket": req["instance_id"],
-        "instance_id": req["instance_id"],
+        "environment": req.route["environment"],
+        "ticket": req.instance_id,
+        "instance_id": req.instance_id,
         "now": now_iso(context),
         "lease_seconds": lease_seconds,
     }
 
 
-def _collect_errors(context: df.DurableOrchestrationContext, req: dict):
-    base = {
-        "environment": req["route"]["environment"],
-        "execution_id": req["execution_id"],
-        "drop_id": req["drop_id"],
-        "seq": req["seq"],
-    }
-    errors = yield context.call_activity_with_retry(
-        "collect_errors", RETRY, base | {"entities": req.get("entities")}
+def _collect_errors(context: df.DurableOrchestrationContext, req: StartImport):
+    base = ImportErrors(
+        environment=req.route["environment"],
+        execution_id=req.execution_id,
+        drop_id=req.drop_id,
+        seq=req.seq,
+        entities=req.entities,
     )
+    errors = yield context.call_activity_with_retry("collect_errors", RETRY, to_wire(base))
     pending = errors.pop("pending_target_keys", [])
     tries = 0
     while pending and tries < TARGET_KEY_TRIES:
         yield timer_in(context, 15 * 2**tries)
         got = yield context.call_activity_with_retry(
-            "fetch_target_error_keys", RETRY, base | {"entities": pending}
+            "fetch_target_error_keys", RETRY, to_wire(replace(base, entities=pending))
         )
         errors["files"] = errors["files"] + got["files"]
         pending = got["pending"]

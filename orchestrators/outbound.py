@@ -13,8 +13,28 @@ Both waits are the one start-then-poll loop of ``orchestrators/waiting.py``. Orc
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import azure.durable_functions as df
 
+from dmf.pipeline.payloads import (
+    CheckExport,
+    CheckMessage,
+    DrainBatch,
+    DrainOf,
+    DrainResult,
+    DrainRun,
+    DrainStart,
+    Enqueue,
+    EnqueuedFile,
+    EnqueueResult,
+    EnqueueRoute,
+    ExportResult,
+    ExportRun,
+    FetchExport,
+    StartExport,
+    to_wire,
+)
 from dmf.pipeline.polling import PollPolicy
 from orchestrators.retries import BATCH_RETRY, MAX_FETCH_FAILURES, MAX_URL_TRIES, RETRY
 from orchestrators.timing import now_iso, timer_in
@@ -30,41 +50,35 @@ bp = df.Blueprint()
 def recurring_drain(context: df.DurableOrchestrationContext):
     """Input: ``export`` (RecurringExport dict), ``run_id``, ``day``, ``guard``, ``max_messages``,
     ``max_seconds``. Returns the run's totals."""
-    req = dict(context.get_input())
+    req = DrainRun.of(context.get_input())
     started = context.current_utc_datetime
-    base = {"export": req["export"], "run_id": req["run_id"], "day": req["day"]}
+    base = vars(DrainOf(export=req.export, run_id=req.run_id, day=req.day))
     totals = {"archived": 0, "duplicate": 0, "failed": 0, "not_acked": 0, "taken": 0}
     failures: list[dict] = []
     errors: list[str] = []
     stop = None
     try:
         cfg = yield context.call_activity("outbound_config", None)
-        yield context.call_activity_with_retry(
-            "drain_start",
-            RETRY,
-            base | {"started_at": started.isoformat(), "instance_id": context.instance_id},
-        )
+        begin = DrainStart(**base, started_at=started.isoformat(), instance_id=context.instance_id)
+        yield context.call_activity_with_retry("drain_start", RETRY, to_wire(begin))
         while True:
             elapsed = (context.current_utc_datetime - started).total_seconds()
-            left_count = int(req["max_messages"]) - totals["taken"]
-            left_time = float(req["max_seconds"]) - elapsed
+            left_count = int(req.max_messages) - totals["taken"]
+            left_time = float(req.max_seconds) - elapsed
             if left_count <= 0:
-                stop = f"count budget of {req['max_messages']} messages reached"
+                stop = f"count budget of {req.max_messages} messages reached"
                 break
             if left_time <= 1:
-                stop = f"time budget of {req['max_seconds']:.0f}s reached"
+                stop = f"time budget of {req.max_seconds:.0f}s reached"
                 break
             context.set_custom_status({"stage": "draining", **totals})
-            res = yield context.call_activity_with_retry(
-                "drain_batch",
-                BATCH_RETRY,
-                base
-                | {
-                    "max_messages": min(left_count, cfg["batch_messages"]),
-                    "max_seconds": min(left_time, cfg["batch_seconds"]),
-                    "workers": req.get("workers") or cfg["workers"],
-                },
+            batch = DrainBatch(
+                **base,
+                max_messages=min(left_count, cfg["batch_messages"]),
+                max_seconds=min(left_time, cfg["batch_seconds"]),
+                workers=req.workers or cfg["workers"],
             )
+            res = yield context.call_activity_with_retry("drain_batch", BATCH_RETRY, to_wire(batch))
             for k in totals:
                 totals[k] += int(res.get(k) or 0)
             failures += res.get("failures") or []
@@ -81,21 +95,18 @@ def recurring_drain(context: df.DurableOrchestrationContext):
     except Exception as exc:  # an activity kept failing: still record the run and free its guard
         errors.append(f"drain orchestration failed: {exc}")
         stop = "error"
-    result = yield context.call_activity_with_retry(
-        "drain_record",
-        RETRY,
-        base
-        | {
-            "totals": totals,
-            "failures": failures[:20],
-            "errors": errors[:5],
-            "stop_reason": stop,
-            "started_at": started.isoformat(),
-            "finished_at": now_iso(context),
-            "guard": req.get("guard"),
-            "guard_token": req.get("guard_token"),
-        },
+    record = DrainResult(
+        **base,
+        totals=totals,
+        failures=failures[:20],
+        errors=errors[:5],
+        stop_reason=stop,
+        started_at=started.isoformat(),
+        finished_at=now_iso(context),
+        guard=req.guard,
+        guard_token=req.guard_token,
     )
+    result = yield context.call_activity_with_retry("drain_record", RETRY, to_wire(record))
     context.set_custom_status({"stage": "done", "status": result["status"], **totals})
     return {"status": result["status"], "stop_reason": stop, **totals}
 
@@ -106,8 +117,8 @@ def recurring_drain(context: df.DurableOrchestrationContext):
 @bp.orchestration_trigger(context_name="context")
 def scheduled_export(context: df.DurableOrchestrationContext):
     """Input: ``job`` (ExportJob dict), ``run_id``, ``day``, ``execution_id``, ``package_name``, ``guard``."""
-    req = dict(context.get_input())
-    req["instance_id"] = context.instance_id
+    run = ExportRun.of(context.get_input())
+    req = StartExport(**vars(run), instance_id=context.instance_id)
     started = context.current_utc_datetime
     outcome: dict = {}
     try:
@@ -120,28 +131,24 @@ def scheduled_export(context: df.DurableOrchestrationContext):
             outcome.update((yield from _fetch_package(context, req, policy)))
     except Exception as exc:
         outcome = {**outcome, "status": "Failed", "reason": f"export orchestration failed: {exc}"}
-    result = yield context.call_activity_with_retry(
-        "export_record",
-        RETRY,
-        {
-            **{k: req[k] for k in ("job", "run_id", "day", "execution_id", "package_name", "instance_id")},
-            "guard": req.get("guard"),
-            "guard_token": req.get("guard_token"),
-            "status": outcome["status"],
-            "reason": outcome.get("reason"),
-            "polls": outcome.get("polls"),
-            "started": outcome.get("started"),
-            "archived": outcome.get("archived"),
-            "size": outcome.get("size"),
-            "method": outcome.get("method"),
-            "started_at": started.isoformat(),
-            "finished_at": now_iso(context),
-        },
+    record = ExportResult(
+        **vars(run),
+        instance_id=req.instance_id,
+        status=outcome["status"],
+        reason=outcome.get("reason"),
+        polls=outcome.get("polls"),
+        started=outcome.get("started"),
+        archived=outcome.get("archived"),
+        size=outcome.get("size"),
+        method=outcome.get("method"),
+        started_at=started.isoformat(),
+        finished_at=now_iso(context),
     )
+    result = yield context.call_activity_with_retry("export_record", RETRY, to_wire(record))
     context.set_custom_status({"stage": "done", "status": result["status"]})
     return {
         "status": result["status"],
-        "execution_id": req["execution_id"],
+        "execution_id": req.execution_id,
         "archived": outcome.get("archived"),
         "warnings": result.get("warnings"),
     }
@@ -153,21 +160,19 @@ class ExportWait(DurableWait):
 
     max_recalls = 1
 
-    def __init__(self, context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy) -> None:
+    def __init__(self, context: df.DurableOrchestrationContext, req: StartExport, policy: PollPolicy) -> None:
         super().__init__(context, policy)
         self.req = req
-        self.execution_id = req["execution_id"]
+        self.execution_id = req.execution_id
 
     def start_task(self, recall: bool) -> df.Task:
         return self.context.call_activity_with_retry(
-            "export_start", RETRY, self.req | {"allow_recall": recall}
+            "export_start", RETRY, to_wire(replace(self.req, allow_recall=recall))
         )
 
     def check_task(self) -> df.Task:
-        env = self.req["job"]["environment"]
-        return self.context.call_activity_with_retry(
-            "export_check", RETRY, {"environment": env, "execution_id": self.execution_id}
-        )
+        check = CheckExport(environment=self.req.job["environment"], execution_id=self.execution_id)
+        return self.context.call_activity_with_retry("export_check", RETRY, to_wire(check))
 
     def start_status(self) -> dict:
         return {"stage": "exporting", "execution_id": self.execution_id}
@@ -176,17 +181,20 @@ class ExportWait(DurableWait):
         return {"stage": "export-throttled", "retry_in": wait}
 
 
-def _fetch_package(context: df.DurableOrchestrationContext, req: dict, policy: PollPolicy):
+def _fetch_package(context: df.DurableOrchestrationContext, req: StartExport, policy: PollPolicy):
     """GetExportedPackageUrl can be empty for a while after Succeeded: wait with timers, then archive."""
-    context.set_custom_status({"stage": "fetching", "execution_id": req["execution_id"]})
+    context.set_custom_status({"stage": "fetching", "execution_id": req.execution_id})
+    fetch = FetchExport(
+        job=req.job,
+        run_id=req.run_id,
+        day=req.day,
+        execution_id=req.execution_id,
+        package_name=req.package_name,
+    )
     failures = 0
     last_error = None
     for n in range(MAX_URL_TRIES):
-        got = yield context.call_activity_with_retry(
-            "export_fetch",
-            RETRY,
-            {k: req[k] for k in ("job", "run_id", "day", "execution_id", "package_name")},
-        )
+        got = yield context.call_activity_with_retry("export_fetch", RETRY, to_wire(fetch))
         if got.get("ready"):
             return {"archived": got["archived"], "size": got.get("size"), "method": got.get("method")}
         if got.get("error"):
@@ -211,34 +219,31 @@ def recurring_enqueue(context: df.DurableOrchestrationContext):
     Returns a package result for ``finalize_drop``: ``status``, ``seq``, ``execution_id``, ``records``,
     ``error_count``, ``error_summary``, ``message_id``, ``message_status``.
     """
-    inp = dict(context.get_input())
-    drop = inp["drop"]
-    drop_id = drop.get("instance_id") or context.instance_id.removesuffix("-enqueue")
-    base = {"drop_id": drop_id, "day": inp["day"], "route": inp["route"], "source": inp["source"]}
+    inp = EnqueueRoute.of(context.get_input())
+    drop_id = inp.drop.get("instance_id") or context.instance_id.removesuffix("-enqueue")
+    file = EnqueuedFile(drop_id=drop_id, day=inp.day, route=inp.route, source=inp.source)
+    send = Enqueue(**vars(file), instance_id=context.instance_id)
     started = context.current_utc_datetime
     wait = None
     try:
         cfg = yield context.call_activity("outbound_config", None)
-        wait = EnqueueWait(context, base, PollPolicy(**cfg["poll"]))
+        wait = EnqueueWait(context, send, PollPolicy(**cfg["poll"]))
         outcome = yield from wait.run()
         # A terminal message status is the outcome: ``enqueue_record`` maps it.
         status, reason = (None, None) if outcome.terminal else (outcome.status, outcome.reason)
     except Exception as exc:
         status, reason = "Failed", f"enqueue orchestration failed: {exc}"
-    result = yield context.call_activity_with_retry(
-        "enqueue_record",
-        RETRY,
-        base
-        | {
-            "message_id": wait.message_id if wait else None,
-            "message_status": wait.last if wait else None,
-            "status": status,
-            "reason": reason,
-            "polls": wait.polls if wait else 0,
-            "started_at": started.isoformat(),
-            "finished_at": now_iso(context),
-        },
+    record = EnqueueResult(
+        **vars(file),
+        message_id=wait.message_id if wait else None,
+        message_status=wait.last if wait else None,
+        status=status,
+        reason=reason,
+        polls=wait.polls if wait else 0,
+        started_at=started.isoformat(),
+        finished_at=now_iso(context),
     )
+    result = yield context.call_activity_with_retry("enqueue_record", RETRY, to_wire(record))
     context.set_custom_status({"stage": "done", "status": result["status"]})
     return result
 
@@ -249,22 +254,17 @@ class EnqueueWait(DurableWait):
 
     not_found = None
 
-    def __init__(self, context: df.DurableOrchestrationContext, base: dict, policy: PollPolicy) -> None:
+    def __init__(self, context: df.DurableOrchestrationContext, send: Enqueue, policy: PollPolicy) -> None:
         super().__init__(context, policy)
-        self.base = base
+        self.send = send
         self.message_id: str | None = None
 
     def start_task(self, recall: bool) -> df.Task:
-        return self.context.call_activity_with_retry(
-            "enqueue_send", RETRY, self.base | {"instance_id": self.context.instance_id}
-        )
+        return self.context.call_activity_with_retry("enqueue_send", RETRY, to_wire(self.send))
 
     def check_task(self) -> df.Task:
-        return self.context.call_activity_with_retry(
-            "enqueue_check",
-            RETRY,
-            {"environment": self.base["route"]["environment"], "message_id": self.message_id},
-        )
+        check = CheckMessage(environment=self.send.route["environment"], message_id=self.message_id)
+        return self.context.call_activity_with_retry("enqueue_check", RETRY, to_wire(check))
 
     def start_status(self) -> dict:
         return {"stage": "enqueueing"}
