@@ -1,4 +1,6 @@
-"""Activities of the inbound pipeline: thin wrappers over ``dmf.pipeline``."""
+"""Activities of the inbound pipeline: thin wrappers over ``dmf.pipeline``.
+
+Each reads its plain-dict input as its payload (``dmf/pipeline/payloads.py``) once, and hands that on."""
 
 from __future__ import annotations
 
@@ -8,6 +10,15 @@ import azure.durable_functions as df
 
 from dmf.logs import log_context
 from dmf.pipeline import drops, imports
+from dmf.pipeline.payloads import (
+    CheckImport,
+    Drop,
+    FinalizeDrop,
+    ImportErrors,
+    ImportResult,
+    PrepareItem,
+    StartImport,
+)
 from dmf.pipeline.polling import PollPolicy
 from dmf.pipeline.services import services
 
@@ -31,47 +42,55 @@ def pipeline_config(req: Any) -> dict[str, Any]:
 
 @bp.activity_trigger(input_name="req")
 def plan_drop(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["instance_id"], blob_name=req["name"]):
-        return drops.plan_drop(services(), req)
+    drop = Drop.of(req)
+    with log_context(instance_id=drop.instance_id, blob_name=drop.name):
+        return drops.plan_drop(services(), drop)
 
 
 @bp.activity_trigger(input_name="req")
 def prepare_item(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["drop_id"], blob_name=req["item"]["source"]):
-        return drops.prepare_item(services(), req)
+    item = PrepareItem.of(req)
+    with log_context(instance_id=item.drop_id, blob_name=item.item["source"]):
+        return drops.prepare_item(services(), item)
 
 
 @bp.activity_trigger(input_name="req")
 def finalize_drop(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["instance_id"], blob_name=req["source"]):
-        return drops.finalize_drop(services(), req)
+    final = FinalizeDrop.of(req)
+    with log_context(instance_id=final.instance_id, blob_name=final.source):
+        return drops.finalize_drop(services(), final)
 
 
 @bp.activity_trigger(input_name="req")
 def start_import(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["instance_id"], blob_name=req["staged"]):
-        return imports.start_import(services(), req)
+    start = StartImport.of(req)
+    with log_context(instance_id=start.instance_id, blob_name=start.staged):
+        return imports.start_import(services(), start)
 
 
 @bp.activity_trigger(input_name="req")
 def check_import(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["ticket"], execution_id=req["execution_id"]):
-        return imports.check_import(services(), req)
+    check = CheckImport.of(req)
+    with log_context(instance_id=check.ticket, execution_id=check.execution_id):
+        return imports.check_import(services(), check)
 
 
 @bp.activity_trigger(input_name="req")
 def collect_errors(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["drop_id"], execution_id=req["execution_id"]):
-        return imports.collect_errors(services(), req)
+    errors = ImportErrors.of(req)
+    with log_context(instance_id=errors.drop_id, execution_id=errors.execution_id):
+        return imports.collect_errors(services(), errors)
 
 
 @bp.activity_trigger(input_name="req")
 def fetch_target_error_keys(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["drop_id"], execution_id=req["execution_id"]):
-        return imports.fetch_target_error_keys(services(), req)
+    errors = ImportErrors.of(req)
+    with log_context(instance_id=errors.drop_id, execution_id=errors.execution_id):
+        return imports.fetch_target_error_keys(services(), errors)
 
 
 @bp.activity_trigger(input_name="req")
 def record_import_result(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["drop_id"], execution_id=req["execution_id"]):
-        return imports.record_import_result(services(), req)
+    result = ImportResult.of(req)
+    with log_context(instance_id=result.drop_id, execution_id=result.execution_id):
+        return imports.record_import_result(services(), result)

@@ -1,5 +1,6 @@
 """Activities of the outbound pipeline (drains, scheduled exports, enqueue route): thin wrappers over
-``dmf.pipeline.outbound*``."""
+``dmf.pipeline.outbound*``. Each reads its plain-dict input as its payload (``dmf/pipeline/payloads.py``)
+once, and hands that on."""
 
 from __future__ import annotations
 
@@ -9,6 +10,18 @@ import azure.durable_functions as df
 
 from dmf.logs import log_context
 from dmf.pipeline import outbound, outbound_enqueue, outbound_exports
+from dmf.pipeline.payloads import (
+    CheckExport,
+    CheckMessage,
+    DrainBatch,
+    DrainResult,
+    DrainStart,
+    Enqueue,
+    EnqueueResult,
+    ExportPackage,
+    ExportResult,
+    StartExport,
+)
 from dmf.pipeline.polling import PollPolicy
 from dmf.pipeline.services import services
 
@@ -29,58 +42,66 @@ def outbound_config(req: Any) -> dict[str, Any]:
 
 @bp.activity_trigger(input_name="req")
 def drain_start(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["run_id"]):
-        outbound.record_drain_start(services(), req)
+    start = DrainStart.of(req)
+    with log_context(instance_id=start.run_id):
+        outbound.record_drain_start(services(), start)
     return {"ok": True}
 
 
 @bp.activity_trigger(input_name="req")
 def drain_batch(req: dict) -> dict[str, Any]:
-    return outbound.drain_batch(services(), req)
+    return outbound.drain_batch(services(), DrainBatch.of(req))
 
 
 @bp.activity_trigger(input_name="req")
 def drain_record(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["run_id"]):
-        return outbound.record_drain_result(services(), req)
+    result = DrainResult.of(req)
+    with log_context(instance_id=result.run_id):
+        return outbound.record_drain_result(services(), result)
 
 
 @bp.activity_trigger(input_name="req")
 def export_start(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["run_id"], execution_id=req["execution_id"]):
-        return outbound_exports.start_export(services(), req)
+    start = StartExport.of(req)
+    with log_context(instance_id=start.run_id, execution_id=start.execution_id):
+        return outbound_exports.start_export(services(), start)
 
 
 @bp.activity_trigger(input_name="req")
 def export_check(req: dict) -> dict[str, Any]:
-    with log_context(execution_id=req["execution_id"]):
-        return outbound_exports.check_export(services(), req)
+    check = CheckExport.of(req)
+    with log_context(execution_id=check.execution_id):
+        return outbound_exports.check_export(services(), check)
 
 
 @bp.activity_trigger(input_name="req")
 def export_fetch(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["run_id"], execution_id=req["execution_id"]):
-        return outbound_exports.fetch_export(services(), req)
+    fetch = ExportPackage.of(req)
+    with log_context(instance_id=fetch.run_id, execution_id=fetch.execution_id):
+        return outbound_exports.fetch_export(services(), fetch)
 
 
 @bp.activity_trigger(input_name="req")
 def export_record(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["run_id"], execution_id=req["execution_id"]):
-        return outbound_exports.record_export(services(), req)
+    result = ExportResult.of(req)
+    with log_context(instance_id=result.run_id, execution_id=result.execution_id):
+        return outbound_exports.record_export(services(), result)
 
 
 @bp.activity_trigger(input_name="req")
 def enqueue_send(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["drop_id"], blob_name=req["source"]):
-        return outbound_enqueue.enqueue_source(services(), req)
+    send = Enqueue.of(req)
+    with log_context(instance_id=send.drop_id, blob_name=send.source):
+        return outbound_enqueue.enqueue_source(services(), send)
 
 
 @bp.activity_trigger(input_name="req")
 def enqueue_check(req: dict) -> dict[str, Any]:
-    return outbound_enqueue.check_message(services(), req)
+    return outbound_enqueue.check_message(services(), CheckMessage.of(req))
 
 
 @bp.activity_trigger(input_name="req")
 def enqueue_record(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["drop_id"], blob_name=req["source"]):
-        return outbound_enqueue.record_enqueue(services(), req)
+    result = EnqueueResult.of(req)
+    with log_context(instance_id=result.drop_id, blob_name=result.source):
+        return outbound_enqueue.record_enqueue(services(), result)

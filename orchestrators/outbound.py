@@ -29,9 +29,9 @@ from dmf.pipeline.payloads import (
     EnqueuedFile,
     EnqueueResult,
     EnqueueRoute,
+    ExportPackage,
     ExportResult,
     ExportRun,
-    FetchExport,
     StartExport,
     to_wire,
 )
@@ -184,7 +184,7 @@ class ExportWait(DurableWait):
 def _fetch_package(context: df.DurableOrchestrationContext, req: StartExport, policy: PollPolicy):
     """GetExportedPackageUrl can be empty for a while after Succeeded: wait with timers, then archive."""
     context.set_custom_status({"stage": "fetching", "execution_id": req.execution_id})
-    fetch = FetchExport(
+    fetch = ExportPackage(
         job=req.job,
         run_id=req.run_id,
         day=req.day,

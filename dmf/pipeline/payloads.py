@@ -109,6 +109,35 @@ class FinalizeDrop(Payload):
     rejected: list | None = ABSENT
 
 
+# -- inbound: an operator's retry of a drop ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryOf(Payload):
+    """Which retry of which drop (its file ``source``, content hash and route)."""
+
+    drop_id: str
+    retry_id: str
+    day: str
+    route: dict | None = None
+    source: str | None = None
+    sha256: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RetryPlan(RetryOf):
+    """``retry_drop``'s input (``dmf.operators.retry.plan_retry``): the packages to import again."""
+
+    packages: list
+
+
+@dataclass(frozen=True, kw_only=True)
+class FinalizeRetry(RetryOf):
+    """``finalize_retry``: the retry's package results, folded into the drop's effective status."""
+
+    results: list
+
+
 # -- inbound: a package's import ---------------------------------------------------------------------------
 
 
@@ -179,14 +208,20 @@ class ImportResult(Payload):
 
 
 @dataclass(frozen=True, kw_only=True)
-class ExportRun(Payload):
-    """``scheduled_export``'s input (from the export timer)."""
+class ExportPackage(Payload):
+    """Which export run's package (``job``: ExportJob dict); ``export_fetch``'s input."""
 
     job: dict
     run_id: str
     day: str
     execution_id: str
     package_name: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportRun(ExportPackage):
+    """``scheduled_export``'s input (from the export timer)."""
+
     guard: str | None = None
     guard_token: str | None = None
 
@@ -201,15 +236,6 @@ class StartExport(ExportRun):
 class CheckExport(Payload):
     environment: str
     execution_id: str
-
-
-@dataclass(frozen=True, kw_only=True)
-class FetchExport(Payload):
-    job: dict
-    run_id: str
-    day: str
-    execution_id: str
-    package_name: str
 
 
 @dataclass(frozen=True, kw_only=True)
