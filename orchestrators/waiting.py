@@ -28,7 +28,8 @@ from orchestrators.retries import MAX_START_RETRIES
 from orchestrators.timing import refusal_wait, timer_in
 
 LOST_GATE = "LostGate"
-NOT_STARTED = frozenset({"failed", "retry", "throttled"})
+# A start call's answers that end the wait: nothing was started (``lost-gate``: not even allowed to).
+NOT_STARTED = frozenset({"failed", "retry", "throttled", "lost-gate"})
 # Statuses that do not show F&O knows the execution (anything else confirms an ambiguous start).
 UNSEEN = frozenset({"NotFound", "Unreachable"})
 
@@ -172,7 +173,7 @@ class DurableWait:
         """The whole wait; returns a ``WaitOutcome``."""
         self.show(self.start_status())
         st = yield from self.start(recall=False)
-        if st["state"] in NOT_STARTED or st["state"] == "lost-gate":
+        if st["state"] in NOT_STARTED:
             return self._not_started(st)
         self.expected = st.get("expected_seconds")
         self.first = self.context.current_utc_datetime  # the deadline counts from here, recalls or not
@@ -290,7 +291,7 @@ class DurableWait:
         # The ambiguous start call never reached F&O: now, and only now, call it again.
         self.recalls += 1
         st = yield from self.start(recall=True)
-        if st["state"] in NOT_STARTED or st["state"] == "lost-gate":
+        if st["state"] in NOT_STARTED:
             return self._not_started(st)
         self._restart(st)
         return None
