@@ -125,8 +125,7 @@ def scheduled_export(context: df.DurableOrchestrationContext):
         cfg = yield context.call_activity("outbound_config", None)
         policy = PollPolicy(**cfg["poll"])
         waited = yield from ExportWait(context, req, policy).run()
-        outcome = {"status": waited.status, "reason": waited.reason, "polls": waited.polls}
-        outcome["started"] = waited.started
+        outcome = {k: getattr(waited, k) for k in ("status", "reason", "polls", "started")}
         if waited.status in ("Succeeded", "PartiallySucceeded"):
             outcome.update((yield from _fetch_package(context, req, policy)))
     except Exception as exc:
