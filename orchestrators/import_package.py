@@ -52,6 +52,8 @@ GATE_EVENT = "gate_open"
 # POLL_NOT_FOUND_GRACE_SECONDS (which applies to starts F&O confirmed): the gate is held meanwhile.
 VERIFY_GRACE_SECONDS = 60.0
 CANCELED = "canceled"
+# What the outcome row keeps of how the wait ended.
+RECORDED_OUTCOME = ("status", "reason", "last_status", "polls", "confirmed_start_at", "observed_seconds")
 CANCELED_REASON = "canceled by an operator while waiting at the import gate (nothing was sent to F&O)"
 
 
@@ -108,19 +110,10 @@ def import_package(context: df.DurableOrchestrationContext):
             }
 
     record = ImportResult(
-        drop_id=req.drop_id,
-        day=req.day,
-        seq=req.seq,
-        route=req.route,
-        execution_id=exec_id,
-        status=outcome.status,
-        reason=outcome.reason,
-        last_status=outcome.last_status,
-        polls=outcome.polls,
+        **{k: getattr(req, k) for k in ("drop_id", "day", "seq", "route", "execution_id")},
+        **{k: getattr(outcome, k) for k in RECORDED_OUTCOME},
         started_at=started_at,
         finished_at=now_iso(context),
-        confirmed_start_at=outcome.confirmed_start_at,
-        observed_seconds=outcome.observed_seconds,
         errors=errors,
     )
     result = yield context.call_activity_with_retry("record_import_result", RETRY, to_wire(record))
