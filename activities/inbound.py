@@ -8,19 +8,9 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from dmf.logs import log_context
-from dmf.pipeline import drops, imports
-from dmf.pipeline.payloads import (
-    CheckImport,
-    Drop,
-    FinalizeDrop,
-    ImportErrors,
-    ImportResult,
-    PrepareItem,
-    StartImport,
-)
+from dmf.pipeline import drops, imports, payloads
 from dmf.pipeline.polling import PollPolicy
-from dmf.pipeline.services import services
+from dmf.pipeline.services import run_step, services
 
 bp = df.Blueprint()
 
@@ -42,55 +32,47 @@ def pipeline_config(req: Any) -> dict[str, Any]:
 
 @bp.activity_trigger(input_name="req")
 def plan_drop(req: dict) -> dict[str, Any]:
-    drop = Drop.of(req)
-    with log_context(instance_id=drop.instance_id, blob_name=drop.name):
-        return drops.plan_drop(services(), drop)
+    p = payloads.Drop.of(req)
+    return run_step(drops.plan_drop, p, instance_id=p.instance_id, blob_name=p.name)
 
 
 @bp.activity_trigger(input_name="req")
 def prepare_item(req: dict) -> dict[str, Any]:
-    item = PrepareItem.of(req)
-    with log_context(instance_id=item.drop_id, blob_name=item.item["source"]):
-        return drops.prepare_item(services(), item)
+    p = payloads.PrepareItem.of(req)
+    return run_step(drops.prepare_item, p, instance_id=p.drop_id, blob_name=p.item["source"])
 
 
 @bp.activity_trigger(input_name="req")
 def finalize_drop(req: dict) -> dict[str, Any]:
-    final = FinalizeDrop.of(req)
-    with log_context(instance_id=final.instance_id, blob_name=final.source):
-        return drops.finalize_drop(services(), final)
+    p = payloads.FinalizeDrop.of(req)
+    return run_step(drops.finalize_drop, p, instance_id=p.instance_id, blob_name=p.source)
 
 
 @bp.activity_trigger(input_name="req")
 def start_import(req: dict) -> dict[str, Any]:
-    start = StartImport.of(req)
-    with log_context(instance_id=start.instance_id, blob_name=start.staged):
-        return imports.start_import(services(), start)
+    p = payloads.StartImport.of(req)
+    return run_step(imports.start_import, p, instance_id=p.instance_id, blob_name=p.staged)
 
 
 @bp.activity_trigger(input_name="req")
 def check_import(req: dict) -> dict[str, Any]:
-    check = CheckImport.of(req)
-    with log_context(instance_id=check.ticket, execution_id=check.execution_id):
-        return imports.check_import(services(), check)
+    p = payloads.CheckImport.of(req)
+    return run_step(imports.check_import, p, instance_id=p.ticket, execution_id=p.execution_id)
 
 
 @bp.activity_trigger(input_name="req")
 def collect_errors(req: dict) -> dict[str, Any]:
-    errors = ImportErrors.of(req)
-    with log_context(instance_id=errors.drop_id, execution_id=errors.execution_id):
-        return imports.collect_errors(services(), errors)
+    p = payloads.ImportErrors.of(req)
+    return run_step(imports.collect_errors, p, instance_id=p.drop_id, execution_id=p.execution_id)
 
 
 @bp.activity_trigger(input_name="req")
 def fetch_target_error_keys(req: dict) -> dict[str, Any]:
-    errors = ImportErrors.of(req)
-    with log_context(instance_id=errors.drop_id, execution_id=errors.execution_id):
-        return imports.fetch_target_error_keys(services(), errors)
+    p = payloads.ImportErrors.of(req)
+    return run_step(imports.fetch_target_error_keys, p, instance_id=p.drop_id, execution_id=p.execution_id)
 
 
 @bp.activity_trigger(input_name="req")
 def record_import_result(req: dict) -> dict[str, Any]:
-    result = ImportResult.of(req)
-    with log_context(instance_id=result.drop_id, execution_id=result.execution_id):
-        return imports.record_import_result(services(), result)
+    p = payloads.ImportResult.of(req)
+    return run_step(imports.record_import_result, p, instance_id=p.drop_id, execution_id=p.execution_id)

@@ -6,17 +6,15 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from dmf.logs import log_context
 from dmf.operators import retry
 from dmf.pipeline.payloads import FinalizeRetry, to_wire
-from dmf.pipeline.services import services
+from dmf.pipeline.services import run_step
 
 bp = df.Blueprint()
 
 
 @bp.activity_trigger(input_name="req")
 def finalize_retry(req: dict) -> dict[str, Any]:
-    final = FinalizeRetry.of(req)
-    with log_context(instance_id=final.retry_id, blob_name=final.source):
-        # dmf.operators.retry still reads the wire dict (not converted here: another area)
-        return retry.finalize_retry(services(), to_wire(final))
+    p = FinalizeRetry.of(req)
+    # dmf.operators.retry still reads the wire dict (not converted here: another area)
+    return run_step(retry.finalize_retry, to_wire(p), instance_id=p.retry_id, blob_name=p.source)

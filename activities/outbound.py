@@ -8,22 +8,9 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from dmf.logs import log_context
-from dmf.pipeline import outbound, outbound_enqueue, outbound_exports
-from dmf.pipeline.payloads import (
-    CheckExport,
-    CheckMessage,
-    DrainBatch,
-    DrainResult,
-    DrainStart,
-    Enqueue,
-    EnqueueResult,
-    ExportPackage,
-    ExportResult,
-    StartExport,
-)
+from dmf.pipeline import outbound, outbound_enqueue, outbound_exports, payloads
 from dmf.pipeline.polling import PollPolicy
-from dmf.pipeline.services import services
+from dmf.pipeline.services import run_step, services
 
 bp = df.Blueprint()
 
@@ -42,66 +29,58 @@ def outbound_config(req: Any) -> dict[str, Any]:
 
 @bp.activity_trigger(input_name="req")
 def drain_start(req: dict) -> dict[str, Any]:
-    start = DrainStart.of(req)
-    with log_context(instance_id=start.run_id):
-        outbound.record_drain_start(services(), start)
+    p = payloads.DrainStart.of(req)
+    run_step(outbound.record_drain_start, p, instance_id=p.run_id)
     return {"ok": True}
 
 
 @bp.activity_trigger(input_name="req")
 def drain_batch(req: dict) -> dict[str, Any]:
-    return outbound.drain_batch(services(), DrainBatch.of(req))
+    return outbound.drain_batch(services(), payloads.DrainBatch.of(req))
 
 
 @bp.activity_trigger(input_name="req")
 def drain_record(req: dict) -> dict[str, Any]:
-    result = DrainResult.of(req)
-    with log_context(instance_id=result.run_id):
-        return outbound.record_drain_result(services(), result)
+    p = payloads.DrainResult.of(req)
+    return run_step(outbound.record_drain_result, p, instance_id=p.run_id)
 
 
 @bp.activity_trigger(input_name="req")
 def export_start(req: dict) -> dict[str, Any]:
-    start = StartExport.of(req)
-    with log_context(instance_id=start.run_id, execution_id=start.execution_id):
-        return outbound_exports.start_export(services(), start)
+    p = payloads.StartExport.of(req)
+    return run_step(outbound_exports.start_export, p, instance_id=p.run_id, execution_id=p.execution_id)
 
 
 @bp.activity_trigger(input_name="req")
 def export_check(req: dict) -> dict[str, Any]:
-    check = CheckExport.of(req)
-    with log_context(execution_id=check.execution_id):
-        return outbound_exports.check_export(services(), check)
+    p = payloads.CheckExport.of(req)
+    return run_step(outbound_exports.check_export, p, execution_id=p.execution_id)
 
 
 @bp.activity_trigger(input_name="req")
 def export_fetch(req: dict) -> dict[str, Any]:
-    fetch = ExportPackage.of(req)
-    with log_context(instance_id=fetch.run_id, execution_id=fetch.execution_id):
-        return outbound_exports.fetch_export(services(), fetch)
+    p = payloads.ExportPackage.of(req)
+    return run_step(outbound_exports.fetch_export, p, instance_id=p.run_id, execution_id=p.execution_id)
 
 
 @bp.activity_trigger(input_name="req")
 def export_record(req: dict) -> dict[str, Any]:
-    result = ExportResult.of(req)
-    with log_context(instance_id=result.run_id, execution_id=result.execution_id):
-        return outbound_exports.record_export(services(), result)
+    p = payloads.ExportResult.of(req)
+    return run_step(outbound_exports.record_export, p, instance_id=p.run_id, execution_id=p.execution_id)
 
 
 @bp.activity_trigger(input_name="req")
 def enqueue_send(req: dict) -> dict[str, Any]:
-    send = Enqueue.of(req)
-    with log_context(instance_id=send.drop_id, blob_name=send.source):
-        return outbound_enqueue.enqueue_source(services(), send)
+    p = payloads.Enqueue.of(req)
+    return run_step(outbound_enqueue.enqueue_source, p, instance_id=p.drop_id, blob_name=p.source)
 
 
 @bp.activity_trigger(input_name="req")
 def enqueue_check(req: dict) -> dict[str, Any]:
-    return outbound_enqueue.check_message(services(), CheckMessage.of(req))
+    return outbound_enqueue.check_message(services(), payloads.CheckMessage.of(req))
 
 
 @bp.activity_trigger(input_name="req")
 def enqueue_record(req: dict) -> dict[str, Any]:
-    result = EnqueueResult.of(req)
-    with log_context(instance_id=result.drop_id, blob_name=result.source):
-        return outbound_enqueue.record_enqueue(services(), result)
+    p = payloads.EnqueueResult.of(req)
+    return run_step(outbound_enqueue.record_enqueue, p, instance_id=p.drop_id, blob_name=p.source)
