@@ -1,4 +1,6 @@
-"""Activities of the inbound pipeline: thin wrappers over ``dmf.pipeline``."""
+"""Activities of the inbound pipeline: thin wrappers over ``dmf.pipeline``.
+
+Each reads its plain-dict input as its payload (``dmf/pipeline/payloads.py``) once, and hands that on."""
 
 from __future__ import annotations
 
@@ -6,10 +8,9 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from dmf.logs import log_context
-from dmf.pipeline import drops, imports
+from dmf.pipeline import drops, imports, payloads
 from dmf.pipeline.polling import PollPolicy
-from dmf.pipeline.services import services
+from dmf.pipeline.services import run_step, services
 
 bp = df.Blueprint()
 
@@ -31,47 +32,47 @@ def pipeline_config(req: Any) -> dict[str, Any]:
 
 @bp.activity_trigger(input_name="req")
 def plan_drop(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["instance_id"], blob_name=req["name"]):
-        return drops.plan_drop(services(), req)
+    p = payloads.Drop.of(req)
+    return run_step(drops.plan_drop, p, instance_id=p.instance_id, blob_name=p.name)
 
 
 @bp.activity_trigger(input_name="req")
 def prepare_item(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["drop_id"], blob_name=req["item"]["source"]):
-        return drops.prepare_item(services(), req)
+    p = payloads.PrepareItem.of(req)
+    return run_step(drops.prepare_item, p, instance_id=p.drop_id, blob_name=p.item["source"])
 
 
 @bp.activity_trigger(input_name="req")
 def finalize_drop(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["instance_id"], blob_name=req["source"]):
-        return drops.finalize_drop(services(), req)
+    p = payloads.FinalizeDrop.of(req)
+    return run_step(drops.finalize_drop, p, instance_id=p.instance_id, blob_name=p.source)
 
 
 @bp.activity_trigger(input_name="req")
 def start_import(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["instance_id"], blob_name=req["staged"]):
-        return imports.start_import(services(), req)
+    p = payloads.StartImport.of(req)
+    return run_step(imports.start_import, p, instance_id=p.instance_id, blob_name=p.staged)
 
 
 @bp.activity_trigger(input_name="req")
 def check_import(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["ticket"], execution_id=req["execution_id"]):
-        return imports.check_import(services(), req)
+    p = payloads.CheckImport.of(req)
+    return run_step(imports.check_import, p, instance_id=p.ticket, execution_id=p.execution_id)
 
 
 @bp.activity_trigger(input_name="req")
 def collect_errors(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["drop_id"], execution_id=req["execution_id"]):
-        return imports.collect_errors(services(), req)
+    p = payloads.ImportErrors.of(req)
+    return run_step(imports.collect_errors, p, instance_id=p.drop_id, execution_id=p.execution_id)
 
 
 @bp.activity_trigger(input_name="req")
 def fetch_target_error_keys(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["drop_id"], execution_id=req["execution_id"]):
-        return imports.fetch_target_error_keys(services(), req)
+    p = payloads.ImportErrors.of(req)
+    return run_step(imports.fetch_target_error_keys, p, instance_id=p.drop_id, execution_id=p.execution_id)
 
 
 @bp.activity_trigger(input_name="req")
 def record_import_result(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["drop_id"], execution_id=req["execution_id"]):
-        return imports.record_import_result(services(), req)
+    p = payloads.ImportResult.of(req)
+    return run_step(imports.record_import_result, p, instance_id=p.drop_id, execution_id=p.execution_id)

@@ -6,14 +6,15 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from dmf.logs import log_context
 from dmf.operators import retry
-from dmf.pipeline.services import services
+from dmf.pipeline.payloads import FinalizeRetry, to_wire
+from dmf.pipeline.services import run_step
 
 bp = df.Blueprint()
 
 
 @bp.activity_trigger(input_name="req")
 def finalize_retry(req: dict) -> dict[str, Any]:
-    with log_context(instance_id=req["retry_id"], blob_name=req.get("source")):
-        return retry.finalize_retry(services(), req)
+    p = FinalizeRetry.of(req)
+    # dmf.operators.retry still reads the wire dict (not converted here: another area)
+    return run_step(retry.finalize_retry, to_wire(p), instance_id=p.retry_id, blob_name=p.source)

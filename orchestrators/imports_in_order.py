@@ -12,6 +12,7 @@ from typing import Any
 import azure.durable_functions as df
 
 from dmf.pipeline.ids import package_instance_id
+from dmf.pipeline.payloads import PackageImport, to_wire
 from dmf.redact import redact
 from orchestrators.import_package import CANCELED_REASON
 
@@ -32,19 +33,19 @@ def import_in_order(
             results.append({"seq": seq, "status": "Canceled", "error_summary": CANCELED_REASON})
             continue
         context.set_custom_status(status(n, seq))
-        sub_input = {
-            "drop_id": owner_id,
-            "day": common["day"],
-            "seq": seq,
-            "staged": pkg["staged"],
-            "entities": pkg["entities"],
-            "rows": pkg["rows"],
-            "source": pkg["source"],
-            "route": common["route"],
-        }
+        sub_input = PackageImport(
+            drop_id=owner_id,
+            day=common["day"],
+            seq=seq,
+            staged=pkg["staged"],
+            entities=pkg["entities"],
+            rows=pkg["rows"],
+            source=pkg["source"],
+            route=common["route"],
+        )
         try:
             res = yield context.call_sub_orchestrator(
-                "import_package", sub_input, package_instance_id(owner_id, seq)
+                "import_package", to_wire(sub_input), package_instance_id(owner_id, seq)
             )
         except Exception as exc:
             # F&O may or may not have imported it: "Unknown" keeps the content claim (no re-import).

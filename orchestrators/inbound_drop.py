@@ -7,8 +7,11 @@ caught here and still finalises the drop (outcome row written, blob moved to ``f
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import azure.durable_functions as df
 
+from dmf.pipeline.payloads import Drop, EnqueueRoute, FinalizeDrop, PrepareItem, to_wire
 from dmf.redact import redact
 from orchestrators.imports_in_order import import_in_order
 from orchestrators.retries import DROP_RETRY as RETRY
@@ -18,35 +21,30 @@ bp = df.Blueprint()
 
 @bp.orchestration_trigger(context_name="context")
 def inbound_drop(context: df.DurableOrchestrationContext):
-    drop = dict(context.get_input())
-    drop["instance_id"] = drop_id = context.instance_id
-    final = {
-        "instance_id": drop_id,
-        "day": drop["day"],
-        "source": f"{drop['container']}/{drop['name']}",
-        "etag": drop.get("etag"),
-    }
+    drop = replace(Drop.from_wire(context.get_input()), instance_id=context.instance_id)
+    drop_id = context.instance_id
+    final = FinalizeDrop(
+        instance_id=drop_id, day=drop.day, source=f"{drop.container}/{drop.name}", etag=drop.etag
+    )
     context.set_custom_status({"stage": "planning"})
     try:
-        plan = yield context.call_activity_with_retry("plan_drop", RETRY, drop)
+        plan = yield context.call_activity_with_retry("plan_drop", RETRY, to_wire(drop))
     except Exception as exc:  # storage kept failing: record it and move the blob aside, don't lose it
-        final.update(action="error", reason=redact(f"planning the drop failed: {exc}"))
-        return (yield context.call_activity_with_retry("finalize_drop", RETRY, final))
+        final = replace(final, action="error", reason=redact(f"planning the drop failed: {exc}"))
+        return (yield from _finalize(context, final))
     if plan["action"] in ("gone", "already-done"):
         return {"status": plan["action"], "reason": plan.get("reason")}
-    final.update(sha256=plan.get("sha256"), members=plan.get("members", []))
+    final = replace(final, sha256=plan.get("sha256"), members=plan.get("members", []))
     if plan["action"] in ("reject", "duplicate"):
-        final.update(action=plan["action"], reason=plan["reason"], duplicate_of=plan.get("duplicate_of"))
-        context.set_custom_status({"stage": "finalising", "status": plan["action"]})
-        return (yield context.call_activity_with_retry("finalize_drop", RETRY, final))
-    if plan["action"] == "enqueue":
-        result = yield context.call_sub_orchestrator(
-            "recurring_enqueue",
-            {"drop": drop, "route": plan["route"], "source": final["source"], "day": drop["day"]},
-            f"{drop_id}-enqueue",
+        final = replace(
+            final, action=plan["action"], reason=plan["reason"], duplicate_of=plan.get("duplicate_of")
         )
-        final.update(action="import", results=[result])
-        return (yield context.call_activity_with_retry("finalize_drop", RETRY, final))
+        context.set_custom_status({"stage": "finalising", "status": plan["action"]})
+        return (yield from _finalize(context, final))
+    if plan["action"] == "enqueue":
+        sub = EnqueueRoute(drop=to_wire(drop), route=plan["route"], source=final.source, day=drop.day)
+        result = yield context.call_sub_orchestrator("recurring_enqueue", to_wire(sub), f"{drop_id}-enqueue")
+        return (yield from _finalize(context, replace(final, action="import", results=[result])))
 
     route = plan["route"]
     items = plan["items"]
@@ -57,14 +55,14 @@ def inbound_drop(context: df.DurableOrchestrationContext):
                 context.call_activity_with_retry(
                     "prepare_item",
                     RETRY,
-                    {"drop_id": drop_id, "day": drop["day"], "item": it, "route": route},
+                    to_wire(PrepareItem(drop_id=drop_id, day=drop.day, item=it, route=route)),
                 )
                 for it in items
             ]
         )
     except Exception as exc:  # an activity kept failing unexpectedly: record it, don't lose the drop
-        final.update(action="error", reason=redact(f"preparing the drop failed: {exc}"))
-        return (yield context.call_activity_with_retry("finalize_drop", RETRY, final))
+        final = replace(final, action="error", reason=redact(f"preparing the drop failed: {exc}"))
+        return (yield from _finalize(context, final))
 
     by_seq = {it["seq"]: it for it in items}
     rejected = [
@@ -79,11 +77,16 @@ def inbound_drop(context: df.DurableOrchestrationContext):
     results = yield from import_in_order(
         context,
         drop_id,
-        {"day": drop["day"], "route": route},
+        {"day": drop.day, "route": route},
         list(enumerate(packages, start=1)),
         lambda n, _seq: {"stage": "importing", "package": n, "of": len(packages), "rejected": len(rejected)},
     )
 
-    final.update(action="import", results=results, rejected=rejected)
     context.set_custom_status({"stage": "finalising"})
-    return (yield context.call_activity_with_retry("finalize_drop", RETRY, final))
+    return (
+        yield from _finalize(context, replace(final, action="import", results=results, rejected=rejected))
+    )
+
+
+def _finalize(context: df.DurableOrchestrationContext, final: FinalizeDrop):
+    return (yield context.call_activity_with_retry("finalize_drop", RETRY, to_wire(final)))

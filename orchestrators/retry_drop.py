@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import azure.durable_functions as df
 
+from dmf.pipeline.payloads import FinalizeRetry, RetryPlan, to_wire
 from orchestrators.imports_in_order import import_in_order
 from orchestrators.retries import DROP_RETRY as RETRY
 
@@ -17,25 +18,24 @@ bp = df.Blueprint()
 
 @bp.orchestration_trigger(context_name="context")
 def retry_drop(context: df.DurableOrchestrationContext):
-    plan = dict(context.get_input())
+    plan = RetryPlan.of(context.get_input())
     retry_id = context.instance_id
-    packages = plan.pop("packages")
     results = yield from import_in_order(
         context,
         retry_id,
-        {"day": plan["day"], "route": plan["route"]},
-        [(pkg["seq"], pkg) for pkg in packages],
+        {"day": plan.day, "route": plan.route},
+        [(pkg["seq"], pkg) for pkg in plan.packages],
         lambda n, seq: {
             "stage": "importing",
             "package": n,
-            "of": len(packages),
+            "of": len(plan.packages),
             "seq": seq,
-            "retry_of": plan["drop_id"],
+            "retry_of": plan.drop_id,
         },
     )
     context.set_custom_status({"stage": "finalising"})
-    result = yield context.call_activity_with_retry(
-        "finalize_retry", RETRY, plan | {"retry_id": retry_id, "results": results}
-    )
+    of = {k: v for k, v in vars(plan).items() if k != "packages"}
+    final = FinalizeRetry(**(of | {"retry_id": retry_id}), results=results)
+    result = yield context.call_activity_with_retry("finalize_retry", RETRY, to_wire(final))
     context.set_custom_status({"stage": "done", "status": result["status"]})
     return result

@@ -38,6 +38,7 @@ from dmf.pipeline.archive import (
     archive_stem,
 )
 from dmf.pipeline.ids import safe_name
+from dmf.pipeline.payloads import DrainBatch, DrainResult, DrainStart
 from dmf.settings import RecurringExport
 from dmf.storage.outcomes import finish_fields
 
@@ -100,7 +101,7 @@ class _Budget:
             self.empty = True
 
 
-def drain_batch(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def drain_batch(svc: Services, req: DrainBatch | dict[str, Any]) -> dict[str, Any]:
     """Drain up to ``max_messages`` messages within ``max_seconds``; one outcome row per message.
 
     ``req``: ``export`` (RecurringExport dict), ``run_id``, ``day``, ``max_messages``, ``max_seconds``,
@@ -253,70 +254,72 @@ def _ack(api: RecurringApi, activity_id: str, msg: DequeuedMessage) -> str | Non
 # -- run summary ----------------------------------------------------------------------------------
 
 
-def record_drain_start(svc: Services, req: dict[str, Any]) -> None:
-    export = req["export"]
+def record_drain_start(svc: Services, req: DrainStart | dict[str, Any]) -> None:
+    req = DrainStart.of(req)
+    export = req.export
     svc.outcomes.upsert(
-        req["day"],
-        req["run_id"],
+        req.day,
+        req.run_id,
         {
             "Kind": "drain",
             "Status": "Running",
             "Environment": export["environment"],
             "Export": export["name"],
             "ActivityId": export["activity_id"],
-            "InstanceId": req.get("instance_id"),
-            "StartedAt": datetime.fromisoformat(req["started_at"]),
+            "InstanceId": req.instance_id,
+            "StartedAt": datetime.fromisoformat(req.started_at),
         },
     )
 
 
-def record_drain_result(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def record_drain_result(svc: Services, req: DrainResult | dict[str, Any]) -> dict[str, Any]:
     """The run's summary row; releases the run guard so the next timer firing may drain again."""
-    totals = req["totals"]
+    req = DrainResult.of(req)
+    totals = req.totals
     failed = totals.get("failed", 0) + totals.get("not_acked", 0)
-    if req.get("errors") and not any(totals.get(k) for k in ("archived", "duplicate")):
+    if req.errors and not any(totals.get(k) for k in ("archived", "duplicate")):
         status = "Failed"
     elif failed:
         status = "PartiallySucceeded"
     else:
         status = "Succeeded"
     svc.outcomes.upsert(
-        req["day"],
-        req["run_id"],
+        req.day,
+        req.run_id,
         {
             "Status": status,
-            "Reason": req.get("stop_reason"),
+            "Reason": req.stop_reason,
             "Messages": totals.get("archived", 0) + totals.get("duplicate", 0) + failed,
             "Archived": totals.get("archived", 0),
             "Duplicates": totals.get("duplicate", 0),
             "ErrorCount": failed,
             "ErrorSummary": " | ".join(
                 [
-                    *(req.get("errors") or []),
-                    *(f"{f['correlation_id']}: {f['reason']}" for f in req.get("failures") or []),
+                    *(req.errors or []),
+                    *(f"{f['correlation_id']}: {f['reason']}" for f in req.failures or []),
                 ]
             )
             or None,
-            **finish_fields(req["started_at"], req["finished_at"]),
+            **finish_fields(req.started_at, req.finished_at),
         },
     )
     _drain_finished_event(req, status, totals, failed)
-    if req.get("guard"):
-        svc.ledger.finish_run(req["guard"], req.get("guard_token") or req["run_id"])
+    if req.guard:
+        svc.ledger.finish_run(req.guard, req.guard_token or req.run_id)
     return {"status": status}
 
 
-def _drain_finished_event(req: dict[str, Any], status: str, totals: dict[str, Any], failed: int) -> None:
+def _drain_finished_event(req: DrainResult, status: str, totals: dict[str, Any], failed: int) -> None:
     """The operations event the drain-backlog alert reads (infra/app/queries)."""
-    stop = req.get("stop_reason") or ""
+    stop = req.stop_reason or ""
     backlog = "budget" in stop  # stopped on its count or time budget: F&O still had messages queued
-    export = req["export"]
-    started, finished = datetime.fromisoformat(req["started_at"]), datetime.fromisoformat(req["finished_at"])
+    export = req.export
+    started, finished = datetime.fromisoformat(req.started_at), datetime.fromisoformat(req.finished_at)
     ops_event(
         log,
         "drain_finished",
         "drain %s of %s ended %s (%s)",
-        req["run_id"],
+        req.run_id,
         export["name"],
         status,
         stop,

@@ -26,6 +26,7 @@ from dmf.package.problems import Problem
 from dmf.package.zipsafe import precheck
 from dmf.pipeline import preflight_step
 from dmf.pipeline.blobio import downloaded, sha256_blob, upload_file
+from dmf.pipeline.payloads import Drop, FinalizeDrop, PrepareItem
 from dmf.pipeline.services import Services
 from dmf.redact import redact
 from dmf.routing import RAW_EXTENSIONS, ResolvedRoute, RoutingError, resolve
@@ -55,9 +56,10 @@ def _rejected(reason: str, **extra: Any) -> dict[str, Any]:
 
 
 # -- plan ----------------------------------------------------------------------------------------------
-def plan_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def plan_drop(svc: Services, req: Drop | dict[str, Any]) -> dict[str, Any]:
     """Route the blob, detect duplicates and list the items to prepare."""
-    drop_id, day, container, name = req["instance_id"], req["day"], req["container"], req["name"]
+    req = Drop.of(req)
+    drop_id, day, container, name = req.instance_id, req.day, req.container, req.name
     source = f"{container}/{name}"
     previous = svc.outcomes.get(day, drop_id) or {}
     if previous.get("Status") in FINAL_DROP_STATUSES:
@@ -75,11 +77,11 @@ def plan_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             "Status": "Planning",
             "SourceBlob": source,
             "InstanceId": drop_id,
-            "ReceivedAt": req.get("received_at"),
+            "ReceivedAt": req.received_at,
             "StartedAt": _now(),
         },
     )
-    received = req.get("received_at")
+    received = req.received_at
     svc.ledger.index_drop(source, drop_id, day, datetime.fromisoformat(received) if received else _now())
     try:
         route = resolve(name, svc.settings)
@@ -117,7 +119,7 @@ def plan_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 route=route.model_dump(),
             )
     blob = svc.blob(container, name)
-    etag = req.get("etag")
+    etag = req.etag
     try:
         sha, size = sha256_blob(blob, etag)
     except ResourceModifiedError:
@@ -322,10 +324,11 @@ def prepare_file(
     return Prepared(problems, packages)
 
 
-def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def prepare_item(svc: Services, req: PrepareItem | dict[str, Any]) -> dict[str, Any]:
     """Build (raw) or validate (package) one item and stage the result in our staging container."""
-    drop_id, item = req["drop_id"], req["item"]
-    route = ResolvedRoute.model_validate(req["route"])
+    req = PrepareItem.of(req)
+    drop_id, item = req.drop_id, req.item
+    route = ResolvedRoute.model_validate(req.route)
     seq = item["seq"]
     limits = svc.limits(route.max_rows_per_package)
     src = svc.blob_at(item["source"])
@@ -394,7 +397,7 @@ def prepare_item(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     except ResourceModifiedError:
         problem = f"{item['source']} was replaced by a newer upload while being prepared; that version is its own drop"
         return {"ok": False, "seq": seq, "problems": [problem], "packages": []}
-    preflight_step.record_warnings(svc, req.get("day"), drop_id, seq, item["source"], warnings)
+    preflight_step.record_warnings(svc, req.day, drop_id, seq, item["source"], warnings)
     return {"ok": True, "seq": seq, "problems": [], "packages": packages, "warnings": warnings}
 
 
@@ -455,12 +458,13 @@ def drop_status(results: list[dict[str, Any]], rejected: list[dict[str, Any]]) -
     return "Failed"
 
 
-def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def finalize_drop(svc: Services, req: FinalizeDrop | dict[str, Any]) -> dict[str, Any]:
     """Record the drop's summary and move its blob(s) to processed / failed / rejected (never lose one)."""
-    drop_id, day, source = req["instance_id"], req["day"], req["source"]
-    action = req.get("action")
-    results: list[dict[str, Any]] = req.get("results", [])
-    rejected: list[dict[str, Any]] = req.get("rejected", [])
+    req = FinalizeDrop.of(req)
+    drop_id, day, source = req.instance_id, req.day, req.source
+    action = req.action
+    results: list[dict[str, Any]] = req.results or []
+    rejected: list[dict[str, Any]] = req.rejected or []
     s = svc.settings
     if action == "duplicate":
         status = "Duplicate"
@@ -468,7 +472,7 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         status = "Rejected"
     else:
         status = drop_status(results, rejected)
-    reason = req.get("reason") or "; ".join(f"item {r['seq']}: " + "; ".join(r["problems"]) for r in rejected)
+    reason = req.reason or "; ".join(f"item {r['seq']}: " + "; ".join(r["problems"]) for r in rejected)
     reason = _without_temp_paths(reason)
     for r in rejected:
         svc.outcomes.upsert(
@@ -507,7 +511,7 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         "ErrorSummary": " | ".join(errors) if errors else None,
         "ArchivedBlob": archived,
         "FinishedAt": finished,
-        "DuplicateOf": req.get("duplicate_of"),
+        "DuplicateOf": req.duplicate_of,
     }
     started = svc.outcomes.get(day, drop_id) or {}
     if started.get("StartedAt"):
@@ -530,21 +534,19 @@ def finalize_drop(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         packages=len(results) + len(rejected),
         duration_seconds=summary.get("DurationSeconds"),
     )
-    _move(
-        svc, source, archived, reason if status not in OK_STATUSES else None, drop_id, status, req.get("etag")
-    )
-    for member in req.get("members", []):
+    _move(svc, source, archived, reason if status not in OK_STATUSES else None, drop_id, status, req.etag)
+    for member in req.members or []:
         if member != source:
             dest = _free_destination(svc, f"{target}/{member.partition('/')[2]}", drop_id)
             _move(svc, member, dest, None, drop_id, status)
     unsettled = any(r.get("status") in UNSETTLED for r in results)
     if (
         status in {"Rejected", "Failed", "Canceled"}
-        and req.get("sha256")
+        and req.sha256
         and action != "duplicate"
         and not unsettled
     ):
-        svc.ledger.release_content(req["sha256"], drop_id)
+        svc.ledger.release_content(req.sha256, drop_id)
     return {"status": status, "archived": archived}
 
 

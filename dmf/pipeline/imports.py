@@ -25,6 +25,7 @@ from dmf.fno.clients import package_api
 from dmf.fno.errors import FnoError, names_existing_execution
 from dmf.fno.models import ExecutionStatus
 from dmf.logs import log_context, ops_event
+from dmf.pipeline.payloads import CheckImport, ImportErrors, ImportResult, StartImport
 from dmf.pipeline.services import Services
 from dmf.redact import redact
 from dmf.storage.transfer import blob_client_for_url, copy_blob
@@ -34,24 +35,25 @@ log = logging.getLogger(__name__)
 MAX_ERROR_MESSAGES = 20
 
 
-def _row(req: dict[str, Any]) -> str:
-    return f"{req['drop_id']}~{int(req['seq']):03d}"
+def _row(req: StartImport | ImportResult) -> str:
+    return f"{req.drop_id}~{int(req.seq):03d}"
 
 
-def start_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def start_import(svc: Services, req: StartImport | dict[str, Any]) -> dict[str, Any]:
     """Copy the staged package to a fresh F&O write URL and call ImportFromPackage, at most once."""
+    req = StartImport.of(req)
     s = svc.settings
-    route = req["route"]
-    exec_id = req["execution_id"]
-    day, row = req["day"], _row(req)
+    route = req.route
+    exec_id = req.execution_id
+    day, row = req.day, _row(req)
     api = package_api(s, route["environment"])
     expected = svc.ledger.expected_duration(route["environment"], route["data_project"])
     base = {"execution_id": exec_id, "expected_seconds": expected}
     existing = svc.outcomes.get(day, row) or {}
-    with log_context(execution_id=exec_id, data_project=route["data_project"], blob_name=req["staged"]):
+    with log_context(execution_id=exec_id, data_project=route["data_project"], blob_name=req.staged):
         # Only a holder of the environment's gate may call ImportFromPackage: make sure ours has not lapsed.
-        if req.get("now") and not svc.gate(route["environment"]).renew(
-            req["instance_id"], datetime.fromisoformat(req["now"]), lease_seconds=s.gate_lease_seconds
+        if req.now and not svc.gate(route["environment"]).renew(
+            req.instance_id, datetime.fromisoformat(req.now), lease_seconds=s.gate_lease_seconds
         ):
             log.warning("the import permit for %s lapsed before the import; queueing again", exec_id)
             return {**base, "state": "lost-gate"}
@@ -63,7 +65,7 @@ def start_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 return {**base, "state": "ambiguous", "error": str(exc)}
             if status is not ExecutionStatus.NOT_FOUND:
                 return {**base, "state": "started", "confirmed": True}
-            if existing.get("ImportConfirmed") or not req.get("allow_recall"):
+            if existing.get("ImportConfirmed") or not req.allow_recall:
                 return {**base, "state": "ambiguous", "confirmed": bool(existing.get("ImportConfirmed"))}
             log.warning(
                 "execution %s still unknown to F&O after the grace period; calling import again", exec_id
@@ -75,24 +77,24 @@ def start_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 "Kind": "package",
                 "Status": "Importing",
                 "ExecutionId": exec_id,
-                "StagedBlob": req["staged"],
-                "ArchivedBlob": req["staged"],
+                "StagedBlob": req.staged,
+                "ArchivedBlob": req.staged,
                 "Environment": route["environment"],
                 "LegalEntity": route["legal_entity"],
                 "DataProject": route["data_project"],
-                "Entity": ", ".join(req.get("entities") or []) or None,
-                "Records": req.get("rows"),
-                "InstanceId": req.get("instance_id"),
-                "SourceBlob": req.get("source"),
+                "Entity": ", ".join(req.entities or []) or None,
+                "Records": req.rows,
+                "InstanceId": req.instance_id,
+                "SourceBlob": req.source,
                 "StartedAt": existing.get("StartedAt") or datetime.now(UTC),
             },
         )
         try:
-            write = api.get_azure_write_url(f"{exec_id}-{PurePosixPath(req['staged']).name}")
+            write = api.get_azure_write_url(f"{exec_id}-{PurePosixPath(req.staged).name}")
             dest = blob_client_for_url(
                 write.blob_url, ca_bundle=s.fno_ca_bundle, timeout=s.fno_transfer_timeout_seconds
             )
-            copy_blob(svc.blob_at(req["staged"]), dest)
+            copy_blob(svc.blob_at(req.staged), dest)
         except FnoError as exc:
             # Nothing reached ImportFromPackage yet: safe to let the orchestrator retry later.
             return {**base, "state": "retry" if exc.transient else "failed", "error": str(exc)}
@@ -143,27 +145,29 @@ def start_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         return {**base, "state": "started", "confirmed": True}
 
 
-def check_import(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def check_import(svc: Services, req: CheckImport | dict[str, Any]) -> dict[str, Any]:
     """Renew the gate lease, then ask F&O for the execution's status (transient errors read as pending)."""
+    req = CheckImport.of(req)
     s = svc.settings
-    now = datetime.fromisoformat(req["now"])
-    lease_ok = svc.gate(req["environment"]).renew(req["ticket"], now, lease_seconds=s.gate_lease_seconds)
-    api = package_api(s, req["environment"])
-    with log_context(execution_id=req["execution_id"]):
+    now = datetime.fromisoformat(req.now)
+    lease_ok = svc.gate(req.environment).renew(req.ticket, now, lease_seconds=s.gate_lease_seconds)
+    api = package_api(s, req.environment)
+    with log_context(execution_id=req.execution_id):
         try:
-            status = api.get_execution_summary_status(req["execution_id"]).value
+            status = api.get_execution_summary_status(req.execution_id).value
             error = None
         except FnoError as exc:
             status, error = "Unreachable", str(exc)
     return {"status": status, "lease_ok": lease_ok, "error": error}
 
 
-def collect_errors(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def collect_errors(svc: Services, req: ImportErrors | dict[str, Any]) -> dict[str, Any]:
     """Execution errors, staging error files and target error keys, copied before F&O deletes them."""
+    req = ImportErrors.of(req)
     s = svc.settings
-    api = package_api(s, req["environment"])
-    exec_id = req["execution_id"]
-    prefix = f"{s.errors_container}/{req['drop_id']}/{int(req['seq']):03d}"
+    api = package_api(s, req.environment)
+    exec_id = req.execution_id
+    prefix = f"{s.errors_container}/{req.drop_id}/{int(req.seq):03d}"
     files: list[str] = []
     pending: list[str] = []
     messages: list[str] = []
@@ -176,7 +180,7 @@ def collect_errors(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             messages = [_error_text(e) for e in errors[:MAX_ERROR_MESSAGES]]
         except FnoError as exc:
             messages.append(f"could not read execution errors: {exc}")
-        for entity in req.get("entities") or []:
+        for entity in req.entities or []:
             try:
                 url = api.get_import_staging_error_file_url(exec_id, entity)
                 if url:
@@ -198,15 +202,16 @@ def collect_errors(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def fetch_target_error_keys(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def fetch_target_error_keys(svc: Services, req: ImportErrors | dict[str, Any]) -> dict[str, Any]:
     """Copy the target error-keys files that are ready; return the entities still being generated."""
+    req = ImportErrors.of(req)
     s = svc.settings
-    api = package_api(s, req["environment"])
-    prefix = f"{s.errors_container}/{req['drop_id']}/{int(req['seq']):03d}"
+    api = package_api(s, req.environment)
+    prefix = f"{s.errors_container}/{req.drop_id}/{int(req.seq):03d}"
     files, pending = [], []
-    for entity in req["entities"]:
+    for entity in req.entities or []:
         try:
-            url = api.get_import_target_error_keys_file_url(req["execution_id"], entity)
+            url = api.get_import_target_error_keys_file_url(req.execution_id, entity)
             if url:
                 files.append(_copy_error_file(svc, url, f"{prefix}/{_safe(entity)}-target-error-keys.csv"))
                 continue
@@ -216,21 +221,22 @@ def fetch_target_error_keys(svc: Services, req: dict[str, Any]) -> dict[str, Any
     return {"files": files, "pending": pending}
 
 
-def record_import_result(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def record_import_result(svc: Services, req: ImportResult | dict[str, Any]) -> dict[str, Any]:
     """The package's final outcome row; successful durations teach the polling schedule."""
-    route = req["route"]
-    status = req["status"]
-    started = datetime.fromisoformat(req["started_at"])
-    finished = datetime.fromisoformat(req["finished_at"])
-    errors = req.get("errors") or {}
+    req = ImportResult.of(req)
+    route = req.route
+    status = req.status
+    started = datetime.fromisoformat(req.started_at)
+    finished = datetime.fromisoformat(req.finished_at)
+    errors = req.errors or {}
     svc.outcomes.upsert(
-        req["day"],
+        req.day,
         _row(req),
         {
             "Status": status,
-            "Reason": req.get("reason"),
-            "LastFnoStatus": req.get("last_status"),
-            "PollCount": req.get("polls"),
+            "Reason": req.reason,
+            "LastFnoStatus": req.last_status,
+            "PollCount": req.polls,
             "FinishedAt": finished,
             "ImportSeconds": round((finished - started).total_seconds(), 3),
             "ErrorCount": errors.get("error_count"),
@@ -239,12 +245,12 @@ def record_import_result(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             "SummaryPageUrl": errors.get("summary_page_url"),
         },
     )
-    confirmed = req.get("confirmed_start_at")
+    confirmed = req.confirmed_start_at
     ops_event(
         log,
         "import_finished",
         "import %s of %s ended %s",
-        req["execution_id"],
+        req.execution_id,
         route.get("data_project"),
         status,
         level=logging.INFO if status == "Succeeded" else logging.WARNING,
@@ -252,18 +258,18 @@ def record_import_result(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         environment=route.get("environment"),
         legal_entity=route.get("legal_entity"),
         data_project=route.get("data_project"),
-        execution_id=req["execution_id"],
-        drop_id=req.get("drop_id"),
+        execution_id=req.execution_id,
+        drop_id=req.drop_id,
         import_seconds=(
             round((finished - datetime.fromisoformat(confirmed)).total_seconds(), 3) if confirmed else None
         ),
         total_seconds=round((finished - started).total_seconds(), 3),
         error_count=errors.get("error_count"),
     )
-    if status in {"Succeeded", "PartiallySucceeded", "Failed"} and req.get("confirmed_start_at"):
-        seconds = (finished - datetime.fromisoformat(req["confirmed_start_at"])).total_seconds()
-        if req.get("observed_seconds"):
-            seconds = float(req["observed_seconds"])
+    if status in {"Succeeded", "PartiallySucceeded", "Failed"} and req.confirmed_start_at:
+        seconds = (finished - datetime.fromisoformat(req.confirmed_start_at)).total_seconds()
+        if req.observed_seconds:
+            seconds = float(req.observed_seconds)
         svc.ledger.record_duration(route["environment"], route["data_project"], seconds)
     return {"status": status}
 

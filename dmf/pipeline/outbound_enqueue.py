@@ -18,6 +18,7 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from dmf.fno.clients import package_api, recurring_api
 from dmf.fno.errors import FnoAuthError, FnoError
 from dmf.logs import log_context
+from dmf.pipeline.payloads import CheckMessage, Enqueue, EnqueueResult
 from dmf.pipeline.services import Services
 from dmf.settings import Deployment
 from dmf.storage.transfer import stream_blob
@@ -53,14 +54,15 @@ def validate_route(svc: Services, route: dict[str, Any]) -> str | None:
     return None
 
 
-def enqueue_source(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def enqueue_source(svc: Services, req: Enqueue | dict[str, Any]) -> dict[str, Any]:
     """Stream the source blob to the route's recurring import job, once.
 
     ``req``: ``drop_id``, ``day``, ``route`` (ResolvedRoute dict), ``source`` (``container/name``).
     Returns ``state``: enqueued (with ``message_id``) | retry | failed.
     """
-    route = req["route"]
-    day, row = req["day"], message_row(req["drop_id"])
+    req = Enqueue.of(req)
+    route = req.route
+    day, row = req.day, message_row(req.drop_id)
     problem = validate_route(svc, route)
     base = {
         "Kind": "enqueue",
@@ -68,8 +70,8 @@ def enqueue_source(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         "LegalEntity": route.get("legal_entity"),
         "Entity": route.get("entity"),
         "ActivityId": route.get("activity_id"),
-        "SourceBlob": req["source"],
-        "InstanceId": req.get("instance_id"),
+        "SourceBlob": req.source,
+        "InstanceId": req.instance_id,
     }
     if problem:
         svc.outcomes.upsert(day, row, {**base, "Status": "Failed", "Reason": problem})
@@ -83,12 +85,12 @@ def enqueue_source(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             f"(look for external identifier {_external_id(req)!r} in F&O's message list)"
         )
         return {"state": "failed", "error": reason}
-    container, _, name = req["source"].partition("/")
+    container, _, name = req.source.partition("/")
     blob = svc.blob(container, name)
     try:
         size = blob.get_blob_properties().size
     except ResourceNotFoundError:
-        return {"state": "failed", "error": f"{req['source']} no longer exists"}
+        return {"state": "failed", "error": f"{req.source} no longer exists"}
     api = recurring_api(svc.settings, route["environment"])
     svc.outcomes.upsert(
         day,
@@ -97,7 +99,7 @@ def enqueue_source(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
          "EnqueueRequestedAt": datetime.now(UTC)},
     )  # fmt: skip
     entity = route.get("entity") if route.get("kind") != "package" else None
-    with log_context(instance_id=req["drop_id"], blob_name=req["source"]):
+    with log_context(instance_id=req.drop_id, blob_name=req.source):
         try:
             message_id = api.enqueue(
                 route["activity_id"],
@@ -119,9 +121,9 @@ def enqueue_source(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             return {"state": "failed", "error": f"enqueue outcome unknown, not repeated: {exc}"}
         except AzureError as exc:
             _clear_request(svc, day, row)
-            return {"state": "retry", "error": f"reading {req['source']} failed: {exc}"}
+            return {"state": "retry", "error": f"reading {req.source} failed: {exc}"}
     svc.outcomes.upsert(day, row, {"MessageId": message_id, "Status": "Enqueued"})
-    log.info("enqueued %s as message %s", req["source"], message_id)
+    log.info("enqueued %s as message %s", req.source, message_id)
     return {"state": "enqueued", "message_id": message_id}
 
 
@@ -135,27 +137,29 @@ def _clear_request(svc: Services, day: str, row: str) -> None:
         svc.outcomes.table.upsert_entity(entity, mode=UpdateMode.REPLACE)
 
 
-def _external_id(req: dict[str, Any]) -> str:
+def _external_id(req: Enqueue) -> str:
     """The blob name (without the container): what users search for in F&O's message list."""
-    return req["source"].partition("/")[2] or req["source"]
+    return req.source.partition("/")[2] or req.source
 
 
-def check_message(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
-    api = package_api(svc.settings, req["environment"])
+def check_message(svc: Services, req: CheckMessage | dict[str, Any]) -> dict[str, Any]:
+    req = CheckMessage.of(req)
+    api = package_api(svc.settings, req.environment)
     try:
-        status = api.get_message_status(req["message_id"])
+        status = api.get_message_status(req.message_id)
     except FnoError as exc:
         return {"status": "Unreachable", "terminal": False, "error": str(exc)}
     return {"status": status.value, "terminal": status.is_terminal}
 
 
-def record_enqueue(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def record_enqueue(svc: Services, req: EnqueueResult | dict[str, Any]) -> dict[str, Any]:
     """Execution id and errors for a terminal message, the outcome row, and the result for finalize_drop."""
-    route = req["route"]
-    day, row = req["day"], message_row(req["drop_id"])
-    message_id = req.get("message_id")
-    message_status = req.get("message_status")
-    status = req.get("status") or STATUS_MAP.get(str(message_status), "Failed")
+    req = EnqueueResult.of(req)
+    route = req.route
+    day, row = req.day, message_row(req.drop_id)
+    message_id = req.message_id
+    message_status = req.message_status
+    status = req.status or STATUS_MAP.get(str(message_status), "Failed")
     execution_id = None
     messages: list[str] = []
     error_count = None
@@ -172,12 +176,12 @@ def record_enqueue(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 messages += [e.error_message for e in errors[:MAX_ERROR_MESSAGES]]
             except FnoError as exc:
                 messages.append(f"could not read execution errors: {exc}")
-    reason = req.get("reason")
+    reason = req.reason
     if status == "Failed" and not reason and message_status:
         reason = f"F&O message status {message_status}"
     summary = " | ".join([m for m in [reason, *messages] if m]) or None
-    finished = datetime.fromisoformat(req["finished_at"])
-    started = datetime.fromisoformat(req["started_at"])
+    finished = datetime.fromisoformat(req.finished_at)
+    started = datetime.fromisoformat(req.started_at)
     svc.outcomes.upsert(
         day,
         row,
@@ -190,12 +194,12 @@ def record_enqueue(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
             "ExecutionId": execution_id,
             "ErrorCount": error_count,
             "ErrorSummary": summary,
-            "PollCount": req.get("polls"),
+            "PollCount": req.polls,
             "FinishedAt": finished,
             "DurationSeconds": round((finished - started).total_seconds(), 3),
             "Entity": route.get("entity"),
-            "SourceBlob": req["source"],
-            "FileName": PurePosixPath(req["source"]).name,
+            "SourceBlob": req.source,
+            "FileName": PurePosixPath(req.source).name,
         },
     )
     return {
@@ -207,5 +211,5 @@ def record_enqueue(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         "error_summary": summary,
         "message_id": message_id,
         "message_status": message_status,
-        "polls": req.get("polls"),
+        "polls": req.polls,
     }

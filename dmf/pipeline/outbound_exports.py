@@ -21,6 +21,7 @@ from dmf.fno.errors import FnoError, names_existing_execution
 from dmf.fno.models import ExecutionStatus
 from dmf.logs import log_context
 from dmf.pipeline.ids import project_prefix, safe_name
+from dmf.pipeline.payloads import CheckExport, ExportPackage, ExportResult, StartExport
 from dmf.pipeline.services import Services
 from dmf.settings import ExportJob
 from dmf.storage import clients
@@ -137,16 +138,17 @@ def _row_fields(job: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def start_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def start_export(svc: Services, req: StartExport | dict[str, Any]) -> dict[str, Any]:
     """Call ExportToPackageAsync with our execution id, at most once.
 
     ``req``: ``job`` (ExportJob dict), ``run_id``, ``day``, ``execution_id``, ``package_name``,
     ``instance_id``, optional ``allow_recall``. Returns ``state``: started | throttled (F&O refused it: 429,
     or 503 with Retry-After; ``retry_after``) | failed | ambiguous.
     """
-    job = req["job"]
-    exec_id = req["execution_id"]
-    day, row = req["day"], req["run_id"]
+    req = StartExport.of(req)
+    job = req.job
+    exec_id = req.execution_id
+    day, row = req.day, req.run_id
     env = svc.settings.environment(job["environment"])
     le = job.get("legal_entity") or env.legal_entity
     api = package_api(svc.settings, env.name)
@@ -159,7 +161,7 @@ def start_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 return {"state": "ambiguous", "error": str(exc)}
             if status is not ExecutionStatus.NOT_FOUND:
                 return {"state": "started"}
-            if not req.get("allow_recall"):
+            if not req.allow_recall:
                 return {"state": "ambiguous"}
             log.warning("export %s still unknown to F&O after the grace period; calling again", exec_id)
         svc.outcomes.upsert(
@@ -170,8 +172,8 @@ def start_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
                 "LegalEntity": le,
                 "Status": "Exporting",
                 "ExecutionId": exec_id,
-                "PackageName": req["package_name"],
-                "InstanceId": req.get("instance_id"),
+                "PackageName": req.package_name,
+                "InstanceId": req.instance_id,
                 "StartedAt": existing.get("StartedAt") or datetime.now(UTC),
                 "ExportRequestedAt": datetime.now(UTC),
                 "ExportAttempts": int(existing.get("ExportAttempts") or 0) + 1,
@@ -180,7 +182,7 @@ def start_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         )
         try:
             api.export_to_package(
-                job["data_project"], req["package_name"], exec_id, legal_entity_id=le, use_async=True
+                job["data_project"], req.package_name, exec_id, legal_entity_id=le, use_async=True
             )
         except FnoError as exc:
             if (
@@ -202,10 +204,11 @@ def start_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         return {"state": "started"}
 
 
-def check_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
-    api = package_api(svc.settings, req["environment"])
+def check_export(svc: Services, req: CheckExport | dict[str, Any]) -> dict[str, Any]:
+    req = CheckExport.of(req)
+    api = package_api(svc.settings, req.environment)
     try:
-        return {"status": api.get_execution_summary_status(req["execution_id"]).value}
+        return {"status": api.get_execution_summary_status(req.execution_id).value}
     except FnoError as exc:
         return {"status": "Unreachable", "error": str(exc)}
 
@@ -226,30 +229,31 @@ def archive_path(job_name: str, day: str, name: str, run_id: str) -> str:
     return f"exports/{safe_name(job_name)}/{day[:4]}/{day[4:6]}/{day[6:8]}/{name}.zip"
 
 
-def fetch_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def fetch_export(svc: Services, req: ExportPackage | dict[str, Any]) -> dict[str, Any]:
     """GetExportedPackageUrl (empty until F&O has written the package), then copy it into the archive.
 
     Server-side copy first (nothing passes through the worker), streamed when refused.
     """
+    req = ExportPackage.of(req)
     s = svc.settings
-    job = req["job"]
+    job = req.job
     api = package_api(s, job["environment"])
     try:
-        url = api.get_exported_package_url(req["execution_id"])
+        url = api.get_exported_package_url(req.execution_id)
     except FnoError as exc:
         return {"ready": False, "error": str(exc), "permanent": not exc.transient}
     if not url:
         return {"ready": False}
-    path = archive_path(job["name"], req["day"], req["package_name"], req["run_id"])
+    path = archive_path(job["name"], req.day, req.package_name, req.run_id)
     src = blob_client_for_url(url, ca_bundle=s.fno_ca_bundle, timeout=s.fno_transfer_timeout_seconds)
     dest = svc.blob(s.archive_container, path)
     metadata = {
-        "execution_id": req["execution_id"],
+        "execution_id": req.execution_id,
         "export": safe_name(job["name"]),
         "data_project": job["data_project"],
         "environment": job["environment"],
         "source": "scheduled-export",
-        "run_id": req["run_id"],
+        "run_id": req.run_id,
     }
     try:
         result = copy_blob(
@@ -267,17 +271,18 @@ def fetch_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def record_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def record_export(svc: Services, req: ExportResult | dict[str, Any]) -> dict[str, Any]:
     """The run's final outcome row (errors fetched for PartiallySucceeded/Failed), and the guard released."""
-    job = req["job"]
-    status = req["status"]
+    req = ExportResult.of(req)
+    job = req.job
+    status = req.status
     warnings = None
     messages: list[str] = []
     count = None
-    if status in ("PartiallySucceeded", "Failed") and req.get("started"):
+    if status in ("PartiallySucceeded", "Failed") and req.started:
         api = package_api(svc.settings, job["environment"])
         try:
-            errors = api.get_execution_errors(req["execution_id"])
+            errors = api.get_execution_errors(req.execution_id)
             count = len(errors)
             messages = [e.error_message for e in errors[:MAX_ERROR_MESSAGES]]
         except FnoError as exc:
@@ -285,27 +290,27 @@ def record_export(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
     if status == "PartiallySucceeded":
         warnings = "export PartiallySucceeded: the package is archived but some records were not exported"
     svc.outcomes.upsert(
-        req["day"],
-        req["run_id"],
+        req.day,
+        req.run_id,
         {
             **_row_fields(job),
             "Status": status,
-            "Reason": req.get("reason"),
-            "ExecutionId": req["execution_id"],
-            "PackageName": req.get("package_name"),
-            "ArchivedBlob": req.get("archived"),
-            "SizeBytes": req.get("size"),
-            "CopyMethod": req.get("method"),
-            "PollCount": req.get("polls"),
+            "Reason": req.reason,
+            "ExecutionId": req.execution_id,
+            "PackageName": req.package_name,
+            "ArchivedBlob": req.archived,
+            "SizeBytes": req.size,
+            "CopyMethod": req.method,
+            "PollCount": req.polls,
             "Warnings": warnings,
             "ErrorCount": count,
             "ErrorSummary": " | ".join(messages) or None,
-            **finish_fields(req["started_at"], req["finished_at"]),
-            "InstanceId": req.get("instance_id"),
+            **finish_fields(req.started_at, req.finished_at),
+            "InstanceId": req.instance_id,
         },
     )
-    if req.get("guard"):
-        svc.ledger.finish_run(req["guard"], req.get("guard_token") or req["run_id"])
+    if req.guard:
+        svc.ledger.finish_run(req.guard, req.guard_token or req.run_id)
     return {"status": status, "warnings": warnings}
 
 

@@ -6,11 +6,13 @@ import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 from azure.storage.blob import BlobClient
 
 from dmf.gate import ImportGate
 from dmf.ledger import Ledger
+from dmf.logs import log_context
 from dmf.package.catalogue import Catalogue, EntityInfo, default_catalogue
 from dmf.package.limits import Limits
 from dmf.routing import load_routes
@@ -87,3 +89,13 @@ def _services(settings_id: int) -> Services:
 def services() -> Services:
     s = get_settings()
     return _services(id(s))
+
+
+P = TypeVar("P")
+R = TypeVar("R")
+
+
+def run_step(step: Callable[[Services, P], R], payload: P, **log_fields: Any) -> R:
+    """An activity's pipeline step with this worker's services; its log lines carry ``log_fields``."""
+    with log_context(**log_fields):
+        return step(services(), payload)

@@ -6,6 +6,7 @@ from typing import Any
 
 from dmf.pipeline.ids import execution_id
 from orchestrators import import_package as mod
+from orchestrators.retries import MAX_START_RETRIES
 from tests.orchestrators.fake_context import NEVER, Script, iso, user_function
 
 orchestrator = user_function(mod.import_package)
@@ -189,7 +190,7 @@ def test_start_still_retrying_after_five_retries_fails_with_its_reason() -> None
     s = script(start_import=[{"state": "retry", "error": "F&O busy (429)"}] * 6)
     out = s.run(orchestrator)
     assert [t.wait for t in s.timers()] == [30.0, 60.0, 120.0, 240.0, 300.0]  # last one capped at lease / 2
-    assert len(s.calls("start_import")) == 1 + mod.MAX_START_RETRIES
+    assert len(s.calls("start_import")) == 1 + MAX_START_RETRIES
     assert "check_import" not in s.names()
     assert s.inputs("gate_release") == [GATE | {"now": iso(750), "maybe_running": False}]
     assert s.inputs("record_import_result") == [
