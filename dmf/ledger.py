@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableEntity, UpdateMode
 
+from dmf.storage.etag import ContentionError, Write, delete_if_unchanged, update_row
 from dmf.storage.outcomes import safe_key
 
 EWMA_WEIGHT = 0.5
@@ -60,12 +60,7 @@ class Ledger:
         except ResourceNotFoundError:
             return
         if e["Owner"] == drop_id:
-            try:
-                self.table.delete_entity(
-                    e, etag=e.metadata["etag"], match_condition=MatchConditions.IfNotModified
-                )
-            except HttpResponseError:
-                pass
+            delete_if_unchanged(self.table, e)
 
     # -- learned durations ---------------------------------------------------------------------------
     def expected_duration(self, environment: str, data_project: str) -> float | None:
@@ -76,31 +71,17 @@ class Ledger:
         return float(e["Seconds"])
 
     def record_duration(self, environment: str, data_project: str, seconds: float) -> float:
-        key = safe_key(f"{environment}|{data_project}")
-        for _ in range(10):
-            try:
-                e = self.table.get_entity("duration", key)
-            except ResourceNotFoundError:
-                try:
-                    self.table.create_entity(
-                        {"PartitionKey": "duration", "RowKey": key, "Seconds": seconds, "Samples": 1}
-                    )
-                    return seconds
-                except ResourceExistsError:
-                    continue
+        def decide(e: TableEntity | None) -> Write:
+            if e is None:
+                return Write({"Seconds": seconds, "Samples": 1}, seconds)
             new = (1 - EWMA_WEIGHT) * float(e["Seconds"]) + EWMA_WEIGHT * seconds
-            e["Seconds"], e["Samples"] = new, int(e.get("Samples", 0)) + 1
-            try:
-                self.table.update_entity(
-                    e,
-                    mode=UpdateMode.REPLACE,
-                    etag=e.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-                return new
-            except HttpResponseError:
-                continue
-        return seconds
+            return Write({"Seconds": new, "Samples": int(e.get("Samples", 0)) + 1}, new)
+
+        key = safe_key(f"{environment}|{data_project}")
+        try:
+            return update_row(self.table, "duration", key, decide, what=f"learning {key}", attempts=10)
+        except ContentionError:
+            return seconds  # a lost sample: the mean is a hint
 
     # -- single-run guards ---------------------------------------------------------------------------
     def try_start_run(self, name: str, run_id: str, now: datetime, max_age: timedelta) -> str | None:
@@ -108,35 +89,16 @@ class Ledger:
 
         A guard older than ``max_age`` is taken over (its run died without finishing).
         """
-        key = safe_key(name)
         now = now.astimezone(UTC)
-        for _ in range(10):
-            try:
-                e = self.table.get_entity("run", key)
-            except ResourceNotFoundError:
-                try:
-                    self.table.create_entity(
-                        {"PartitionKey": "run", "RowKey": key, "RunId": run_id, "Since": now}
-                    )
-                    return None
-                except ResourceExistsError:
-                    continue
-            if e["RunId"] == run_id:
-                return None
-            if e["Since"] + max_age > now:
-                return e["RunId"]
-            e["RunId"], e["Since"] = run_id, now
-            try:
-                self.table.update_entity(
-                    e,
-                    mode=UpdateMode.REPLACE,
-                    etag=e.metadata["etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-                return None
-            except HttpResponseError:
-                continue
-        raise RuntimeError(f"contention on run guard {name}")
+
+        def decide(e: TableEntity | None) -> Write | str | None:
+            if e is not None and e["RunId"] == run_id:
+                return None  # ours already (a re-run)
+            if e is not None and e["Since"] + max_age > now:
+                return e["RunId"]  # another run holds it
+            return Write({"RunId": run_id, "Since": now}, None, UpdateMode.REPLACE)
+
+        return update_row(self.table, "run", safe_key(name), decide, what=f"on run guard {name}", attempts=10)
 
     def run_since(self, name: str) -> datetime | None:
         """When the current holder of guard ``name`` took it (None: nobody holds it)."""
@@ -151,12 +113,7 @@ class Ledger:
         except ResourceNotFoundError:
             return
         if e["RunId"] == run_id:
-            try:
-                self.table.delete_entity(
-                    e, etag=e.metadata["etag"], match_condition=MatchConditions.IfNotModified
-                )
-            except HttpResponseError:
-                pass
+            delete_if_unchanged(self.table, e)
 
     # -- operators' index ----------------------------------------------------------------------------
     def index_drop(self, source: str, drop_id: str, day: str, received_at: datetime) -> None:
