@@ -38,10 +38,7 @@ ENDED = frozenset({"Completed", "Failed", "Terminated", "Canceled"})  # Durable 
 class GateService:
     def __init__(self, svc: Services) -> None:
         self.svc = svc
-
-    @property
-    def settings(self) -> Settings:
-        return self.svc.settings
+        self.settings: Settings = svc.settings
 
     @property
     def lease_seconds(self) -> float:
@@ -147,8 +144,9 @@ class GateService:
         kept: set[str] = set()
         for instance_id, status in sorted(ended.items()):
             holder = holders.get(instance_id)
-            fno = await asyncio.to_thread(self.fno_status, environment, (holder or {}).get("execution_id"))
-            await asyncio.to_thread(self.record_abandoned, status, fno)
+            execution_id = (holder or {}).get("execution_id")
+            fno = await asyncio.to_thread(self.fno_status, environment, execution_id)
+            await asyncio.to_thread(self.record_abandoned, status, execution_id, fno)
             if holder and _running(fno):
                 log.warning(
                     "gate %s: %s ended but F&O execution %s still runs; keeping its permit",
@@ -166,14 +164,14 @@ class GateService:
             await self.hand_over(client, wake)
         return gone
 
-    def record_abandoned(self, status: Any, fno_status: str | None) -> bool:
+    def record_abandoned(self, status: Any, execution_id: str | None, fno_status: str | None) -> bool:
         """Record ``Failed`` on the package of an import orchestration that ended without recording its
         outcome (terminated, or failed between steps): its row would otherwise say ``Importing`` for good.
         A row that already has its outcome is left alone. True when the row was written."""
         req = _input(status)
         if not {"drop_id", "day", "seq"} <= set(req):
             return False  # not an import_package orchestration we can place (or its input is not shown)
-        reason = _abandoned_reason(status, req.get("execution_id") or _execution_of(status), fno_status)
+        reason = _abandoned_reason(status, execution_id or _execution_of(status), fno_status)
 
         def decide(row: Any) -> Write | bool:
             if row is None or row.get("Status") in TERMINAL_STATUSES:
