@@ -29,3 +29,24 @@ def test_import_function_app_defers_what_it_first_needs_at_work() -> None:
         timeout=120,
     )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == []
+
+
+def test_the_gate_activities_and_triggers_load_no_fno_client() -> None:
+    """The gate service asks F&O only when a permit's holder may still be importing: its client (and
+    ``requests``) load then, not when the worker imports the gate's activities and triggers."""
+    mods = ("dmf.fno.clients", "dmf.fno.package_api", "requests")
+    probe = (
+        "import json, sys, activities.gate, triggers.gate_watch; "
+        f"print(json.dumps([m for m in {mods!r} if m in sys.modules]))"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DATA_STORAGE": "UseDevelopmentStorage=true"}
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == []

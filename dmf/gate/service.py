@@ -141,20 +141,10 @@ class GateService:
         snap = await asyncio.to_thread(gate.snapshot)
         holders = {h["instance_id"]: h for h in snap["holders"]}
         ended = await _ended(client, set(holders) | {w["instance_id"] for w in snap["waiters"]})
-        kept: set[str] = set()
+        kept = set()
         for instance_id, status in sorted(ended.items()):
             holder = holders.get(instance_id)
-            execution_id = (holder or {}).get("execution_id")
-            fno = await asyncio.to_thread(self.fno_status, environment, execution_id)
-            await asyncio.to_thread(self.record_abandoned, status, execution_id, fno)
-            if holder and _running(fno):
-                log.warning(
-                    "gate %s: %s ended but F&O execution %s still runs; keeping its permit",
-                    environment,
-                    instance_id,
-                    holder.get("execution_id"),
-                )
-                await asyncio.to_thread(self.renew, environment, holder["ticket"], now)
+            if await asyncio.to_thread(self._close_ended, environment, status, holder, now):
                 kept.add(instance_id)
         gone = sorted(set(ended) - kept)
         if gone:
@@ -164,14 +154,45 @@ class GateService:
             await self.hand_over(client, wake)
         return gone
 
-    def record_abandoned(self, status: Any, execution_id: str | None, fno_status: str | None) -> bool:
-        """Record ``Failed`` on the package of an import orchestration that ended without recording its
-        outcome (terminated, or failed between steps): its row would otherwise say ``Importing`` for good.
-        A row that already has its outcome is left alone. True when the row was written."""
-        req = _input(status)
-        if not {"drop_id", "day", "seq"} <= set(req):
-            return False  # not an import_package orchestration we can place (or its input is not shown)
-        reason = _abandoned_reason(status, execution_id or _execution_of(status), fno_status)
+    def _close_ended(
+        self, environment: str, status: Any, holder: dict[str, Any] | None, now: datetime
+    ) -> bool:
+        """Record the package of an ended orchestration (``record_abandoned``); True when it holds a permit
+        that must stay taken because F&O may still be importing its execution."""
+        execution_id = (holder or {}).get("execution_id")
+        key = _package_key(status)
+        row = self.svc.outcomes.get(*key) if key else None
+        fno = self.fno_status(environment, execution_id)
+        # F&O lists an execution some time after ImportFromPackage returns: "not found" soon after the call
+        # (``ImportRequestedAt``, written just before it) may be an import that is about to run.
+        grace = self.settings.poll_not_found_grace_seconds
+        running = _running(fno) or (fno == "NotFound" and _requested_within(row, now, grace))
+        if key:
+            self.record_abandoned(key, status, execution_id, fno, running)
+        if holder is None or not running:
+            return False
+        log.warning(
+            "gate %s: %s ended but F&O execution %s may still run (%s); keeping its permit",
+            environment,
+            holder["instance_id"],
+            execution_id,
+            fno,
+        )
+        self.renew(environment, holder["ticket"], now)
+        return True
+
+    def record_abandoned(
+        self,
+        key: tuple[str, str],
+        status: Any,
+        execution_id: str | None,
+        fno_status: str | None,
+        running: bool = False,
+    ) -> bool:
+        """Record ``Failed`` on package row ``key`` (day, row) of an import orchestration that ended without
+        recording its outcome (terminated, or failed between steps): the row would otherwise say
+        ``Importing`` for good. A row that already has its outcome is left alone. True when written."""
+        reason = _abandoned_reason(status, execution_id or _execution_of(status), fno_status, running)
 
         def decide(row: Any) -> Write | bool:
             if row is None or row.get("Status") in TERMINAL_STATUSES:
@@ -179,11 +200,9 @@ class GateService:
             fields = {"Status": "Failed", "Reason": reason, "FinishedAt": datetime.now(UTC)}
             return Write({**fields, **({"LastFnoStatus": fno_status} if fno_status else {})}, True)
 
-        # The package row's key, as the import steps write it (dmf/pipeline/imports.py).
-        row = f"{req['drop_id']}~{int(req['seq']):03d}"
-        outcomes = self.svc.outcomes
+        day, row = key
         written = update_row(
-            outcomes.table, safe_key(req["day"]), safe_key(row), decide, what=f"closing {row}"
+            self.svc.outcomes.table, safe_key(day), safe_key(row), decide, what=f"closing {row}"
         )
         if written:
             log.warning("package %s: %s", row, reason)
@@ -274,12 +293,27 @@ def _input(status: Any) -> dict[str, Any]:
     return raw if isinstance(raw, dict) else {}
 
 
+def _package_key(status: Any) -> tuple[str, str] | None:
+    """The (day, row) of an import orchestration's package row, from its input (None: not one of those)."""
+    req = _input(status)
+    if not {"drop_id", "day", "seq"} <= set(req):
+        return None
+    # The key the import steps write the package row under (dmf/pipeline/imports.py).
+    return str(req["day"]), f"{req['drop_id']}~{int(req['seq']):03d}"
+
+
+def _requested_within(row: dict[str, Any] | None, now: datetime, seconds: float) -> bool:
+    """Whether the row's ImportFromPackage call was made less than ``seconds`` before ``now``."""
+    asked = (row or {}).get("ImportRequestedAt")
+    return isinstance(asked, datetime) and (now - asked).total_seconds() < seconds
+
+
 def _execution_of(status: Any) -> str | None:
     custom = getattr(status, "custom_status", None)
     return custom.get("execution_id") if isinstance(custom, dict) else None
 
 
-def _abandoned_reason(status: Any, execution_id: str | None, fno_status: str | None) -> str:
+def _abandoned_reason(status: Any, execution_id: str | None, fno_status: str | None, running: bool) -> str:
     from dmf.redact import redact
 
     runtime = getattr(getattr(status, "runtime_status", None), "value", None) or "gone"
@@ -288,6 +322,6 @@ def _abandoned_reason(status: Any, execution_id: str | None, fno_status: str | N
     text += " without recording a result"
     if execution_id and fno_status:
         text += f"; F&O reports execution {execution_id} {fno_status}"
-        if _running(fno_status):
+        if running:
             text += " (the import permit stays held until F&O ends it)"
     return redact(text)[:2000]

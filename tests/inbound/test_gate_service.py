@@ -172,3 +172,24 @@ def test_status_reads_without_writing(gates: GateService, storage_conn: str) -> 
     table.create_entity({"PartitionKey": "main", "RowKey": "w~fragment"})  # a half-written waiter row
     assert gates.status("main")["waiters"] == []
     assert [e["RowKey"] for e in table.list_entities()] == ["w~fragment"]  # no state row, no tidying up
+
+
+def test_not_found_soon_after_the_import_call_keeps_the_permit(
+    gates: GateService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F&O lists an execution a while after ImportFromPackage returns: until the not-found grace has passed
+    since the call, "not found" may be an import about to run, and a second one must not start."""
+    holder = "drop-f-p001"
+    asked = T0 - timedelta(seconds=30)
+    gates.svc.outcomes.upsert(
+        DAY, "drop-f~001", {"Kind": "package", "Status": "Importing", "ImportRequestedAt": asked}
+    )
+    gates.enqueue("main", holder, holder, asked)
+    assert gates.try_acquire("main", holder, holder, asked, execution_id="X-f").granted
+    monkeypatch.setattr(GateService, "fno_status", lambda self, env, exec_id: "NotFound")
+    client = Client({holder: _import_status("drop-f", 1, df.OrchestrationRuntimeStatus.Terminated)})
+    assert asyncio.run(gates.sweep(client, T0)) == {}
+    assert [h["instance_id"] for h in gates.status("main")["holders"]] == [holder]
+    grace = gates.settings.poll_not_found_grace_seconds
+    assert asyncio.run(gates.sweep(client, asked + timedelta(seconds=grace + 1))) == {"main": [holder]}
+    assert gates.svc.outcomes.get(DAY, "drop-f~001")["LastFnoStatus"] == "NotFound"
