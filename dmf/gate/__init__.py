@@ -10,13 +10,13 @@ every ETag loop is ``dmf.storage.etag``'s.
   ``Permits``; it is only ever replaced with an ETag match, so two acquirers can never both win.
 - Each waiter has a row ``w~<enqueued-at>~<ticket>``: row keys sort in arrival order, which is the FIFO.
 - A holder's lease is renewed by the import steps (``start_import``, ``check_import``: explicitly, through
-  the service) and before long planned waits (``gate_renew``). A crashed holder's lease expires; a terminated one is
-  evicted by the sweeper once its orchestration has ended and F&O is done with its execution (``evict``);
-  the sweeper also records ``Failed`` on its package row, which the ended orchestration never wrote. Waiters refresh
-  ``SeenAt`` whenever they try; a waiter not seen for ``stale_after`` seconds is skipped and removed, so a
-  dead waiter cannot block the queue.
-- ``release`` returns the instance ids of the next waiters so the caller can raise an event to them at
-  once (no waiter sits out a polling interval after a release).
+  the service) and before long planned waits (``gate_renew``). A crashed holder's lease expires; a
+  terminated one is evicted by the sweeper once its orchestration has ended and F&O is done with its
+  execution (``evict``); the sweeper also records ``Failed`` on its package row, which the ended
+  orchestration never wrote. Waiters refresh ``SeenAt`` whenever they try; a waiter not seen for
+  ``stale_after`` seconds is skipped and removed, so a dead waiter cannot block the queue.
+- ``release`` returns the instance ids of the next waiters; ``hand_over`` raises each the event it waits on
+  at once (no waiter sits out a polling interval after a release). Reads (``status``) write nothing.
 - Operators may **pause** a gate (``Paused`` on the state row, set with an ETag match like every other
   change): no permit is granted while paused, holders finish, waiters keep their place. They may also
   **cancel** a waiter (``Canceled`` on its row, ETag-matched, so a waiter being granted meanwhile wins and

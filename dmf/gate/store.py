@@ -274,8 +274,18 @@ class ImportGate:
             log.info("gate %s: lost a race acquiring for %s (%s); retrying", self.pk, ask.ticket, exc)
             return RETRY
         waited = ask.now - _aware(mine["EnqueuedAt"])
-        text = f"got a permit after {waited}"
-        self._event("gate_acquired", ask.ticket, text, waited_seconds=_secs(waited), holders=len(new))
+        ops_event(
+            log,
+            "gate_acquired",
+            "gate %s: permit to %s after %s",
+            self.pk,
+            ask.ticket,
+            waited,
+            gate=self.pk,
+            ticket=ask.ticket,
+            waited_seconds=_secs(waited),
+            holders=len(new),
+        )
         return Acquire(True, 0, [h.instance_id for h in new])
 
     def _still_waiting(self, mine: dict[str, Any], now: datetime) -> bool:
@@ -425,30 +435,34 @@ class ImportGate:
         return retry_on_conflict(attempt, what=f"gate {self.pk}: canceling {instance_id}")
 
     # -- helpers ---------------------------------------------------------------------------------------
-    def _event(self, event: str, ticket: str, text: str, level: int = logging.INFO, **fields: Any) -> None:
-        """An operations event of this gate (alerts and the workbook read them: docs/RUNBOOK.md)."""
+    def _log_freed(self, h: Holder, now: datetime, reason: str) -> None:
+        """A permit freed without its holder releasing it: an operations event (alerts read it)."""
+        held = _secs(_aware(now) - _aware(h.since))
         ops_event(
             log,
-            event,
-            "gate %s: %s %s",
+            "gate_freed",
+            "gate %s: freeing the permit of %s (%s): %s",
             self.pk,
-            ticket,
-            text,
-            level=level,
+            h.ticket,
+            h.instance_id,
+            reason,
+            level=logging.WARNING,
             gate=self.pk,
-            ticket=ticket,
-            **fields,
+            ticket=h.ticket,
+            reason=reason,
+            held_seconds=held,
         )
-
-    def _log_freed(self, h: Holder, now: datetime, reason: str) -> None:
-        """A permit freed without its holder releasing it (a warning: alerts read it)."""
-        text = f"({h.instance_id}) lost its permit: {reason}"
-        held = _secs(_aware(now) - _aware(h.since))
-        self._event("gate_freed", h.ticket, text, logging.WARNING, reason=reason, held_seconds=held)
 
     def _log_released(self, h: Holder, now: datetime) -> None:
         held = now - _aware(h.since)
-        self._event("gate_released", h.ticket, f"gave its permit back after {held}", held_seconds=_secs(held))
+        ops_event(
+            log,
+            "gate_released",
+            f"gate {self.pk}: {h.ticket} gave its permit back after {held}",
+            gate=self.pk,
+            ticket=h.ticket,
+            held_seconds=_secs(held),
+        )
 
     def _replace_holders(self, holders: list[Holder], etag: str) -> bool:
         """Write the holders over the state row read as ``etag``; False when it changed since."""
