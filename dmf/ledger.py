@@ -21,7 +21,7 @@ from typing import Any
 from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
 from azure.data.tables import TableClient, TableEntity, UpdateMode
 
-from dmf.storage.etag import ContentionError, Write, delete_if_unchanged, update_row
+from dmf.storage.etag import ContentionError, Write, delete_if_unchanged, read_row, update_row
 from dmf.storage.outcomes import safe_key
 
 EWMA_WEIGHT = 0.5
@@ -55,11 +55,12 @@ class Ledger:
             return Claim(e["Owner"], e["Owner"] == drop_id, e.get("SourceBlob"))
 
     def release_content(self, sha256: str, drop_id: str) -> None:
-        try:
-            e = self.table.get_entity("content", sha256)
-        except ResourceNotFoundError:
-            return
-        if e["Owner"] == drop_id:
+        self._delete_owned("content", sha256, "Owner", drop_id)
+
+    def _delete_owned(self, partition: str, row: str, owner_field: str, owner: str) -> None:
+        """Delete the row while ``owner_field`` names ``owner`` and nobody changed it since it was read."""
+        e = read_row(self.table, partition, row)
+        if e is not None and e[owner_field] == owner:
             delete_if_unchanged(self.table, e)
 
     # -- learned durations ---------------------------------------------------------------------------
@@ -108,12 +109,7 @@ class Ledger:
             return None
 
     def finish_run(self, name: str, run_id: str) -> None:
-        try:
-            e = self.table.get_entity("run", safe_key(name))
-        except ResourceNotFoundError:
-            return
-        if e["RunId"] == run_id:
-            delete_if_unchanged(self.table, e)
+        self._delete_owned("run", safe_key(name), "RunId", run_id)
 
     # -- operators' index ----------------------------------------------------------------------------
     def index_drop(self, source: str, drop_id: str, day: str, received_at: datetime) -> None:
