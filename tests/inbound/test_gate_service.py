@@ -193,3 +193,22 @@ def test_not_found_soon_after_the_import_call_keeps_the_permit(
     grace = gates.settings.poll_not_found_grace_seconds
     assert asyncio.run(gates.sweep(client, asked + timedelta(seconds=grace + 1))) == {"main": [holder]}
     assert gates.svc.outcomes.get(DAY, "drop-f~001")["LastFnoStatus"] == "NotFound"
+
+
+def test_hand_over_raises_only_the_event_a_waiter_waits_on_now(gates: GateService) -> None:
+    from dmf.gate.events import GATE_EVENT, wake_event
+    from orchestrators import import_package
+
+    # The orchestrator waits on the names dmf.gate.events makes (one definition of the event name).
+    assert import_package.GATE_EVENT == GATE_EVENT
+    client = Client(
+        {
+            "waiting": Status(df.OrchestrationRuntimeStatus.Running, custom_status={"wake": wake_event(2)}),
+            "polling": Status(df.OrchestrationRuntimeStatus.Running, custom_status={"stage": "polling"}),
+            "other": Status(
+                df.OrchestrationRuntimeStatus.Running, custom_status={"wake": "import_completed_1"}
+            ),
+        }
+    )
+    asyncio.run(gates.hand_over(client, ["waiting", "polling", "other", "gone"]))
+    assert client.raised == [("waiting", "gate_open_2")]
