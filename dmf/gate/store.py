@@ -369,7 +369,7 @@ class ImportGate:
             "paused_at": _iso(state.get("PausedAt")) if paused else None,
             "paused_by": state.get("PausedBy"),
             "pause_reason": state.get("PauseReason"),
-            "holders": json.loads(state.get("Holders") or "[]"),
+            "holders": [Holder.from_json(h).to_json() for h in json.loads(state.get("Holders") or "[]")],
             "waiters": [
                 {
                     "ticket": w["Ticket"],
