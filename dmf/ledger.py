@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from azure.core import MatchConditions
-from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, UpdateMode
+from azure.core.exceptions import ResourceExistsError, ResourceNotFoundError
+from azure.data.tables import TableClient, TableEntity, UpdateMode
 
+from dmf.storage.etag import ContentionError, Write, delete_if_unchanged, read_row, update_row
 from dmf.storage.outcomes import safe_key
 
 EWMA_WEIGHT = 0.5
@@ -59,17 +59,9 @@ class Ledger:
 
     def _delete_owned(self, partition: str, row: str, owner_field: str, owner: str) -> None:
         """Delete the row while ``owner_field`` names ``owner`` and nobody changed it since it was read."""
-        try:
-            e = self.table.get_entity(partition, row)
-        except ResourceNotFoundError:
-            return
-        if e[owner_field] == owner:
-            try:
-                self.table.delete_entity(
-                    e, etag=e.metadata["etag"], match_condition=MatchConditions.IfNotModified
-                )
-            except HttpResponseError:
-                pass
+        e = read_row(self.table, partition, row)
+        if e is not None and e[owner_field] == owner:
+            delete_if_unchanged(self.table, e)
 
     # -- learned durations ---------------------------------------------------------------------------
     def expected_duration(self, environment: str, data_project: str) -> float | None:
@@ -80,36 +72,17 @@ class Ledger:
         return float(e["Seconds"])
 
     def record_duration(self, environment: str, data_project: str, seconds: float) -> float:
-        key = safe_key(f"{environment}|{data_project}")
-        for _ in range(10):
-            try:
-                e = self.table.get_entity("duration", key)
-            except ResourceNotFoundError:
-                try:
-                    self.table.create_entity(
-                        {"PartitionKey": "duration", "RowKey": key, "Seconds": seconds, "Samples": 1}
-                    )
-                    return seconds
-                except ResourceExistsError:
-                    continue
+        def decide(e: TableEntity | None) -> Write:
+            if e is None:
+                return Write({"Seconds": seconds, "Samples": 1}, seconds)
             new = (1 - EWMA_WEIGHT) * float(e["Seconds"]) + EWMA_WEIGHT * seconds
-            e["Seconds"], e["Samples"] = new, int(e.get("Samples", 0)) + 1
-            if self._replace_unchanged(e):
-                return new
-        return seconds
+            return Write({"Seconds": new, "Samples": int(e.get("Samples", 0)) + 1}, new)
 
-    def _replace_unchanged(self, e: Any) -> bool:
-        """Write ``e`` back if nobody changed it since it was read; False if someone did (read again)."""
+        key = safe_key(f"{environment}|{data_project}")
         try:
-            self.table.update_entity(
-                e,
-                mode=UpdateMode.REPLACE,
-                etag=e.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-        except HttpResponseError:
-            return False
-        return True
+            return update_row(self.table, "duration", key, decide, what=f"learning {key}", attempts=10)
+        except ContentionError:
+            return seconds  # a lost sample: the mean is a hint
 
     # -- single-run guards ---------------------------------------------------------------------------
     def try_start_run(self, name: str, run_id: str, now: datetime, max_age: timedelta) -> str | None:
@@ -117,27 +90,16 @@ class Ledger:
 
         A guard older than ``max_age`` is taken over (its run died without finishing).
         """
-        key = safe_key(name)
         now = now.astimezone(UTC)
-        for _ in range(10):
-            try:
-                e = self.table.get_entity("run", key)
-            except ResourceNotFoundError:
-                try:
-                    self.table.create_entity(
-                        {"PartitionKey": "run", "RowKey": key, "RunId": run_id, "Since": now}
-                    )
-                    return None
-                except ResourceExistsError:
-                    continue
-            if e["RunId"] == run_id:
-                return None
-            if e["Since"] + max_age > now:
-                return e["RunId"]
-            e["RunId"], e["Since"] = run_id, now
-            if self._replace_unchanged(e):
-                return None
-        raise RuntimeError(f"contention on run guard {name}")
+
+        def decide(e: TableEntity | None) -> Write | str | None:
+            if e is not None and e["RunId"] == run_id:
+                return None  # ours already (a re-run)
+            if e is not None and e["Since"] + max_age > now:
+                return e["RunId"]  # another run holds it
+            return Write({"RunId": run_id, "Since": now}, None, UpdateMode.REPLACE)
+
+        return update_row(self.table, "run", safe_key(name), decide, what=f"on run guard {name}", attempts=10)
 
     def run_since(self, name: str) -> datetime | None:
         """When the current holder of guard ``name`` took it (None: nobody holds it)."""

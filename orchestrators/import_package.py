@@ -2,7 +2,7 @@
 durable timers (``ImportWait``, on the one wait of ``orchestrators/waiting.py``), release the gate, then
 fetch errors and record the outcome.
 
-The gate is a Table-backed FIFO (see ``dmf/gate.py``). Waiting uses ``task_any`` of a ``gate_open`` event
+The gate is a Table-backed FIFO (see ``dmf/gate/``). Waiting uses ``task_any`` of a ``gate_open`` event
 (raised by whoever releases a permit) and a recheck timer (in case an event is lost), so handover is
 prompt and never depends on a single message.
 
@@ -28,6 +28,7 @@ from datetime import timedelta
 import azure.durable_functions as df
 
 from dmf.gate import recheck_seconds
+from dmf.gate.events import wake_event
 from dmf.pipeline.fno_events import EVENT_NAME as COMPLETED_EVENT
 from dmf.pipeline.ids import execution_id
 from dmf.pipeline.payloads import (
@@ -46,7 +47,6 @@ from orchestrators.waiting import LOST_GATE, CompletionEvents, DurableWait, Wait
 
 bp = df.Blueprint()
 
-GATE_EVENT = "gate_open"
 # After an ambiguous ImportFromPackage (timeout, reset, 5xx without Retry-After) F&O is asked about our
 # execution id; while it answers "not found" the import is re-called after this long, not after the full
 # POLL_NOT_FOUND_GRACE_SECONDS (which applies to starts F&O confirmed): the gate is held meanwhile.
@@ -144,7 +144,7 @@ def _wait_for_gate(context: df.DurableOrchestrationContext, gate_req: dict, cfg:
         # Python SDK 1.x keeps an event that arrived while nobody waited and hands it to *every* later wait
         # on that name, which would turn this wait into a busy loop of gate_try_acquire calls.
         waits += 1
-        wake = f"{GATE_EVENT}_{waits}"
+        wake = wake_event(waits)
         context.set_custom_status(
             {
                 "stage": "waiting-for-gate",

@@ -17,8 +17,7 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from activities.gate import notify
-from dmf.gate import stale_after
+from dmf.gate import gate_service
 from dmf.operators import OperatorError, console, openapi
 from dmf.operators import drops as ops_drops
 from dmf.operators import retry as ops_retry
@@ -212,11 +211,7 @@ async def cancel_drop(req: func.HttpRequest, client: df.DurableOrchestrationClie
         env = detail["drop"].get("Environment")
         if not env:
             raise OperatorError(f"drop {drop_id} has no environment yet (still planning)")
-        gate = svc.gate(env)
-        waiting = [
-            w["instance_id"] for w in gate.snapshot()["waiters"] if w["instance_id"].startswith(drop_id + "-")
-        ]
-        return [i for i in waiting if gate.cancel_waiter(i, now)]
+        return gate_service(svc).cancel_waiting(env, drop_id, now)
 
     try:
         canceled = await asyncio.to_thread(cancel)
@@ -226,7 +221,8 @@ async def cancel_drop(req: func.HttpRequest, client: df.DurableOrchestrationClie
         live = await _live(client, drop_id)
         stage = (live or {}).get("stage") or (live or {}).get("runtimeStatus") or "not running"
         return _json({"error": f"drop {drop_id} is not waiting at the import gate (it is {stage})"}, 409)
-    await notify(client, canceled, reason="canceled")  # wake it now: it sees the cancel, records Canceled
+    # Wake it now: it sees the cancel and records Canceled.
+    await gate_service(svc).hand_over(client, canceled, reason="canceled")
     log.warning("drop %s canceled at the gate by %s (%s)", drop_id, _who(req), canceled)
     return _json({"canceled": canceled, "drop": drop_id}, 202)
 
@@ -248,18 +244,13 @@ async def _pause(
         return _json({"error": f"no F&O environment {name!r}"}, 404)
 
     def act() -> tuple[list[str], dict[str, Any]]:
-        gate = svc.gate(env)
-        wake = gate.set_paused(
-            paused,
-            datetime.now(UTC),
-            by=_who(req),
-            reason=reason if isinstance(reason, str) else None,
-            stale_after_seconds=stale_after(svc.settings.gate_recheck_seconds),
-        )
-        return wake, gate.snapshot()
+        why = reason if isinstance(reason, str) else None
+        wake = gates.pause(env, paused, datetime.now(UTC), by=_who(req), reason=why)
+        return wake, gates.status(env)
 
+    gates = gate_service(svc)
     wake, snap = await asyncio.to_thread(act)
-    await notify(client, wake)  # resumed: the first waiters go now, not at their next recheck
+    await gates.hand_over(client, wake)  # resumed: the first waiters go now, not at their next recheck
     return _json(snap)
 
 

@@ -83,6 +83,31 @@ async def _take_guard(
     return f"run {holder} holds the guard {guard}"
 
 
+def _not_started(what: str, instance_id: str, why_not: str) -> dict[str, Any]:
+    log.info("%s not started: %s", what, why_not)
+    return {"started": False, "instance_id": instance_id, "reason": why_not}
+
+
+async def _start_guarded(
+    svc: Services,
+    client: df.DurableOrchestrationClient,
+    orchestrator: str,
+    instance_id: str,
+    payload: dict[str, Any],
+    run_id: str,
+    guard: str,
+    token: str,
+) -> None:
+    """Start the run that holds ``guard``; the guard goes back when the start fails (nothing would free it)."""
+    try:
+        await client.start_new(
+            orchestrator, instance_id, {**payload, "run_id": run_id, "guard": guard, "guard_token": token}
+        )
+    except Exception:
+        await asyncio.to_thread(lambda: svc.ledger.finish_run(guard, token))
+        raise
+
+
 async def start_drain(
     client: df.DurableOrchestrationClient, export: RecurringExport, now: datetime | None = None
 ) -> dict[str, Any]:
@@ -99,22 +124,14 @@ async def start_drain(
     with log_context(instance_id=instance_id):
         why_not = await _take_guard(svc, client, instance_id, guard, token, now, max_age)
         if why_not:
-            log.info("drain of %s not started: %s", export.name, why_not)
-            return {"started": False, "instance_id": instance_id, "reason": why_not}
+            return _not_started(f"drain of {export.name}", instance_id, why_not)
         payload = {
             "export": export.model_dump(),
-            "run_id": run_id,
             "day": day_key(now),
-            "guard": guard,
-            "guard_token": token,
             "max_messages": s.drain_max_messages,
             "max_seconds": s.drain_max_seconds,
         }
-        try:
-            await client.start_new("recurring_drain", instance_id, payload)
-        except Exception:
-            await asyncio.to_thread(lambda: svc.ledger.finish_run(guard, token))
-            raise
+        await _start_guarded(svc, client, "recurring_drain", instance_id, payload, run_id, guard, token)
         log.info("started drain %s of %s", run_id, export.name)
         return {"started": True, "instance_id": instance_id, "run_id": run_id}
 
@@ -143,22 +160,14 @@ async def start_export(
                 await asyncio.to_thread(lambda: svc.ledger.finish_run(guard, token))
                 why_not = f"the run for {due.isoformat()} was already started"
         if why_not:
-            log.info("export %s not started: %s", job.name, why_not)
-            return {"started": False, "instance_id": instance_id, "reason": why_not}
+            return _not_started(f"export {job.name}", instance_id, why_not)
         payload = {
             "job": job.model_dump(),
-            "run_id": run_id,
             "day": day_key(due),
             "execution_id": outbound_exports.export_execution_id(job.data_project, run_id),
             "package_name": outbound_exports.package_name(job, due),
-            "guard": guard,
-            "guard_token": token,
         }
-        try:
-            await client.start_new("scheduled_export", instance_id, payload)
-        except Exception:
-            await asyncio.to_thread(lambda: svc.ledger.finish_run(guard, token))
-            raise
+        await _start_guarded(svc, client, "scheduled_export", instance_id, payload, run_id, guard, token)
         # Only a started run moves the schedule on; a skipped time is picked up by the next tick.
         await asyncio.to_thread(
             lambda: outbound_exports.export_schedule(svc).mark_started(job.name, due, run_id)
@@ -222,18 +231,32 @@ def _json(body: object, status: int = 200) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json")
 
 
+def _named(items: list[Any], name: str) -> Any:
+    """The configured item (recurring export, export job) named ``name``, case-insensitively, or None."""
+    return next((i for i in items if i.name.lower() == name.lower()), None)
+
+
+async def _started(
+    req: func.HttpRequest, client: df.DurableOrchestrationClient, item: Any, missing: str, start: Any
+) -> func.HttpResponse:
+    """Answer a start-by-hand route: 404 ``missing`` without ``item``; else the standard Durable payload
+    (statusQueryGetUri and friends, for the caller to follow), or 409 saying why nothing started."""
+    if item is None:
+        return _json({"error": missing}, 404)
+    res = await start(item)
+    if res["started"]:
+        return client.create_check_status_response(req, res["instance_id"])
+    return _json(res, 409)
+
+
 @bp.route(route="outbound/drains/{name}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def drain_now(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Start a drain of one configured recurring export now (same guards as the timer)."""
     name = req.route_params.get("name", "")
-    export = next((e for e in services().settings.recurring_exports if e.name.lower() == name.lower()), None)
-    if export is None:
-        return _json({"error": f"no recurring export named {name!r} in RECURRING_EXPORTS"}, 404)
-    res = await start_drain(client, export)
-    if res["started"]:  # the standard payload: statusQueryGetUri and friends, for the caller to follow
-        return client.create_check_status_response(req, res["instance_id"])
-    return _json(res, 409)
+    export = _named(services().settings.recurring_exports, name)
+    missing = f"no recurring export named {name!r} in RECURRING_EXPORTS"
+    return await _started(req, client, export, missing, lambda e: start_drain(client, e))
 
 
 @bp.route(route="outbound/exports/{name}", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
@@ -241,11 +264,7 @@ async def drain_now(req: func.HttpRequest, client: df.DurableOrchestrationClient
 async def export_now(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     """Run one configured export job now, outside its schedule (same no-overlap guards)."""
     name = req.route_params.get("name", "")
-    job = next((j for j in services().settings.export_jobs if j.name.lower() == name.lower()), None)
-    if job is None:
-        return _json({"error": f"no export job named {name!r} in EXPORT_JOBS"}, 404)
+    job = _named(services().settings.export_jobs, name)
     now = _now()
-    res = await start_export(client, job, now, now, manual=True)
-    if res["started"]:
-        return client.create_check_status_response(req, res["instance_id"])
-    return _json(res, 409)
+    missing = f"no export job named {name!r} in EXPORT_JOBS"
+    return await _started(req, client, job, missing, lambda j: start_export(client, j, now, now, manual=True))

@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from dmf.fno.auth import build_credential
+from dmf.gate import gate_service
 from dmf.pipeline.services import Services
 from dmf.redact import redact
 from dmf.storage import clients
@@ -76,7 +77,7 @@ def deep_health(svc: Services, now: datetime | None = None) -> dict[str, Any]:
     if checks["storage"]["ok"]:
         for n in names:
             try:
-                snap = svc.gate(n).snapshot()
+                snap = gate_service(svc).status(n)
             except Exception as exc:
                 problems.append(f"gate {n}: unreadable: {redact(str(exc))[:300]}")
                 continue

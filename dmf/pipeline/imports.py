@@ -24,6 +24,7 @@ from azure.core.exceptions import AzureError
 from dmf.fno.clients import package_api
 from dmf.fno.errors import FnoError, names_existing_execution
 from dmf.fno.models import ExecutionStatus
+from dmf.gate import gate_service
 from dmf.logs import log_context, ops_event
 from dmf.pipeline.payloads import CheckImport, ImportErrors, ImportResult, StartImport
 from dmf.pipeline.services import Services
@@ -51,9 +52,10 @@ def start_import(svc: Services, req: StartImport | dict[str, Any]) -> dict[str, 
     base = {"execution_id": exec_id, "expected_seconds": expected}
     existing = svc.outcomes.get(day, row) or {}
     with log_context(execution_id=exec_id, data_project=route["data_project"], blob_name=req.staged):
-        # Only a holder of the environment's gate may call ImportFromPackage: make sure ours has not lapsed.
-        if req.now and not svc.gate(route["environment"]).renew(
-            req.instance_id, datetime.fromisoformat(req.now), lease_seconds=s.gate_lease_seconds
+        # Only a holder of the environment's gate may call ImportFromPackage: renew our permit's lease
+        # (the gate service's renew), which also says whether it lapsed.
+        if req.now and not gate_service(svc).renew(
+            route["environment"], req.instance_id, datetime.fromisoformat(req.now)
         ):
             log.warning("the import permit for %s lapsed before the import; queueing again", exec_id)
             return {**base, "state": "lost-gate"}
@@ -146,11 +148,12 @@ def start_import(svc: Services, req: StartImport | dict[str, Any]) -> dict[str, 
 
 
 def check_import(svc: Services, req: CheckImport | dict[str, Any]) -> dict[str, Any]:
-    """Renew the gate lease, then ask F&O for the execution's status (transient errors read as pending)."""
+    """Renew the gate lease (explicitly, through the gate service: each poll keeps the permit), then ask F&O
+    for the execution's status (transient errors read as pending)."""
     req = CheckImport.of(req)
     s = svc.settings
     now = datetime.fromisoformat(req.now)
-    lease_ok = svc.gate(req.environment).renew(req.ticket, now, lease_seconds=s.gate_lease_seconds)
+    lease_ok = gate_service(svc).renew(req.environment, req.ticket, now)
     api = package_api(s, req.environment)
     with log_context(execution_id=req.execution_id):
         try:

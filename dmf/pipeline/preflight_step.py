@@ -182,30 +182,16 @@ def record_warnings(
     ``item <seq>: …`` line per item; items of a batch write concurrently, hence the etag loop)."""
     if not warnings or not day:
         return
-    from azure.core import MatchConditions
-    from azure.core.exceptions import ResourceModifiedError, ResourceNotFoundError
-    from azure.data.tables import UpdateMode
-
+    from dmf.storage.etag import ContentionError, Write, update_row
     from dmf.storage.outcomes import safe_key
 
     line = f"item {int(seq)}: " + "; ".join(warnings)
-    table = svc.outcomes.table
-    for _ in range(8):
-        try:
-            row = table.get_entity(safe_key(day), safe_key(drop_id))
-        except ResourceNotFoundError:
-            svc.outcomes.upsert(day, drop_id, {"PreflightWarnings": line[:30000]})
-            return
-        text = "\n".join(x for x in (row.get("PreflightWarnings"), line) if x)[:30000]
-        patch = {"PartitionKey": row["PartitionKey"], "RowKey": row["RowKey"], "PreflightWarnings": text}
-        try:
-            table.update_entity(
-                patch,
-                mode=UpdateMode.MERGE,
-                etag=row.metadata["etag"],
-                match_condition=MatchConditions.IfNotModified,
-            )
-            return
-        except ResourceModifiedError:
-            continue
-    log.warning("pre-flight warnings of item %s not recorded: the outcome row kept changing", seq)
+
+    def append(row: Any) -> Write:
+        text = "\n".join(x for x in ((row or {}).get("PreflightWarnings"), line) if x)[:30000]
+        return Write({"PreflightWarnings": text})
+
+    try:
+        update_row(svc.outcomes.table, safe_key(day), safe_key(drop_id), append, what="", attempts=8)
+    except ContentionError:
+        log.warning("pre-flight warnings of item %s not recorded: the outcome row kept changing", seq)

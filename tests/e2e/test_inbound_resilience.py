@@ -73,11 +73,19 @@ def test_a_terminated_holder_frees_the_gate_once_fno_is_done(azurite, unique_nam
             stack.drop("USMF/CustomerGroups-Import/Customer groups.csv", customer_groups_csv(["N1"]))
             _wait_for(lambda: len(_gate(stack)["waiters"]) == 1)
             runner.terminate(holder, "operator stopped it")
+            _wait_for(lambda: runner.get_status(holder)["runtimeStatus"] == "Terminated")
+            # The sweeper's timer fires (every minute in Azure): F&O still imports, so the permit stays.
+            assert runner.fire_timer("gate_sweeper") is None
+            assert [h["instance_id"] for h in _gate(stack)["holders"]] == [holder]
         stack.settle()
         rows = {d["DataProject"]: d for d in stack.drops()}
         assert rows["CustomerGroups-Import"]["Status"] == "Succeeded"
         assert rows["Slow-Import"]["Status"] == "Failed"
         assert "orchestration failed" in rows["Slow-Import"]["Reason"]
+        # The terminated orchestration never recorded its package: the sweeper did, not left "Importing".
+        (package,) = stack.packages(rows["Slow-Import"])
+        assert package["Status"] == "Failed", package
+        assert "Terminated" in package["Reason"] and "without recording" in package["Reason"]
         # The second import waited for F&O to finish the first: never two in flight.
         assert stack.emu.admin.violations == 0
         assert _gate(stack)["holders"] == [] and _gate(stack)["waiters"] == []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from dmf.gate.events import wake_event
 from dmf.pipeline.ids import execution_id
 from orchestrators import import_package as mod
 from orchestrators.retries import MAX_START_RETRIES
@@ -120,7 +121,7 @@ def test_waits_for_the_gate_event_then_the_recheck_timer() -> None:
         check_import=[check("Succeeded")],
     )
     # Handed over after 10 s; then the event is lost. Each wait has its own event name (see _wait_for_gate).
-    s.events = {f"{mod.GATE_EVENT}_1": [10.0], f"{mod.GATE_EVENT}_2": [NEVER]}
+    s.events = {wake_event(1): [10.0], wake_event(2): [NEVER]}
     s.run(orchestrator)
     assert s.names()[:7] == [
         "pipeline_config",

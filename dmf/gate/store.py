@@ -1,26 +1,7 @@
-"""The import gate: at most ``permits`` ImportFromPackage executions in flight per F&O environment.
+"""The gate's rows in ``GATES_TABLE``: a semaphore with a FIFO queue per environment (see ``dmf/gate``).
 
-F&O's ``ImportFromPackage`` must not run in parallel ("Otherwise, it fails"), across every orchestration
-of this app. Durable Functions for Python 1.x has no entity locks, so the gate is a small Table-backed
-semaphore with a FIFO queue, driven by activities:
-
-- One partition per environment. Row ``state`` holds the holders (ticket, instance, lease expiry) and
-  ``Permits``; it is only ever replaced with an ETag match, so two acquirers can never both win.
-- Each waiter has a row ``w~<enqueued-at>~<ticket>``: row keys sort in arrival order, which is the FIFO.
-- A holder's lease is renewed on every status poll. A crashed holder's lease expires; a terminated one is
-  evicted as soon as a sweeper sees its orchestration in a terminal state (``evict``). Waiters refresh
-  ``SeenAt`` whenever they try; a waiter not seen for ``stale_after`` seconds is skipped and removed, so a
-  dead waiter cannot block the queue.
-- ``release`` returns the instance ids of the next waiters so the caller can raise an event to them at
-  once (no waiter sits out a polling interval after a release).
-- Operators may **pause** a gate (``Paused`` on the state row, set with an ETag match like every other
-  change): no permit is granted while paused, holders finish, waiters keep their place. They may also
-  **cancel** a waiter (``Canceled`` on its row, ETag-matched, so a waiter being granted meanwhile wins and
-  the cancel says so): the waiter's next ``try_acquire`` answers ``canceled`` instead of joining the queue.
-  State-row writes merge, so holders' updates never wipe the pause and a pause never wipes the holders.
-
-Times come from the caller: orchestrations pass ``context.current_utc_datetime``, which keeps the gate
-deterministic under replay and lets a virtual clock drive it in tests.
+Every change of a row goes through ``dmf.storage.etag`` (written only over the version read, started over
+when someone else wrote first). ``snapshot`` only reads: it neither creates the state row nor tidies up.
 """
 
 from __future__ import annotations
@@ -28,21 +9,24 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from azure.core import MatchConditions
 from azure.core.exceptions import HttpResponseError, ResourceExistsError, ResourceNotFoundError
-from azure.data.tables import TableClient, TableTransactionError, UpdateMode
+from azure.data.tables import TableClient, UpdateMode
 
 from dmf.logs import ops_event
+from dmf.storage.etag import MAX_ATTEMPTS, RETRY, read_row, retry_on_conflict, write_if_unchanged
 from dmf.storage.outcomes import safe_key
 
 log = logging.getLogger(__name__)
 
 STATE = "state"
 MAX_RECHECK_FACTOR = 4
+WAITER_PREFIX = "w~"
+__all__ = ["MAX_ATTEMPTS", "Acquire", "Holder", "ImportGate", "recheck_seconds", "stale_after"]
 
 
 def recheck_seconds(base: float, position: int) -> float:
@@ -53,10 +37,6 @@ def recheck_seconds(base: float, position: int) -> float:
 def stale_after(recheck: float) -> float:
     """Waiters refresh at least every ``MAX_RECHECK_FACTOR`` rechecks; missing far more means they are gone."""
     return max(10 * recheck, 300.0)
-
-
-WAITER_PREFIX = "w~"
-MAX_ATTEMPTS = 20
 
 
 @dataclass
@@ -95,9 +75,29 @@ class Acquire:
     paused: bool = False  # the gate is paused by an operator: nobody is let in
     canceled: bool = False  # an operator canceled this waiter: it must not import
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class _Ask:
+    """One ``try_acquire`` call's question."""
+
+    ticket: str
+    instance_id: str
+    now: datetime
+    lease_seconds: float
+    stale_after_seconds: float
+    execution_id: str | None
+    still_running: Callable[[Holder], bool] | None
+
 
 def _aware(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _secs(delta: timedelta) -> float:
+    return round(delta.total_seconds(), 3)
 
 
 def _iso(dt: Any) -> str | None:
@@ -116,9 +116,9 @@ class ImportGate:
         return holders, etag
 
     def _load_state(self) -> tuple[list[Holder], str, dict[str, Any]]:
-        try:
-            e = self.table.get_entity(self.pk, STATE)
-        except ResourceNotFoundError:
+        """The state row, created when missing (writers need its ETag)."""
+        e = read_row(self.table, self.pk, STATE)
+        if e is None:
             try:
                 self.table.create_entity({"PartitionKey": self.pk, "RowKey": STATE, "Holders": "[]"})
             except ResourceExistsError:
@@ -136,16 +136,23 @@ class ImportGate:
             "Permits": self.permits,
         }
 
-    def _waiters(self) -> list[dict[str, Any]]:
+    def _waiter_rows(self) -> list[dict[str, Any]]:
         q = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
         rows = self.table.query_entities(q, parameters={"pk": self.pk, "lo": WAITER_PREFIX, "hi": "w\x7f"})
+        return sorted(({**dict(r), "_etag": r.metadata["etag"]} for r in rows), key=lambda r: r["RowKey"])
+
+    @staticmethod
+    def _complete(row: dict[str, Any]) -> bool:
+        return all(k in row for k in ("Ticket", "InstanceId", "EnqueuedAt", "SeenAt"))
+
+    def _waiters(self) -> list[dict[str, Any]]:
         out = []
-        for r in rows:
-            if not all(k in r for k in ("Ticket", "InstanceId", "EnqueuedAt", "SeenAt")):
+        for r in self._waiter_rows():
+            if self._complete(r):
+                out.append(r)
+            else:
                 self._delete_quietly(r["RowKey"])  # a fragment left by a race: never let it jam the gate
-                continue
-            out.append({**dict(r), "_etag": r.metadata["etag"]})
-        return sorted(out, key=lambda r: r["RowKey"])
+        return out
 
     @staticmethod
     def _waiter_key(ticket: str, enqueued_at: datetime) -> str:
@@ -188,141 +195,141 @@ class ImportGate:
         ``still_running`` is asked about each holder whose lease has run out: when its F&O execution is
         still going (the holder's orchestration died mid-import), the permit stays taken, its lease extended.
         """
-        now = _aware(now)
-        for _ in range(MAX_ATTEMPTS):
-            holders, etag, state = self._load_state()
-            paused = bool(state.get("Paused"))
-            live = [h for h in holders if h.lease_until > now]
-            expired = [h for h in holders if h.lease_until <= now]
-            kept = [h for h in expired if still_running is not None and still_running(h)]
-            if kept:
-                for h in kept:
-                    log.warning(
-                        "gate %s: %s's lease ran out but its F&O execution %s still runs; keeping the permit",
-                        self.pk,
-                        h.instance_id,
-                        h.execution_id,
-                    )
-                    h.lease_until = now + timedelta(seconds=lease_seconds)
-                live += kept
-                expired = [h for h in expired if h not in kept]
-                self._replace_holders(live, etag)
-                continue  # start over from the stored state either way
-            for h in expired:
-                self._log_freed(h, now, "lease expired")
-            if any(h.ticket == ticket for h in live):
-                return Acquire(True, 0, [h.instance_id for h in live])
-            waiters = self._waiters()
-            mine = next((w for w in waiters if w["Ticket"] == ticket), None)
-            if mine is None:
-                self.enqueue(ticket, instance_id, now)
-                continue
-            if mine.get("Canceled"):
-                return Acquire(False, 0, [h.instance_id for h in live], paused, canceled=True)
-            cutoff = now - timedelta(seconds=stale_after_seconds)
-            queue = [
-                w for w in waiters if w is mine or (_aware(w["SeenAt"]) >= cutoff and not w.get("Canceled"))
-            ]
-            for w in waiters:
-                if w not in queue and not w.get("Canceled"):
-                    log.warning(
-                        "gate %s: dropping stale waiter %s (%s)", self.pk, w["Ticket"], w["InstanceId"]
-                    )
-                    self._delete_quietly(w["RowKey"], w["_etag"])  # unless it just refreshed itself
-            position = queue.index(mine)
-            free = 0 if paused else self.permits - len(live)
-            if position < free:
-                lease_until = now + timedelta(seconds=lease_seconds)
-                new = [*live, Holder(ticket, instance_id, lease_until, now, execution_id)]
-                ops = [
-                    (
-                        "update",
-                        self._state_entity(new),
-                        {
-                            "mode": UpdateMode.MERGE,
-                            "etag": etag,
-                            "match_condition": MatchConditions.IfNotModified,
-                        },
-                    ),
-                    # ETag-matched: a cancel written meanwhile makes the grant fail and be looked at again.
-                    (
-                        "delete",
-                        {"PartitionKey": self.pk, "RowKey": mine["RowKey"]},
-                        {"etag": mine["_etag"], "match_condition": MatchConditions.IfNotModified},
-                    ),
-                ]
-                try:
-                    self.table.submit_transaction(ops)
-                except (TableTransactionError, HttpResponseError) as exc:
-                    log.info("gate %s: lost a race acquiring for %s (%s); retrying", self.pk, ticket, exc)
-                    continue
-                ops_event(
-                    log,
-                    "gate_acquired",
-                    "gate %s: permit to %s after %s",
-                    self.pk,
-                    ticket,
-                    now - _aware(mine["EnqueuedAt"]),
-                    gate=self.pk,
-                    ticket=ticket,
-                    waited_seconds=round((now - _aware(mine["EnqueuedAt"])).total_seconds(), 3),
-                    holders=len(new),
-                )
-                return Acquire(True, 0, [h.instance_id for h in new])
-            try:
-                # Update, never upsert: a row dropped as stale meanwhile must not come back half-empty.
-                self.table.update_entity(
-                    {"PartitionKey": self.pk, "RowKey": mine["RowKey"], "SeenAt": now},
-                    mode=UpdateMode.MERGE,
-                    etag=mine["_etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-            except HttpResponseError:
-                continue  # our row changed or vanished: look again
-            if expired:
-                self._replace_holders(live, etag)
-            return Acquire(False, position, [h.instance_id for h in live], paused)
-        raise RuntimeError(f"gate {self.pk}: too much contention acquiring {ticket}")
+        ask = _Ask(
+            ticket, instance_id, _aware(now), lease_seconds, stale_after_seconds, execution_id, still_running
+        )
+        return retry_on_conflict(lambda: self._acquire_once(ask), what=f"gate {self.pk}: acquiring {ticket}")
+
+    def _acquire_once(self, ask: _Ask) -> Acquire:
+        holders, etag, state = self._load_state()
+        paused = bool(state.get("Paused"))
+        live = [h for h in holders if h.lease_until > ask.now]
+        expired = [h for h in holders if h.lease_until <= ask.now]
+        if self._keep_running(expired, live, etag, ask):
+            return RETRY  # start over from the stored state either way
+        for h in expired:
+            self._log_freed(h, ask.now, "lease expired")
+        holding = [h.instance_id for h in live]
+        if any(h.ticket == ask.ticket for h in live):
+            return Acquire(True, 0, holding)
+        waiters = self._waiters()
+        mine = next((w for w in waiters if w["Ticket"] == ask.ticket), None)
+        if mine is None:
+            self.enqueue(ask.ticket, ask.instance_id, ask.now)
+            return RETRY
+        if mine.get("Canceled"):
+            return Acquire(False, 0, holding, paused, canceled=True)
+        position = self._queue(waiters, mine, ask).index(mine)
+        free = 0 if paused else self.permits - len(live)
+        if position < free:
+            return self._grant(live, etag, mine, ask)
+        if not self._still_waiting(mine, ask.now):
+            return RETRY  # our row changed or vanished: look again
+        if expired:
+            self._replace_holders(live, etag)
+        return Acquire(False, position, holding, paused)
+
+    def _keep_running(self, expired: list[Holder], live: list[Holder], etag: str, ask: _Ask) -> bool:
+        """Extend the leases of expired holders whose F&O execution still runs. True when any was kept."""
+        kept = [h for h in expired if ask.still_running is not None and ask.still_running(h)]
+        for h in kept:
+            log.warning(
+                "gate %s: %s's lease ran out but its F&O execution %s still runs; keeping the permit",
+                self.pk,
+                h.instance_id,
+                h.execution_id,
+            )
+            h.lease_until = ask.now + timedelta(seconds=ask.lease_seconds)
+        if kept:
+            self._replace_holders([*live, *kept], etag)
+        return bool(kept)
+
+    def _queue(self, waiters: list[dict[str, Any]], mine: dict[str, Any], ask: _Ask) -> list[dict[str, Any]]:
+        """The waiters in line (``mine`` always); stale ones are removed, canceled ones skipped."""
+        cutoff = ask.now - timedelta(seconds=ask.stale_after_seconds)
+        queue = [w for w in waiters if w is mine or (_aware(w["SeenAt"]) >= cutoff and not w.get("Canceled"))]
+        for w in waiters:
+            if w not in queue and not w.get("Canceled"):
+                log.warning("gate %s: dropping stale waiter %s (%s)", self.pk, w["Ticket"], w["InstanceId"])
+                self._delete_quietly(w["RowKey"], w["_etag"])  # unless it just refreshed itself
+        return queue
+
+    def _grant(self, live: list[Holder], etag: str, mine: dict[str, Any], ask: _Ask) -> Acquire:
+        """Move ``mine`` from the queue to the holders in one transaction (both ETag-matched)."""
+        lease_until = ask.now + timedelta(seconds=ask.lease_seconds)
+        new = [*live, Holder(ask.ticket, ask.instance_id, lease_until, ask.now, ask.execution_id)]
+        matched = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        ops = [
+            ("update", self._state_entity(new), {"mode": UpdateMode.MERGE, **matched}),
+            # ETag-matched: a cancel written meanwhile makes the grant fail and be looked at again.
+            (
+                "delete",
+                {"PartitionKey": self.pk, "RowKey": mine["RowKey"]},
+                {"etag": mine["_etag"], "match_condition": MatchConditions.IfNotModified},
+            ),
+        ]
+        try:
+            self.table.submit_transaction(ops)
+        except HttpResponseError as exc:  # TableTransactionError included
+            log.info("gate %s: lost a race acquiring for %s (%s); retrying", self.pk, ask.ticket, exc)
+            return RETRY
+        waited = ask.now - _aware(mine["EnqueuedAt"])
+        ops_event(
+            log,
+            "gate_acquired",
+            "gate %s: permit to %s after %s",
+            self.pk,
+            ask.ticket,
+            waited,
+            gate=self.pk,
+            ticket=ask.ticket,
+            waited_seconds=_secs(waited),
+            holders=len(new),
+        )
+        return Acquire(True, 0, [h.instance_id for h in new])
+
+    def _still_waiting(self, mine: dict[str, Any], now: datetime) -> bool:
+        """Refresh the waiter's ``SeenAt``; False when its row changed or vanished meanwhile."""
+        try:
+            # Update, never upsert: a row dropped as stale meanwhile must not come back half-empty.
+            write_if_unchanged(
+                self.table, {"PartitionKey": self.pk, "RowKey": mine["RowKey"], "SeenAt": now}, mine["_etag"]
+            )
+        except HttpResponseError:
+            return False
+        return True
 
     def renew(self, ticket: str, now: datetime, *, lease_seconds: float) -> bool:
         """Extend a holder's lease. False when the ticket no longer holds (its lease expired and was taken)."""
         now = _aware(now)
-        for _ in range(MAX_ATTEMPTS):
+
+        def attempt() -> bool:
             holders, etag = self._load()
             mine = next((h for h in holders if h.ticket == ticket), None)
             if mine is None:
                 return False
             mine.lease_until = now + timedelta(seconds=lease_seconds)
-            if self._replace_holders(holders, etag):
-                return True
-        raise RuntimeError(f"gate {self.pk}: too much contention renewing {ticket}")
+            return True if self._replace_holders(holders, etag) else RETRY
+
+        return retry_on_conflict(attempt, what=f"gate {self.pk}: renewing {ticket}")
 
     def release(self, ticket: str, now: datetime, *, stale_after_seconds: float) -> list[str]:
         """Give the permit back (idempotent) and return the instance ids of the waiters now first in line."""
         now = _aware(now)
-        for _ in range(MAX_ATTEMPTS):
+
+        def attempt() -> list[str]:
             holders, etag = self._load()
             # Only our own ticket: other holders' expired leases are judged by try_acquire (F&O may still run).
             remaining = [h for h in holders if h.ticket != ticket]
             if len(remaining) != len(holders) and not self._replace_holders(remaining, etag):
-                continue
+                return RETRY
             for h in holders:
                 if h.ticket == ticket:
-                    held = now - _aware(h.since)
-                    ops_event(
-                        log,
-                        "gate_released",
-                        "gate %s: %s gave its permit back after %s",
-                        self.pk,
-                        ticket,
-                        held,
-                        gate=self.pk,
-                        ticket=ticket,
-                        held_seconds=round(held.total_seconds(), 3),
-                    )
+                    self._log_released(h, now)
             self._delete_waiter(ticket)
             return self._next_in_line(len(remaining), now, stale_after_seconds)
-        raise RuntimeError(f"gate {self.pk}: too much contention releasing {ticket}")
+
+        return retry_on_conflict(attempt, what=f"gate {self.pk}: releasing {ticket}")
 
     def evict(self, instance_ids: set[str], now: datetime, *, stale_after_seconds: float) -> list[str]:
         """Remove holders and waiters belonging to orchestrations seen in a terminal state.
@@ -330,7 +337,8 @@ class ImportGate:
         The caller decides which ended holders may go: one whose F&O execution is still running keeps
         its permit (``renew``) until F&O finishes, so ending an orchestration never lets a second import in.
         """
-        for _ in range(MAX_ATTEMPTS):
+
+        def attempt() -> list[str]:
             holders, etag = self._load()
             remaining = [h for h in holders if h.instance_id not in instance_ids]
             if len(remaining) != len(holders):
@@ -338,23 +346,30 @@ class ImportGate:
                     if h.instance_id in instance_ids:
                         self._log_freed(h, now, "orchestration ended")
                 if not self._replace_holders(remaining, etag):
-                    continue
+                    return RETRY
             for w in self._waiters():
                 if w["InstanceId"] in instance_ids:
                     self._delete_quietly(w["RowKey"])
             return self._next_in_line(len(remaining), _aware(now), stale_after_seconds)
-        raise RuntimeError(f"gate {self.pk}: too much contention evicting")
+
+        return retry_on_conflict(attempt, what=f"gate {self.pk}: evicting")
 
     def snapshot(self) -> dict[str, Any]:
-        holders, _, state = self._load_state()
+        """Holders, waiters and pause state, as stored. Only reads (a gate never used reads as empty)."""
+        try:
+            state = dict(read_row(self.table, self.pk, STATE) or {})
+            rows = [r for r in self._waiter_rows() if self._complete(r)]
+        except ResourceNotFoundError:  # no table yet: nothing was ever queued
+            state, rows = {}, []
+        paused = bool(state.get("Paused"))
         return {
             "environment": self.pk,
             "permits": self.permits,
-            "paused": bool(state.get("Paused")),
-            "paused_at": _iso(state.get("PausedAt")) if state.get("Paused") else None,
+            "paused": paused,
+            "paused_at": _iso(state.get("PausedAt")) if paused else None,
             "paused_by": state.get("PausedBy"),
             "pause_reason": state.get("PauseReason"),
-            "holders": [h.to_json() for h in holders],
+            "holders": [Holder.from_json(h).to_json() for h in json.loads(state.get("Holders") or "[]")],
             "waiters": [
                 {
                     "ticket": w["Ticket"],
@@ -363,7 +378,7 @@ class ImportGate:
                     "seen_at": _aware(w["SeenAt"]).isoformat(),
                     "canceled": bool(w.get("Canceled")),
                 }
-                for w in self._waiters()
+                for w in rows
             ],
         }
 
@@ -377,61 +392,52 @@ class ImportGate:
         ``stale_after_seconds`` is kept for callers' symmetry with ``release``; resuming wakes all waiters.
         """
         now = _aware(now)
-        for _ in range(MAX_ATTEMPTS):
+        fields = {
+            "PartitionKey": self.pk,
+            "RowKey": STATE,
+            "Paused": paused,
+            "PausedAt": now if paused else None,
+            "PausedBy": (by or "")[:200] if paused else "",
+            "PauseReason": (reason or "")[:500] if paused else "",
+        }
+
+        def attempt() -> None:
             _, etag, _ = self._load_state()
-            fields = {
-                "PartitionKey": self.pk,
-                "RowKey": STATE,
-                "Paused": paused,
-                "PausedAt": now if paused else None,
-                "PausedBy": (by or "")[:200] if paused else "",
-                "PauseReason": (reason or "")[:500] if paused else "",
-            }
-            try:
-                self.table.update_entity(
-                    {k: v for k, v in fields.items() if v is not None},
-                    mode=UpdateMode.MERGE,
-                    etag=etag,
-                    match_condition=MatchConditions.IfNotModified,
-                )
-            except HttpResponseError as exc:
-                if getattr(exc, "status_code", None) == 412:
-                    continue
-                raise
-            log.warning("gate %s %s by %s", self.pk, "paused" if paused else "resumed", by or "an operator")
-            if paused:
-                return []
-            # Wake every waiter (a rare, manual step): the first in line gets in at once, the others look and
-            # wait again. Staleness is not judged here: the caller's clock is not the orchestrations' clock.
-            return [w["InstanceId"] for w in self._waiters() if not w.get("Canceled")]
-        raise RuntimeError(f"gate {self.pk}: too much contention pausing")
+            write_if_unchanged(self.table, {k: v for k, v in fields.items() if v is not None}, etag)
+
+        retry_on_conflict(attempt, what=f"gate {self.pk}: pausing")
+        log.warning("gate %s %s by %s", self.pk, "paused" if paused else "resumed", by or "an operator")
+        if paused:
+            return []
+        # Wake every waiter (a rare, manual step): the first in line gets in at once, the others look and
+        # wait again. Staleness is not judged here: the caller's clock is not the orchestrations' clock.
+        return [w["InstanceId"] for w in self._waiters() if not w.get("Canceled")]
 
     def cancel_waiter(self, instance_id: str, now: datetime) -> bool:
         """Mark ``instance_id``'s waiter row canceled. False when it is not waiting (granted, or gone)."""
-        for _ in range(MAX_ATTEMPTS):
+
+        def attempt() -> bool:
             mine = next((w for w in self._waiters() if w["InstanceId"] == instance_id), None)
             if mine is None:
                 return False
+            patch = {
+                "PartitionKey": self.pk,
+                "RowKey": mine["RowKey"],
+                "Canceled": True,
+                "CanceledAt": _aware(now),
+            }
             try:
-                self.table.update_entity(
-                    {
-                        "PartitionKey": self.pk,
-                        "RowKey": mine["RowKey"],
-                        "Canceled": True,
-                        "CanceledAt": _aware(now),
-                    },
-                    mode=UpdateMode.MERGE,
-                    etag=mine["_etag"],
-                    match_condition=MatchConditions.IfNotModified,
-                )
-                return True
+                write_if_unchanged(self.table, patch, mine["_etag"])
             except HttpResponseError:
-                continue  # it refreshed, or was granted and deleted: look again
-        raise RuntimeError(f"gate {self.pk}: too much contention canceling {instance_id}")
+                return RETRY  # it refreshed, or was granted and deleted: look again
+            return True
+
+        return retry_on_conflict(attempt, what=f"gate {self.pk}: canceling {instance_id}")
 
     # -- helpers ---------------------------------------------------------------------------------------
     def _log_freed(self, h: Holder, now: datetime, reason: str) -> None:
         """A permit freed without its holder releasing it: an operations event (alerts read it)."""
+        held = _secs(_aware(now) - _aware(h.since))
         ops_event(
             log,
             "gate_freed",
@@ -444,22 +450,29 @@ class ImportGate:
             gate=self.pk,
             ticket=h.ticket,
             reason=reason,
-            held_seconds=round((_aware(now) - _aware(h.since)).total_seconds(), 3),
+            held_seconds=held,
+        )
+
+    def _log_released(self, h: Holder, now: datetime) -> None:
+        held = now - _aware(h.since)
+        ops_event(
+            log,
+            "gate_released",
+            f"gate {self.pk}: {h.ticket} gave its permit back after {held}",
+            gate=self.pk,
+            ticket=h.ticket,
+            held_seconds=_secs(held),
         )
 
     def _replace_holders(self, holders: list[Holder], etag: str) -> bool:
+        """Write the holders over the state row read as ``etag``; False when it changed since."""
         try:
-            self.table.update_entity(
-                self._state_entity(holders),
-                mode=UpdateMode.MERGE,
-                etag=etag,
-                match_condition=MatchConditions.IfNotModified,
-            )
-            return True
+            write_if_unchanged(self.table, self._state_entity(holders), etag)
         except HttpResponseError as exc:
-            if getattr(exc, "status_code", None) == 412:
+            if exc.status_code == 412:
                 return False
             raise
+        return True
 
     def _next_in_line(self, holding: int, now: datetime, stale_after_seconds: float) -> list[str]:
         if self._load_state()[2].get("Paused"):
