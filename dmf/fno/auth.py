@@ -5,6 +5,11 @@ managed identity token exchanged for the app registration: no secret anywhere). 
 tenant ``adfs``, the AD FS URL as authority, instance discovery off. A custom authority (for example a
 local emulator's HTTPS token endpoint) also turns instance discovery off, since Entra's discovery service
 does not know it. ``FNO_CA_BUNDLE`` is passed as ``connection_verify`` so a private CA is trusted.
+
+Retries: none here (``NO_RETRIES``). azure-core's default policy would send a token request up to four
+times inside every call, under whatever repeats the call's own layer makes; the token is part of the F&O
+call, so ``FnoHttp`` repeats a transient token failure by that call's budget (docs/RETRIES.md). MSAL's own
+throttling (a 429/5xx answer is replayed from its cache for Retry-After, else 60 s) only lowers the count.
 """
 
 from __future__ import annotations
@@ -35,6 +40,8 @@ KNOWN_AUTHORITY_HOSTS = frozenset(
     }
 )
 TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"
+# azure-core's RetryPolicy (and the IMDS one) read this: the caller's layer is the one that retries.
+NO_RETRIES: dict[str, Any] = {"retry_total": 0}
 
 _cache: dict[str, tuple[str, TokenCredential]] = {}
 _lock = threading.Lock()
@@ -68,11 +75,13 @@ def build_credential(env: FnoEnvironment, *, ca_bundle: str | None = None) -> To
     install_log_redaction()
     for secret in (env.client_secret, env.certificate_password):
         register_secret(secret.get_secret_value() if secret else None)
-    transport: dict[str, Any] = {"connection_verify": ca_bundle} if ca_bundle else {}
+    transport: dict[str, Any] = {**NO_RETRIES, **({"connection_verify": ca_bundle} if ca_bundle else {})}
     mode = env.auth_mode
     if mode is AuthMode.MANAGED_IDENTITY:
         # The identity's own client id; F&O's Entra applications list must hold it.
-        return ManagedIdentityCredential(client_id=env.managed_identity_client_id or env.client_id)
+        return ManagedIdentityCredential(
+            client_id=env.managed_identity_client_id or env.client_id, **NO_RETRIES
+        )
     tenant_id, authority = authority_kwargs(env)
     if not env.client_id:
         raise FnoAuthError(f"F&O environment {env.name!r}: auth mode {mode.value} needs a client id")
@@ -91,7 +100,7 @@ def build_credential(env: FnoEnvironment, *, ca_bundle: str | None = None) -> To
     if mode is AuthMode.FEDERATED:
         # Workload identity federation: the app registration trusts this managed identity, whose token
         # for api://AzureADTokenExchange is the client assertion. The MI credential caches its token.
-        mi = ManagedIdentityCredential(client_id=env.managed_identity_client_id)
+        mi = ManagedIdentityCredential(client_id=env.managed_identity_client_id, **NO_RETRIES)
 
         def assertion() -> str:
             return mi.get_token(TOKEN_EXCHANGE_SCOPE).token
