@@ -40,6 +40,22 @@ ALIASES = {
 HTTP = RetryPolicy(max_retries=Settings.model_fields["fno_max_retries"].default)
 
 
+# Calls a durable loop repeats (start loops, polls, the error-keys and package-URL loops) or that start a
+# job: one retry layer means the HTTP layer must send each of them once.
+LOOPED = frozenset(
+    {
+        "GetAzureWriteUrl",
+        "ImportFromPackageAsync",
+        "ExportToPackageAsync",
+        "Enqueue",
+        "GetExecutionSummaryStatus",
+        "GetMessageStatus",
+        "GetImportTargetErrorKeysFileUrl",
+        "GetExportedPackageUrl",
+    }
+)
+
+
 def attempts(action: str, *, idempotent: bool = True) -> int:
     return HTTP.attempts(action, idempotent=idempotent)
 

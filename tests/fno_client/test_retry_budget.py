@@ -27,6 +27,7 @@ from tests.retry_budget import (
     DOC,
     EXPORT_ACTIVITY,
     IMPORT_ACTIVITY,
+    LOOPED,
     Storm,
     attempts,
     budget,
@@ -68,6 +69,8 @@ def test_the_docs_table_states_what_the_code_does() -> None:
     }
     for endpoint in sent_once_endpoints():
         assert "HTTP layer" not in rows[endpoint], endpoint
+    # One layer: what a loop repeats, the HTTP layer sends once (a stacked retry fails here first).
+    assert {a: attempts(a) for a in LOOPED} == dict.fromkeys(LOOPED, 1)
     assert all(attempts(a) == 1 for a in SENT_ONCE)
     assert attempts("GetExecutionErrors") > 1  # the storms below would prove nothing otherwise
 
