@@ -80,6 +80,7 @@ def code_budget() -> dict[str, list[int]]:
         "dequeue": [attempts("Dequeue")],
         "download": [attempts("Download")],
         "ack": [attempts("Ack")],
+        "metadata": [attempts("Metadata/DataEntities")],
     }
 
 

@@ -15,9 +15,9 @@ from datetime import UTC, datetime
 import pytest
 
 from dmf.fno.clients import package_api, recurring_api
-from dmf.fno.errors import TransientFnoError
+from dmf.fno.errors import FnoError, TransientFnoError
 from dmf.fno.http import SENT_ONCE, RetryPolicy
-from dmf.pipeline import imports, outbound_enqueue, outbound_exports
+from dmf.pipeline import imports, metadata, outbound_enqueue, outbound_exports
 from dmf.routing import ResolvedRoute
 from dmf.settings import ExportJob
 from local.azurite import Azurite
@@ -155,6 +155,13 @@ def test_execution_id_by_message_id(storm: Storm) -> None:
     res = _record_enqueue(storm)
     assert storm.calls("GetExecutionIdByMessageId") == budget("GetExecutionIdByMessageId")
     assert "could not read the execution id" in res["error_summary"]
+
+
+def test_preflight_metadata(storm: Storm) -> None:
+    storm.fail("metadata")
+    with pytest.raises(FnoError):
+        metadata.entity_for(storm.svc.settings, "main", ENTITY, storm.svc.catalogue)
+    assert storm.calls("metadata") == budget("metadata")
 
 
 def test_dequeue(storm: Storm) -> None:
