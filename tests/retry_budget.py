@@ -36,6 +36,10 @@ ALIASES = {
     "ExportToPackage": "ExportToPackageAsync",
 }
 
+# ``copy_blob`` into F&O's write URL, every request failing: one server-side copy request, then the streamed
+# copy's first Put Block, each sent once (the write URL's client has no SDK retries).
+UPLOAD_REQUESTS_PER_START = 2
+
 # What the app runs with unless told otherwise (the budget is stated for the defaults).
 HTTP = RetryPolicy(max_retries=Settings.model_fields["fno_max_retries"].default)
 
@@ -81,6 +85,7 @@ def code_budget() -> dict[str, list[int]]:
         "download": [attempts("Download")],
         "ack": [attempts("Ack")],
         "metadata": [attempts("Metadata/DataEntities")],
+        "upload": [(1 + MAX_START_RETRIES) * UPLOAD_REQUESTS_PER_START],
     }
 
 

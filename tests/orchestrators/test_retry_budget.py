@@ -14,8 +14,11 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
+from pytest_httpserver import HTTPServer
+from werkzeug import Response
 
 from dmf.fno.http import RetryPolicy
 from dmf.pipeline import imports, outbound_enqueue, outbound_exports
@@ -262,3 +265,23 @@ def test_a_raising_activity_is_rerun_by_retry_options_only() -> None:
     with pytest.raises(RuntimeError):
         s.run(user_function(imp.import_package))
     assert seen == [INSTANCE] * imp.RETRY.max_number_of_attempts
+
+
+def test_upload_to_the_write_url_is_tried_once_per_start(
+    storm: Storm, httpserver: HTTPServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """F&O's blob store answering 503 to everything: the start loop is the one layer (no SDK retries)."""
+    httpserver.expect_request("").respond_with_handler(lambda r: Response("busy", status=503))
+    store = urlsplit(httpserver.url_for("/")).netloc
+    real = imports.blob_client_for_url
+
+    def to_failing_store(url: str, **kw: Any) -> Any:
+        return real(urlunsplit(urlsplit(url)._replace(netloc=store)), **kw)
+
+    monkeypatch.setattr(imports, "blob_client_for_url", to_failing_store)
+    s = _import(storm, {}, {"start_import": _svc(imports.start_import, storm)})
+    out = s.run(user_function(imp.import_package))
+    assert out["status"] == "Failed"
+    assert s.runs["start_import"] == 1 + MAX_START_RETRIES
+    assert len(httpserver.log) == budget("upload")
+    assert storm.calls("ImportFromPackageAsync") == 0
