@@ -26,6 +26,7 @@ from tests.retry_budget import (
     DAY,
     DOC,
     EXPORT_ACTIVITY,
+    HTTP,
     IMPORT_ACTIVITY,
     LOOPED,
     Storm,
@@ -73,6 +74,8 @@ def test_the_docs_table_states_what_the_code_does() -> None:
     assert {a: attempts(a) for a in LOOPED} == dict.fromkeys(LOOPED, 1)
     assert all(attempts(a) == 1 for a in SENT_ONCE)
     assert attempts("GetExecutionErrors") > 1  # the storms below would prove nothing otherwise
+    # The HTTP layer's time bound as the table states it.
+    assert f"{HTTP.worst_wait():.0f} s of waits" in DOC.read_text(encoding="utf-8")
 
 
 # -- HTTP layer: safe calls made once per step -----------------------------------------------------------------

@@ -29,7 +29,7 @@ from local.azurite import Azurite
 from local.samples import customer_groups_csv, customer_groups_package
 from orchestrators import import_package as imp
 from orchestrators import outbound
-from orchestrators.retries import MAX_FETCH_FAILURES, MAX_START_RETRIES, TARGET_KEY_TRIES
+from orchestrators.retries import MAX_FETCH_FAILURES, MAX_RECALLS, MAX_START_RETRIES, TARGET_KEY_TRIES
 from tests.orchestrators.fake_context import FakeTask, Script, user_function
 from tests.retry_budget import DAY, IMPORT_ACTIVITY, Storm, attempts, budget, storm_env
 
@@ -151,6 +151,24 @@ def test_refused_import_starts_are_waits_bounded_by_the_deadline(storm: Storm) -
     waits = [t.wait for t in s.timers()]
     assert waits == [retry_after] * (calls - 1) and sum(waits) <= deadline
     assert storm.calls("GetExecutionSummaryStatus") == 0  # a refusal is "not done": nothing to ask
+
+
+def test_ambiguous_import_starts_are_recalled_at_most_max_recalls_times(storm: Storm) -> None:
+    """503 without Retry-After: the start may have happened. F&O is asked (one call each time), and the
+    import is called again only after the verify grace of "not found", at most ``MAX_RECALLS`` times."""
+    real = {
+        "start_import": _svc(imports.start_import, storm),
+        "check_import": _svc(imports.check_import, storm),
+    }
+    s = _import(storm, {}, real)
+    storm.fail("ImportFromPackageAsync", "503")
+    out = s.run(user_function(imp.import_package))
+    assert out["status"] == "Failed" and "no record of execution" in out["error_summary"]
+    assert s.runs["start_import"] == 1 + MAX_RECALLS
+    assert storm.calls("ImportFromPackageAsync") == (1 + MAX_RECALLS) * budget("ImportFromPackageAsync")
+    # Asked once after each failed start, and once before each recall; one call per poll.
+    asked = (1 + MAX_RECALLS) + MAX_RECALLS
+    assert storm.calls("GetExecutionSummaryStatus") == asked + s.runs["check_import"]
 
 
 def test_status_polls_make_one_call_each(storm: Storm) -> None:
