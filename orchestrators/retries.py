@@ -24,4 +24,6 @@ MAX_START_RETRIES = 5
 MAX_RECALLS = 2  # ImportFromPackage re-called after an ambiguous start F&O never saw
 TARGET_KEY_TRIES = 6  # error keys F&O has not generated yet (or could not be asked)
 MAX_URL_TRIES = 10  # an export's package URL not handed out yet
-MAX_FETCH_FAILURES = 3  # an export's package download failing
+# An export's package URL or download failing. GetExportedPackageUrl is sent once per try (this loop is its
+# retry layer), so six tries ride out about 8 minutes of F&O failing (timers 15, 30, 60, 120, 240 s).
+MAX_FETCH_FAILURES = 6

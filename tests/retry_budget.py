@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from azure.core.pipeline.policies import RetryPolicy as CoreRetryPolicy
+
 from dmf.fno.http import SENT_ONCE, RetryPolicy
 from dmf.pipeline.services import Services
 from dmf.settings import Settings, load_settings
@@ -42,18 +44,18 @@ UPLOAD_REQUESTS_PER_START = 2
 
 # What the app runs with unless told otherwise (the budget is stated for the defaults).
 HTTP = RetryPolicy(max_retries=Settings.model_fields["fno_max_retries"].default)
+# azure-identity's token request under azure-core's default policy (a refused connection, as in the storm).
+TOKEN_ATTEMPTS = 1 + CoreRetryPolicy().connect_retries
 
 
-# Calls a durable loop repeats (start loops, polls, the error-keys and package-URL loops) or that start a
-# job: one retry layer means the HTTP layer must send each of them once.
+# Calls a durable loop repeats when they fail (start loops, the error-keys and package-URL loops) or that
+# start a job: one retry layer means the HTTP layer must send each of them once.
 LOOPED = frozenset(
     {
         "GetAzureWriteUrl",
         "ImportFromPackageAsync",
         "ExportToPackageAsync",
         "Enqueue",
-        "GetExecutionSummaryStatus",
-        "GetMessageStatus",
         "GetImportTargetErrorKeysFileUrl",
         "GetExportedPackageUrl",
     }
@@ -67,7 +69,7 @@ def attempts(action: str, *, idempotent: bool = True) -> int:
 def code_budget() -> dict[str, list[int]]:
     """Endpoint -> calls per logical step under a storm, as the code makes them (the docs' bold numbers)."""
     return {
-        "token": [attempts("GetExecutionErrors"), attempts("GetExecutionSummaryStatus")],
+        "token": [TOKEN_ATTEMPTS],
         "GetAzureWriteUrl": [(1 + MAX_START_RETRIES) * attempts("GetAzureWriteUrl")],
         "ImportFromPackageAsync": [attempts("ImportFromPackageAsync", idempotent=False)],
         "GetExecutionSummaryStatus": [attempts("GetExecutionSummaryStatus")],

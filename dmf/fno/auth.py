@@ -6,10 +6,10 @@ tenant ``adfs``, the AD FS URL as authority, instance discovery off. A custom au
 local emulator's HTTPS token endpoint) also turns instance discovery off, since Entra's discovery service
 does not know it. ``FNO_CA_BUNDLE`` is passed as ``connection_verify`` so a private CA is trusted.
 
-Retries: none here (``NO_RETRIES``). azure-core's default policy would send a token request up to four
-times inside every call, under whatever repeats the call's own layer makes; the token is part of the F&O
-call, so ``FnoHttp`` repeats a transient token failure by that call's budget (docs/RETRIES.md). MSAL's own
-throttling (a 429/5xx answer is replayed from its cache for Retry-After, else 60 s) only lowers the count.
+Retries of the token request are azure-identity's (azure-core's policy: up to 3 repeats), the one layer that
+sits below MSAL's throttling (MSAL replays a 429/5xx answer from its cache for Retry-After, else 60 s, so a
+repeat above it never reaches the network). ``FnoHttp`` does not repeat a call that got no token
+(docs/RETRIES.md).
 """
 
 from __future__ import annotations
@@ -40,8 +40,6 @@ KNOWN_AUTHORITY_HOSTS = frozenset(
     }
 )
 TOKEN_EXCHANGE_SCOPE = "api://AzureADTokenExchange/.default"
-# azure-core's RetryPolicy (and the IMDS one) read this: the caller's layer is the one that retries.
-NO_RETRIES: dict[str, Any] = {"retry_total": 0}
 
 _cache: dict[str, tuple[str, TokenCredential]] = {}
 _lock = threading.Lock()
@@ -75,13 +73,11 @@ def build_credential(env: FnoEnvironment, *, ca_bundle: str | None = None) -> To
     install_log_redaction()
     for secret in (env.client_secret, env.certificate_password):
         register_secret(secret.get_secret_value() if secret else None)
-    transport: dict[str, Any] = {**NO_RETRIES, **({"connection_verify": ca_bundle} if ca_bundle else {})}
+    transport: dict[str, Any] = {"connection_verify": ca_bundle} if ca_bundle else {}
     mode = env.auth_mode
     if mode is AuthMode.MANAGED_IDENTITY:
         # The identity's own client id; F&O's Entra applications list must hold it.
-        return ManagedIdentityCredential(
-            client_id=env.managed_identity_client_id or env.client_id, **NO_RETRIES
-        )
+        return ManagedIdentityCredential(client_id=env.managed_identity_client_id or env.client_id)
     tenant_id, authority = authority_kwargs(env)
     if not env.client_id:
         raise FnoAuthError(f"F&O environment {env.name!r}: auth mode {mode.value} needs a client id")
@@ -100,7 +96,7 @@ def build_credential(env: FnoEnvironment, *, ca_bundle: str | None = None) -> To
     if mode is AuthMode.FEDERATED:
         # Workload identity federation: the app registration trusts this managed identity, whose token
         # for api://AzureADTokenExchange is the client assertion. The MI credential caches its token.
-        mi = ManagedIdentityCredential(client_id=env.managed_identity_client_id, **NO_RETRIES)
+        mi = ManagedIdentityCredential(client_id=env.managed_identity_client_id)
 
         def assertion() -> str:
             return mi.get_token(TOKEN_EXCHANGE_SCOPE).token

@@ -1,18 +1,17 @@
 """One HTTP session per F&O environment: timeouts, bearer auth, typed errors and safe retries.
 
 One retry layer per call path (the budget, per endpoint, is in docs/RETRIES.md):
-- Calls in ``SENT_ONCE`` are sent exactly once here. Their callers are durable loops that call again on their
-  own schedule (the import/export/enqueue start loops, status polls, the error-keys and package-URL polls),
-  so a repeat here would multiply with the loop's. A refusal (429, or 503 with Retry-After:
+- Calls in ``SENT_ONCE`` are sent exactly once here. Their callers are durable loops that call again when
+  they fail (the import/export/enqueue start loops, the error-keys and package-URL loops), so a repeat here
+  would multiply with the loop's. A refusal (429, or 503 with Retry-After:
   ``FnoError.refused``) goes back with ``retry_after``; the orchestrator waits with a durable timer and the
   worker never sleeps while the import gate is held. Repeating a start could also start a second job.
 - Every other call is safe to repeat and the caller does not repeat it: up to ``max_retries`` repeats here
   on 429, 5xx, timeouts and dropped connections, with jittered exponential backoff, or ``Retry-After`` when
   F&O gives one. A hint longer than ``max_retry_after`` is not slept through: the error carries
   ``retry_after`` so a durable caller can wait with a timer instead of holding a worker.
-- The bearer token is part of the call: a transient token failure (nothing was sent) is repeated by the
-  same rule, and azure-identity itself does not retry (``dmf/fno/auth.py``), so the token endpoint never
-  sees more requests per call than F&O does.
+- The bearer token's request is retried by azure-identity only (below MSAL's throttling cache, see
+  ``dmf/fno/auth.py``); a call that got no token raises ``FnoAuthError`` at once, never repeated here.
 """
 
 from __future__ import annotations
@@ -40,7 +39,9 @@ _ERROR_BODY_LIMIT = 64 * 1024
 
 
 # Sent once by this layer: the caller's durable loop is the retry layer (docs/RETRIES.md). The starts are
-# never repeated here in any case (a repeat could start a second job); the rest are polls.
+# never repeated here in any case (a repeat could start a second job); the rest are asked for by loops that
+# count a failure as one of their tries. Status polls are not among them: a poll is repeated by its schedule,
+# not because it failed, and the start steps' "did it start?" check must not be lost to one failure.
 SENT_ONCE: frozenset[str] = frozenset(
     {
         "ImportFromPackage",
@@ -49,10 +50,8 @@ SENT_ONCE: frozenset[str] = frozenset(
         "ExportToPackageAsync",
         "Enqueue",
         "GetAzureWriteUrl",  # the import start loop asks for a fresh URL each time
-        "GetExecutionSummaryStatus",  # status polls (and the start steps' "did it start?" checks)
-        "GetMessageStatus",  # the enqueue route's status poll
-        "GetImportTargetErrorKeysFileUrl",  # polled until F&O has generated the file
-        "GetExportedPackageUrl",  # polled until F&O hands the package out
+        "GetImportTargetErrorKeysFileUrl",  # the error-keys loop counts a failure as one of its tries
+        "GetExportedPackageUrl",  # the package fetch loop counts a failure as one of its tries
     }
 )
 
@@ -225,12 +224,9 @@ class FnoHttp:
     ) -> requests.Response | tuple[FnoError, str]:
         """One attempt: the 2xx response, or the typed error and what happened (for the log)."""
         hdrs = dict(headers or {})
+        if authorize:  # FnoAuthError when no token: azure-identity has already retried (module docstring)
+            hdrs["Authorization"] = "Bearer " + self._token()
         started = time.monotonic()
-        if authorize:
-            try:
-                hdrs["Authorization"] = "Bearer " + self._token()
-            except FnoError as exc:  # nothing was sent: the call's own budget decides on a repeat
-                return exc, "got no token"
         try:
             resp = self.session.request(method, url, headers=hdrs, **send)
         except requests.RequestException as exc:

@@ -178,36 +178,36 @@ def test_unknown_status_is_kept_not_fatal(fno: HTTPServer, settings: Settings) -
     assert status == "Quarantined" and not status.recognised and not status.is_terminal
 
 
-def test_500_storm_on_a_safe_call_is_retried_until_it_clears(fno: HTTPServer, settings: Settings) -> None:
+def test_500_storm_on_status_is_retried_until_it_clears(fno: HTTPServer, settings: Settings) -> None:
     n = {"calls": 0}
 
     def storm(request: Request) -> Response:
         n["calls"] += 1
         if n["calls"] <= 3:
             return Response('{"error":{"message":"Service busy"}}', status=(500, 502, 503)[n["calls"] - 1])
-        return Response(json.dumps({"value": "[]"}), content_type="application/json")
+        return Response(json.dumps({"value": "Succeeded"}), content_type="application/json")
 
-    expect(fno, "GetExecutionErrors").respond_with_handler(storm)
-    assert api(settings).get_execution_errors(EXEC_ID) == []
+    expect(fno, "GetExecutionSummaryStatus").respond_with_handler(storm)
+    assert api(settings).get_execution_summary_status(EXEC_ID) is ExecutionStatus.SUCCEEDED
     assert n["calls"] == 4
 
 
 def test_500_storm_longer_than_the_budget_raises_transient(fno: HTTPServer, settings: Settings) -> None:
-    expect(fno, "GetExecutionErrors").respond_with_json(
+    expect(fno, "GetExecutionSummaryStatus").respond_with_json(
         {"error": {"message": "An error has occurred.", "innererror": {"message": "SQL timeout"}}}, status=500
     )
     with pytest.raises(TransientFnoError) as info:
-        api(settings).get_execution_errors(EXEC_ID)
-    assert len(calls(fno, "GetExecutionErrors")) == FAST.max_retries + 1
+        api(settings).get_execution_summary_status(EXEC_ID)
+    assert len(calls(fno, "GetExecutionSummaryStatus")) == FAST.max_retries + 1
     assert info.value.fno_message == "SQL timeout" and info.value.status == 500
 
 
-def test_a_polled_status_is_sent_once_its_poll_loop_retries(fno: HTTPServer, settings: Settings) -> None:
-    """GetExecutionSummaryStatus is called from durable poll loops: one retry layer (docs/RETRIES.md)."""
-    expect(fno, "GetExecutionSummaryStatus").respond_with_data("", status=503)
+def test_a_call_its_loop_retries_is_sent_once(fno: HTTPServer, settings: Settings) -> None:
+    """GetExportedPackageUrl: the fetch loop counts a failure as a try, so one layer (docs/RETRIES.md)."""
+    expect(fno, "GetExportedPackageUrl").respond_with_data("", status=503)
     with pytest.raises(TransientFnoError) as info:
-        api(settings).get_execution_summary_status(EXEC_ID)
-    assert info.value.status == 503 and len(calls(fno, "GetExecutionSummaryStatus")) == 1
+        api(settings).get_exported_package_url(EXEC_ID)
+    assert info.value.status == 503 and len(calls(fno, "GetExportedPackageUrl")) == 1
 
 
 def test_429_waits_for_retry_after_then_succeeds(fno: HTTPServer, settings: Settings) -> None:
@@ -219,11 +219,11 @@ def test_429_waits_for_retry_after_then_succeeds(fno: HTTPServer, settings: Sett
 
     def ok(request: Request) -> Response:
         arrivals.append(time.monotonic())
-        return Response(json.dumps({"value": "[]"}), content_type="application/json")
+        return Response(json.dumps({"value": "Executing"}), content_type="application/json")
 
-    fno.expect_oneshot_request(ACTION + "GetExecutionErrors").respond_with_handler(throttled)
-    expect(fno, "GetExecutionErrors").respond_with_handler(ok)
-    assert api(settings).get_execution_errors(EXEC_ID) == []
+    fno.expect_oneshot_request(ACTION + "GetExecutionSummaryStatus").respond_with_handler(throttled)
+    expect(fno, "GetExecutionSummaryStatus").respond_with_handler(ok)
+    assert api(settings).get_execution_summary_status(EXEC_ID) is ExecutionStatus.EXECUTING
     assert len(arrivals) == 2
     # The server-side gap shows the hint was honoured (FAST backoff alone would be < 0.05 s).
     assert arrivals[1] - arrivals[0] >= 0.95
@@ -395,12 +395,12 @@ def test_every_call_has_a_timeout(fno: HTTPServer, make_settings) -> None:
     def slow(request: Request) -> Response:
         seen.append(time.monotonic())
         time.sleep(1.0)
-        return Response(json.dumps({"value": "[]"}), content_type="application/json")
+        return Response(json.dumps({"value": "Succeeded"}), content_type="application/json")
 
-    expect(fno, "GetExecutionErrors").respond_with_handler(slow)
+    expect(fno, "GetExecutionSummaryStatus").respond_with_handler(slow)
     a = package_api(settings, "main", retry=RetryPolicy(max_retries=1, backoff_base=0.01))
     with pytest.raises(TransientFnoError, match="Timeout"):
-        a.get_execution_errors(EXEC_ID)
+        a.get_execution_summary_status(EXEC_ID)
     assert len(seen) == 2  # a read timeout on a safe call is repeated
 
 

@@ -171,7 +171,7 @@ def test_ambiguous_import_starts_are_recalled_at_most_max_recalls_times(storm: S
     assert storm.calls("GetExecutionSummaryStatus") == asked + s.runs["check_import"]
 
 
-def test_status_polls_make_one_call_each(storm: Storm) -> None:
+def test_status_polls_each_make_the_http_budget(storm: Storm) -> None:
     started = {"state": "started", "confirmed": True}
     s = _import(
         storm,
