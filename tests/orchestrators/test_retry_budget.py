@@ -275,7 +275,7 @@ def test_a_raising_activity_is_rerun_by_retry_options_only() -> None:
     poll = {"initial": 15, "factor": 2, "max_interval": 300, "deadline": 600, "not_found_grace": 60}
     cfg = {"poll": poll, "gate_recheck_seconds": 30, "gate_lease_seconds": 600}
     s = Durable(
-        {"drop_id": "d", "day": DAY, "seq": 1, "staged": "s/x.zip", "route": ROUTE},
+        {"drop_id": "d", "day": DAY, "seq": 1, "staged": "s/x.zip", "entities": [ENTITY], "route": ROUTE},
         instance_id=INSTANCE,
         activities={"pipeline_config": [cfg]},
         real={"gate_enqueue": broken},
