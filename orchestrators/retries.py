@@ -1,8 +1,11 @@
 """Every retry number the orchestrators use, in one place (the budget is stated in docs/RETRIES.md).
 
-``RetryOptions`` re-runs an activity that *raised*; activities turn expected failures (F&O errors after the
-HTTP layer's own retries) into result objects, so these only cover unexpected errors (storage, worker).
-The ``MAX_*`` counts bound the orchestrators' own loops on such results.
+``RetryOptions`` re-runs an activity that *raised*; activities turn every F&O error into a result object,
+so these only cover unexpected errors (our storage, the worker) and never repeat a call F&O answered.
+The ``MAX_*`` counts bound the orchestrators' own loops on such results. Each loop is the one retry layer of
+the F&O calls it repeats: the F&O client sends those once (``dmf.fno.http.SENT_ONCE``), so one logical step
+makes at most the loop's count of calls. The budget tests (``tests/*/test_retry_budget.py``) hold the docs
+table, these numbers and the calls measured under a fault storm to each other.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ DROP_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_num
 # One drain batch: a failed batch is cheap to run again (messages not acked come back).
 BATCH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2_000, max_number_of_attempts=2)
 
-MAX_START_RETRIES = 5  # start calls that reached nothing in F&O (write URL or upload failed)
+# Start calls that reached nothing in F&O: the import's write URL or upload failed, an enqueue was refused.
+MAX_START_RETRIES = 5
 MAX_RECALLS = 2  # ImportFromPackage re-called after an ambiguous start F&O never saw
-TARGET_KEY_TRIES = 6  # error keys F&O has not generated yet
+TARGET_KEY_TRIES = 6  # error keys F&O has not generated yet (or could not be asked)
 MAX_URL_TRIES = 10  # an export's package URL not handed out yet
-MAX_FETCH_FAILURES = 3  # an export's package download failing
+# An export's package URL or download failing. GetExportedPackageUrl is sent once per try (this loop is its
+# retry layer), so six tries ride out about 8 minutes of F&O failing (timers 15, 30, 60, 120, 240 s).
+MAX_FETCH_FAILURES = 6

@@ -5,6 +5,11 @@ managed identity token exchanged for the app registration: no secret anywhere). 
 tenant ``adfs``, the AD FS URL as authority, instance discovery off. A custom authority (for example a
 local emulator's HTTPS token endpoint) also turns instance discovery off, since Entra's discovery service
 does not know it. ``FNO_CA_BUNDLE`` is passed as ``connection_verify`` so a private CA is trusted.
+
+Retries of the token request are azure-identity's (azure-core's policy: up to 3 repeats), the one layer that
+sits below MSAL's throttling (MSAL replays a 429/5xx answer from its cache for Retry-After, else 60 s, so a
+repeat above it never reaches the network). ``FnoHttp`` does not repeat a call that got no token
+(docs/RETRIES.md).
 """
 
 from __future__ import annotations

@@ -1,16 +1,17 @@
 """One HTTP session per F&O environment: timeouts, bearer auth, typed errors and safe retries.
 
-Retry rules (why: a repeated ImportFromPackage/ExportToPackage/enqueue can start a second job, so only
-callers that know the execution id or message id can make those safe):
-- 429 (and 503 with Retry-After on safe calls) waits for ``Retry-After`` then repeats. F&O rejects a
-  throttled request before running it, so 429 is repeated even for unsafe calls when the body can be
-  re-sent. A hint longer than ``max_retry_after`` is not slept through: the error carries ``retry_after``
-  so a durable caller can wait with a timer instead of holding a worker.
-- Connection errors, timeouts and 5xx are repeated with jittered exponential backoff for safe calls only.
-- ``retry_refused=False`` (the job-starting Package API calls, ImportFromPackage and ExportToPackage): the
-  call is sent exactly once. A refusal (429, or 503 with Retry-After: ``FnoError.refused``) goes straight
-  back to the orchestrator, which waits ``Retry-After`` with a durable timer and calls again: one retry
-  layer for that path, and the worker never sleeps while the import gate is held.
+One retry layer per call path (the budget, per endpoint, is in docs/RETRIES.md):
+- Calls in ``SENT_ONCE`` are sent exactly once here. Their callers are durable loops that call again when
+  they fail (the import/export/enqueue start loops, the error-keys and package-URL loops), so a repeat here
+  would multiply with the loop's. A refusal (429, or 503 with Retry-After:
+  ``FnoError.refused``) goes back with ``retry_after``; the orchestrator waits with a durable timer and the
+  worker never sleeps while the import gate is held. Repeating a start could also start a second job.
+- Every other call is safe to repeat and the caller does not repeat it: up to ``max_retries`` repeats here
+  on 429, 5xx, timeouts and dropped connections, with jittered exponential backoff, or ``Retry-After`` when
+  F&O gives one. A hint longer than ``max_retry_after`` is not slept through: the error carries
+  ``retry_after`` so a durable caller can wait with a timer instead of holding a worker.
+- The bearer token's request is retried by azure-identity only (below MSAL's throttling cache, see
+  ``dmf/fno/auth.py``); a call that got no token raises ``FnoAuthError`` at once, never repeated here.
 """
 
 from __future__ import annotations
@@ -37,12 +38,42 @@ USER_AGENT = "fno-dmf-integration/0.1"
 _ERROR_BODY_LIMIT = 64 * 1024
 
 
+# Sent once by this layer: the caller's durable loop is the retry layer (docs/RETRIES.md). The starts are
+# never repeated here in any case (a repeat could start a second job); the rest are asked for by loops that
+# count a failure as one of their tries. Status polls are not among them: a poll is repeated by its schedule,
+# not because it failed, and the start steps' "did it start?" check must not be lost to one failure.
+SENT_ONCE: frozenset[str] = frozenset(
+    {
+        "ImportFromPackage",
+        "ImportFromPackageAsync",
+        "ExportToPackage",
+        "ExportToPackageAsync",
+        "Enqueue",
+        "GetAzureWriteUrl",  # the import start loop asks for a fresh URL each time
+        "GetImportTargetErrorKeysFileUrl",  # the error-keys loop counts a failure as one of its tries
+        "GetExportedPackageUrl",  # the package fetch loop counts a failure as one of its tries
+    }
+)
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_retries: int = 5
     backoff_base: float = 1.0
     backoff_max: float = 30.0
     max_retry_after: float = 120.0
+
+    def attempts(self, action: str, *, idempotent: bool = True) -> int:
+        """The most times one call of ``action`` is sent under a storm of transient failures."""
+        return 1 if action in SENT_ONCE or not idempotent else 1 + self.max_retries
+
+    def worst_wait(self) -> float:
+        """The longest this layer sleeps over one call's repeats (each wait a backoff or a Retry-After of
+        at most ``max_retry_after``; longer hints are handed to the caller, not slept through)."""
+        return sum(
+            max(min(self.backoff_max, self.backoff_base * 2**a), self.max_retry_after)
+            for a in range(self.max_retries)
+        )
 
     def backoff(self, attempt: int) -> float:
         """Equal jitter: half fixed, half random, so synchronized workers spread out."""
@@ -148,61 +179,65 @@ class FnoHttp:
         dropped connection). ``transfer`` selects the long read timeout for uploads and downloads.
         ``retry_refused=False`` sends the call once: a 429 / 503-with-Retry-After is raised to the caller.
         """
-        timeout = (self.timeout, self.transfer_timeout if transfer else self.timeout)
         body = _Rewind(data)
+        send = {
+            "json": json,
+            "data": data,
+            "params": params,
+            "timeout": (self.timeout, self.transfer_timeout if transfer else self.timeout),
+            "stream": stream,
+            "allow_redirects": allow_redirects,
+        }
         safe_url = redact_url(url)
         attempt = 0
         while True:
-            hdrs = dict(headers or {})
-            if authorize:
-                hdrs["Authorization"] = "Bearer " + self._token()
             started = time.monotonic()
-            try:
-                resp = self.session.request(
-                    method,
-                    url,
-                    json=json,
-                    data=data,
-                    params=params,
-                    headers=hdrs,
-                    timeout=timeout,
-                    stream=stream,
-                    allow_redirects=allow_redirects,
-                )
-            except requests.RequestException as exc:
-                err: FnoError = TransientFnoError(
-                    f"F&O {action}: {type(exc).__name__}: {scrub(exc)}", action=action
-                )
-                wait = self._next_wait(err, attempt, idempotent, body, retry_refused)
-                log.warning(
-                    "F&O %s %s failed (%s) on attempt %d%s",
-                    action, safe_url, type(exc).__name__, attempt + 1, _retry_note(wait),
-                )  # fmt: skip
-                if wait is None:
-                    raise err from None  # the cause's text may hold a full URL
-                self._pause(wait, body)
-                attempt += 1
-                continue
-            elapsed_ms = (time.monotonic() - started) * 1000
-            if 200 <= resp.status_code < 300:
+            outcome = self._send(method, url, action, headers, authorize, stream, send)
+            if isinstance(outcome, requests.Response):
                 log.debug(
                     "F&O %s %s -> %d in %.0f ms (attempt %d)",
-                    action, safe_url, resp.status_code, elapsed_ms, attempt + 1,
+                    action, safe_url, outcome.status_code, (time.monotonic() - started) * 1000, attempt + 1,
                 )  # fmt: skip
-                return resp
-            err = self._error(resp, action, stream)
-            wait = self._next_wait(err, attempt, idempotent, body, retry_refused)
+                return outcome
+            err, why = outcome
+            wait = self._next_wait(err, attempt, idempotent, body, retry_refused, action)
             # "Execution details were not found" is an expected answer while a job starts, not a fault.
             log.log(
                 logging.DEBUG if isinstance(err, ExecutionNotFound) else logging.WARNING,
-                "F&O %s %s -> HTTP %d in %.0f ms on attempt %d: %s%s",
-                action, safe_url, resp.status_code, elapsed_ms, attempt + 1,
-                err.fno_message or "", _retry_note(wait),
+                "F&O %s %s %s on attempt %d%s",
+                action, safe_url, why, attempt + 1, _retry_note(wait),
             )  # fmt: skip
             if wait is None:
                 raise err
             self._pause(wait, body)
             attempt += 1
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        action: str,
+        headers: Mapping[str, str] | None,
+        authorize: bool,
+        stream: bool,
+        send: dict[str, Any],
+    ) -> requests.Response | tuple[FnoError, str]:
+        """One attempt: the 2xx response, or the typed error and what happened (for the log)."""
+        hdrs = dict(headers or {})
+        if authorize:  # FnoAuthError when no token: azure-identity has already retried (module docstring)
+            hdrs["Authorization"] = "Bearer " + self._token()
+        started = time.monotonic()
+        try:
+            resp = self.session.request(method, url, headers=hdrs, **send)
+        except requests.RequestException as exc:
+            # The cause's text may hold a full URL: only its scrubbed form is kept.
+            err = TransientFnoError(f"F&O {action}: {type(exc).__name__}: {scrub(exc)}", action=action)
+            return err, f"failed ({type(exc).__name__})"
+        if 200 <= resp.status_code < 300:
+            return resp
+        elapsed_ms = (time.monotonic() - started) * 1000
+        err = self._error(resp, action, stream)
+        return err, f"-> HTTP {resp.status_code} in {elapsed_ms:.0f} ms: {err.fno_message or ''}"
 
     def _token(self) -> str:
         if self.token_provider is None:
@@ -228,11 +263,19 @@ class FnoHttp:
         )
 
     def _next_wait(
-        self, err: FnoError, attempt: int, idempotent: bool, body: _Rewind, retry_refused: bool = True
+        self,
+        err: FnoError,
+        attempt: int,
+        idempotent: bool,
+        body: _Rewind,
+        retry_refused: bool = True,
+        action: str = "",
     ) -> float | None:
         """Seconds to wait before repeating, or None to give up and raise."""
         if attempt >= self.retry.max_retries or not body.replayable or not err.transient:
             return None
+        if action in SENT_ONCE:
+            return None  # the caller's durable loop is this call's retry layer
         if not retry_refused and not idempotent:
             return None  # sent once: the caller's durable layer decides (see the module docstring)
         if err.status == 429 or (err.status == 503 and idempotent and err.retry_after is not None):

@@ -93,8 +93,12 @@ def start_import(svc: Services, req: StartImport | dict[str, Any]) -> dict[str, 
         )
         try:
             write = api.get_azure_write_url(f"{exec_id}-{PurePosixPath(req.staged).name}")
+            # No SDK retries into F&O's blob: the start loop is this step's one retry layer (fresh URL).
             dest = blob_client_for_url(
-                write.blob_url, ca_bundle=s.fno_ca_bundle, timeout=s.fno_transfer_timeout_seconds
+                write.blob_url,
+                ca_bundle=s.fno_ca_bundle,
+                timeout=s.fno_transfer_timeout_seconds,
+                retry_total=0,
             )
             copy_blob(svc.blob_at(req.staged), dest)
         except FnoError as exc:

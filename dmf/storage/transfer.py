@@ -55,9 +55,16 @@ class CopyResult:
     md5: str | None = None  # base64, as Azure reports Content-MD5
 
 
-def blob_client_for_url(url: str, *, ca_bundle: str | None = None, timeout: float = 3600) -> BlobClient:
-    """A client for a SAS URL handed out by F&O (https in Azure; the emulator's point at Azurite)."""
+def blob_client_for_url(
+    url: str, *, ca_bundle: str | None = None, timeout: float = 3600, retry_total: int | None = None
+) -> BlobClient:
+    """A client for a SAS URL handed out by F&O (https in Azure; the emulator's point at Azurite).
+
+    ``retry_total=0`` when the caller's own loop retries the step (docs/RETRIES.md); else the SDK's policy.
+    """
     kwargs: dict[str, object] = {"connection_timeout": 30, "read_timeout": timeout}
+    if retry_total is not None:
+        kwargs["retry_total"] = retry_total
     if ca_bundle and url.startswith("https://"):
         kwargs["connection_verify"] = ca_bundle
     return BlobClient.from_blob_url(url, **kwargs)

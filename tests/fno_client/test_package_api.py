@@ -202,6 +202,14 @@ def test_500_storm_longer_than_the_budget_raises_transient(fno: HTTPServer, sett
     assert info.value.fno_message == "SQL timeout" and info.value.status == 500
 
 
+def test_a_call_its_loop_retries_is_sent_once(fno: HTTPServer, settings: Settings) -> None:
+    """GetExportedPackageUrl: the fetch loop counts a failure as a try, so one layer (docs/RETRIES.md)."""
+    expect(fno, "GetExportedPackageUrl").respond_with_data("", status=503)
+    with pytest.raises(TransientFnoError) as info:
+        api(settings).get_exported_package_url(EXEC_ID)
+    assert info.value.status == 503 and len(calls(fno, "GetExportedPackageUrl")) == 1
+
+
 def test_429_waits_for_retry_after_then_succeeds(fno: HTTPServer, settings: Settings) -> None:
     arrivals: list[float] = []
 

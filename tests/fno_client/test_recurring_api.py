@@ -88,20 +88,20 @@ def test_enqueue_500_is_not_retried(fno: HTTPServer, settings: Settings) -> None
     assert len(fno.log) - _identity_calls(fno) == 1
 
 
-def test_enqueue_429_resends_a_seekable_body_in_full(fno: HTTPServer, settings: Settings) -> None:
+def test_enqueue_429_is_handed_back_even_with_a_seekable_body(fno: HTTPServer, settings: Settings) -> None:
+    """Enqueue is sent once by the client: the enqueue route's durable loop is its one retry layer."""
     bodies: list[bytes] = []
 
     def handler(request: Request) -> Response:
         bodies.append(request.get_data())
-        if len(bodies) == 1:
-            return Response("", status=429, headers={"Retry-After": "0"})
-        return Response(f'"{MESSAGE_ID}"')
+        return Response("", status=429, headers={"Retry-After": "0"})
 
     fno.expect_request(f"/api/connector/enqueue/{ACTIVITY}").respond_with_handler(handler)
     f = io.BytesIO(b"HEADER\r\n" + b"row\r\n" * 1000)
-    f.seek(0)
-    assert ra(settings).enqueue(ACTIVITY, f) == MESSAGE_ID
-    assert bodies[0] == bodies[1] == f.getvalue()
+    with pytest.raises(TransientFnoError) as info:
+        ra(settings).enqueue(ACTIVITY, f)
+    assert info.value.refused and info.value.retry_after == 0
+    assert bodies == [f.getvalue()]
 
 
 def test_enqueue_429_with_a_one_shot_stream_is_handed_back(fno: HTTPServer, settings: Settings) -> None:

@@ -283,7 +283,7 @@ def test_export_not_found_after_the_recall_fails() -> None:
     ("fetches", "reason", "tries"),
     [
         ([{"error": "403 from SAS", "permanent": True}], "403 from SAS", 1),
-        ([{"error": "timeout"}] * 3, "timeout", 3),
+        ([{"error": "timeout"}] * mod.MAX_FETCH_FAILURES, "timeout", mod.MAX_FETCH_FAILURES),
         ([{"ready": False}] * 10, "F&O handed out no package URL after 10 tries", 10),
     ],
 )
