@@ -8,7 +8,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from dmf.pipeline import drops, imports, payloads
+from dmf.pipeline import drops, imports, payloads, results
 from dmf.pipeline.polling import PollPolicy
 from dmf.pipeline.services import run_step, services
 
@@ -19,15 +19,13 @@ bp = df.Blueprint()
 def pipeline_config(req: Any) -> dict[str, Any]:
     """Settings the orchestrators need, delivered through history (orchestrators may not read settings)."""
     s = services().settings
-    return {
-        "poll": PollPolicy.from_settings(s).to_dict(),
-        "gate_recheck_seconds": s.gate_recheck_seconds,
-        "gate_lease_seconds": s.gate_lease_seconds,
-        "events": {
-            "enabled": s.fno_events_enabled,
-            "fallback_seconds": s.fno_events_fallback_poll_seconds,
-        },
-    }
+    cfg = results.PipelineConfig(
+        poll=PollPolicy.from_settings(s).to_dict(),
+        gate_recheck_seconds=s.gate_recheck_seconds,
+        gate_lease_seconds=s.gate_lease_seconds,
+        events={"enabled": s.fno_events_enabled, "fallback_seconds": s.fno_events_fallback_poll_seconds},
+    )
+    return payloads.to_wire(cfg)
 
 
 @bp.activity_trigger(input_name="req")

@@ -8,7 +8,7 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from dmf.pipeline import outbound, outbound_enqueue, outbound_exports, payloads
+from dmf.pipeline import outbound, outbound_enqueue, outbound_exports, payloads, results
 from dmf.pipeline.polling import PollPolicy
 from dmf.pipeline.services import run_step, services
 
@@ -18,13 +18,13 @@ bp = df.Blueprint()
 @bp.activity_trigger(input_name="req")
 def outbound_config(req: Any) -> dict[str, Any]:
     """Settings the outbound orchestrators need, delivered through history."""
-    s = services().settings
-    return {
-        "poll": PollPolicy.from_settings(s).to_dict(),
-        "batch_messages": outbound.BATCH_MESSAGES,
-        "batch_seconds": outbound.BATCH_SECONDS,
-        "workers": outbound.DEFAULT_WORKERS,
-    }
+    cfg = results.OutboundConfig(
+        poll=PollPolicy.from_settings(services().settings).to_dict(),
+        batch_messages=outbound.BATCH_MESSAGES,
+        batch_seconds=outbound.BATCH_SECONDS,
+        workers=outbound.DEFAULT_WORKERS,
+    )
+    return payloads.to_wire(cfg)
 
 
 @bp.activity_trigger(input_name="req")

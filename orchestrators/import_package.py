@@ -27,12 +27,15 @@ from datetime import timedelta
 
 import azure.durable_functions as df
 
-from dmf.gate import recheck_seconds
+from dmf.gate import Acquire, recheck_seconds
 from dmf.gate.events import wake_event
 from dmf.pipeline.fno_events import EVENT_NAME as COMPLETED_EVENT
 from dmf.pipeline.ids import execution_id
 from dmf.pipeline.payloads import (
     CheckImport,
+    GateRelease,
+    GateRenew,
+    GateTicket,
     ImportErrors,
     ImportResult,
     PackageImport,
@@ -40,6 +43,7 @@ from dmf.pipeline.payloads import (
     to_wire,
 )
 from dmf.pipeline.polling import TERMINAL, PollPolicy
+from dmf.pipeline.results import PipelineConfig
 from dmf.redact import redact
 from orchestrators.retries import MAX_RECALLS, RETRY, TARGET_KEY_TRIES
 from orchestrators.timing import now_iso, timer_in
@@ -63,24 +67,25 @@ def import_package(context: df.DurableOrchestrationContext):
     exec_id = execution_id(pkg.route["data_project"], context.instance_id)
     # ``instance_id`` is the gate ticket too: one permit per package orchestration.
     req = StartImport(**vars(pkg), instance_id=context.instance_id, execution_id=exec_id)
-    cfg = yield context.call_activity("pipeline_config", None)
-    policy = PollPolicy(**cfg["poll"])
-    gate_req = {
-        "environment": req.route["environment"],
-        "ticket": req.instance_id,
-        "instance_id": req.instance_id,
-        "execution_id": exec_id,
-    }
+    cfg = PipelineConfig.of((yield context.call_activity("pipeline_config", None)))
+    policy = PollPolicy(**cfg.poll)
+    ticket = GateTicket(
+        environment=req.route["environment"],
+        ticket=req.instance_id,
+        instance_id=req.instance_id,
+        execution_id=exec_id,
+        now=now_iso(context),
+    )
 
     started_at = now_iso(context)
     while True:
         # 1. Wait for the gate (FIFO across every orchestration importing into this environment).
-        if (yield from _wait_for_gate(context, gate_req, cfg)) == CANCELED:
+        if (yield from _wait_for_gate(context, ticket, cfg)) == CANCELED:
             outcome = WaitOutcome("Canceled", CANCELED_REASON, 0)
             break
         # 2. Import and poll, holding the gate; then release it (kept while F&O may still be importing).
         try:
-            wait = ImportWait(context, req, policy, cfg["gate_lease_seconds"], cfg.get("events"))
+            wait = ImportWait(context, req, policy, cfg.gate_lease_seconds, cfg.events)
             outcome = yield from wait.run()
         except Exception as exc:  # unexpected: still free the gate and record the package
             outcome = WaitOutcome("Failed", redact(f"import step failed: {exc}"), 0)
@@ -90,9 +95,8 @@ def import_package(context: df.DurableOrchestrationContext):
         context.set_custom_status({"stage": "gate-lost", "execution_id": exec_id})
     maybe_running = outcome.status not in TERMINAL and bool(outcome.started)
     try:
-        yield context.call_activity_with_retry(
-            "gate_release", RETRY, gate_req | {"now": now_iso(context), "maybe_running": maybe_running}
-        )
+        release = GateRelease(**vars(_at_now(context, ticket)), maybe_running=maybe_running)
+        yield context.call_activity_with_retry("gate_release", RETRY, to_wire(release))
     except Exception:  # the lease expires and the sweeper evicts us: the outcome still gets recorded
         context.set_custom_status({"stage": "gate-release-failed"})
 
@@ -129,16 +133,19 @@ def import_package(context: df.DurableOrchestrationContext):
     }
 
 
-def _wait_for_gate(context: df.DurableOrchestrationContext, gate_req: dict, cfg: dict):
-    yield context.call_activity_with_retry("gate_enqueue", RETRY, gate_req | {"now": now_iso(context)})
+def _at_now(context: df.DurableOrchestrationContext, ticket: GateTicket) -> GateTicket:
+    return replace(ticket, now=now_iso(context))
+
+
+def _wait_for_gate(context: df.DurableOrchestrationContext, ticket: GateTicket, cfg: PipelineConfig):
+    yield context.call_activity_with_retry("gate_enqueue", RETRY, to_wire(_at_now(context, ticket)))
     waits = 0
     while True:
-        acq = yield context.call_activity_with_retry(
-            "gate_try_acquire", RETRY, gate_req | {"now": now_iso(context)}
-        )
-        if acq["granted"]:
+        ask = to_wire(_at_now(context, ticket))
+        acq = Acquire.of((yield context.call_activity_with_retry("gate_try_acquire", RETRY, ask)))
+        if acq.granted:
             return "granted"
-        if acq.get("canceled"):
+        if acq.canceled:
             return CANCELED
         # A fresh event name per wait, published in the custom status for whoever wakes us: the Durable
         # Python SDK 1.x keeps an event that arrived while nobody waited and hands it to *every* later wait
@@ -148,13 +155,13 @@ def _wait_for_gate(context: df.DurableOrchestrationContext, gate_req: dict, cfg:
         context.set_custom_status(
             {
                 "stage": "waiting-for-gate",
-                "position": acq["position"],
-                "holders": acq["holders"],
-                "paused": bool(acq.get("paused")),
+                "position": acq.position,
+                "holders": acq.holders,
+                "paused": bool(acq.paused),
                 "wake": wake,
             }
         )
-        timer = timer_in(context, recheck_seconds(cfg["gate_recheck_seconds"], acq["position"]))
+        timer = timer_in(context, recheck_seconds(cfg.gate_recheck_seconds, acq.position))
         opened = context.wait_for_external_event(wake)
         winner = yield context.task_any([opened, timer])
         if winner is opened and not timer.is_completed:
@@ -243,13 +250,14 @@ class ImportWait(DurableWait):
 
 
 def _renew(req: StartImport, context: df.DurableOrchestrationContext, lease_seconds: float) -> dict:
-    return {
-        "environment": req.route["environment"],
-        "ticket": req.instance_id,
-        "instance_id": req.instance_id,
-        "now": now_iso(context),
-        "lease_seconds": lease_seconds,
-    }
+    renew = GateRenew(
+        environment=req.route["environment"],
+        ticket=req.instance_id,
+        instance_id=req.instance_id,
+        now=now_iso(context),
+        lease_seconds=lease_seconds,
+    )
+    return to_wire(renew)
 
 
 def _collect_errors(context: df.DurableOrchestrationContext, req: StartImport):
