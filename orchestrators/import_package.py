@@ -32,6 +32,7 @@ from dmf.gate.events import wake_event
 from dmf.pipeline.fno_events import EVENT_NAME as COMPLETED_EVENT
 from dmf.pipeline.ids import execution_id
 from dmf.pipeline.payloads import (
+    ABSENT,
     CheckImport,
     GateRelease,
     GateRenew,
@@ -43,7 +44,7 @@ from dmf.pipeline.payloads import (
     to_wire,
 )
 from dmf.pipeline.polling import TERMINAL, PollPolicy
-from dmf.pipeline.results import PipelineConfig
+from dmf.pipeline.results import Checked, ErrorsFound, PipelineConfig, Recorded, Started, TargetKeys
 from dmf.redact import redact
 from orchestrators.retries import MAX_RECALLS, RETRY, TARGET_KEY_TRIES
 from orchestrators.timing import now_iso, timer_in
@@ -101,34 +102,34 @@ def import_package(context: df.DurableOrchestrationContext):
         context.set_custom_status({"stage": "gate-release-failed"})
 
     # 3. Errors (outside the gate: other imports need not wait for error files).
-    errors = None
+    errors: ErrorsFound | None = None
     if outcome.status in ("PartiallySucceeded", "Failed", "Canceled") and outcome.started:
         context.set_custom_status({"stage": "collecting-errors", "execution_id": exec_id})
         try:
             errors = yield from _collect_errors(context, req)
         except Exception as exc:  # the import happened: a missing error file must not turn it into a failure
-            errors = {
-                "error_count": None,
-                "messages": [redact(f"could not collect errors: {exc}")],
-                "files": [],
-            }
+            errors = ErrorsFound(
+                error_count=None, messages=[redact(f"could not collect errors: {exc}")], files=[]
+            )
 
     record = ImportResult(
         **{k: getattr(req, k) for k in ("drop_id", "day", "seq", "route", "execution_id")},
         **{k: getattr(outcome, k) for k in RECORDED_OUTCOME},
         started_at=started_at,
         finished_at=now_iso(context),
-        errors=errors,
+        errors=to_wire(errors) if errors else None,
     )
-    result = yield context.call_activity_with_retry("record_import_result", RETRY, to_wire(record))
-    context.set_custom_status({"stage": "done", "status": result["status"], "execution_id": exec_id})
+    result = Recorded.of(
+        (yield context.call_activity_with_retry("record_import_result", RETRY, to_wire(record)))
+    )
+    context.set_custom_status({"stage": "done", "status": result.status, "execution_id": exec_id})
     return {
         "seq": req.seq,
         "status": outcome.status,
         "execution_id": exec_id,
         "records": req.rows,
-        "error_count": (errors or {}).get("error_count"),
-        "error_summary": outcome.reason or " | ".join((errors or {}).get("messages") or []) or None,
+        "error_count": errors.error_count if errors else None,
+        "error_summary": outcome.reason or " | ".join(errors.messages if errors else []) or None,
         "polls": outcome.polls,
     }
 
@@ -218,9 +219,9 @@ class ImportWait(DurableWait):
     def throttled_status(self, wait: float) -> dict:
         return {"stage": "import-throttled", "execution_id": self.execution_id, "retry_in": wait}
 
-    def progress(self, chk: dict, by_event: bool) -> dict:
+    def progress(self, chk: Checked, by_event: bool) -> dict:
         # A lost lease means another import may have been let in: keep going, but say so where operators look.
-        self.lease_lost = self.lease_lost or not chk.get("lease_ok", True)
+        self.lease_lost = self.lease_lost or chk.lease_ok is False
         return {
             "stage": "polling",
             "status": self.last,
@@ -230,10 +231,10 @@ class ImportWait(DurableWait):
             **({"woken_by_event": True} if by_event else {}),
         }
 
-    def accepted(self, st: dict) -> bool:
-        return bool(st.get("confirmed"))
+    def accepted(self, st: Started) -> bool:
+        return bool(st.confirmed)
 
-    def retry_wait(self, st: dict, attempt: int) -> float:
+    def retry_wait(self, st: Started, attempt: int) -> float:
         # Short enough that the permit's lease outlives the wait (start_import renews it first thing).
         return min(self.policy.initial * 2**attempt, self.lease / 2)
 
@@ -261,6 +262,7 @@ def _renew(req: StartImport, context: df.DurableOrchestrationContext, lease_seco
 
 
 def _collect_errors(context: df.DurableOrchestrationContext, req: StartImport):
+    """``collect_errors``, then the target error-keys files F&O is still generating, a few times."""
     base = ImportErrors(
         environment=req.route["environment"],
         execution_id=req.execution_id,
@@ -268,17 +270,22 @@ def _collect_errors(context: df.DurableOrchestrationContext, req: StartImport):
         seq=req.seq,
         entities=req.entities,
     )
-    errors = yield context.call_activity_with_retry("collect_errors", RETRY, to_wire(base))
-    pending = errors.pop("pending_target_keys", [])
+    found = yield context.call_activity_with_retry("collect_errors", RETRY, to_wire(base))
+    # from_wire: a key the answer lacks stays off the recorded errors, as it always was.
+    errors = ErrorsFound.from_wire(found)
+    pending = errors.pending_target_keys or []
+    files = errors.files
     tries = 0
     while pending and tries < TARGET_KEY_TRIES:
         yield timer_in(context, 15 * 2**tries)
         got = yield context.call_activity_with_retry(
             "fetch_target_error_keys", RETRY, to_wire(replace(base, entities=pending))
         )
-        errors["files"] = errors["files"] + got["files"]
-        pending = got["pending"]
+        keys = TargetKeys.of(got)
+        files = files + keys.files
+        pending = keys.pending
         tries += 1
+    messages = errors.messages
     if pending:
-        errors["messages"] = [*errors["messages"], f"target error keys not ready for: {', '.join(pending)}"]
-    return errors
+        messages = [*messages, f"target error keys not ready for: {', '.join(pending)}"]
+    return replace(errors, files=files, messages=messages, pending_target_keys=ABSENT)

@@ -88,7 +88,7 @@ class TargetKeys(Payload):
 class Fetched(Payload):
     """``export_fetch``: ``ready`` once the package is archived; ``permanent`` errors are not retried."""
 
-    ready: bool
+    ready: bool = False
     error: str | None = ABSENT
     permanent: bool | None = ABSENT
     archived: str | None = ABSENT
