@@ -34,6 +34,34 @@ class OutboundConfig(Payload):
     workers: int
 
 
+# -- a drop: plan and prepare -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Plan(Payload):
+    """``plan_drop``: what to do with the drop (``action``: import, enqueue, reject, duplicate, gone,
+    already-done), with its ``items`` to prepare (plain dicts) and its resolved ``route``."""
+
+    action: str
+    reason: str | None = ABSENT
+    duplicate_of: str | None = ABSENT
+    route: dict | None = ABSENT
+    sha256: str | None = ABSENT
+    items: list = field(default_factory=list)
+    members: list | None = ABSENT  # a batch manifest's member blobs
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreparedItem(Payload):
+    """``prepare_item``: the item's staged ``packages`` (plain dicts: staged, entities, rows), or why not."""
+
+    ok: bool
+    seq: int
+    problems: list
+    packages: list
+    warnings: list | None = ABSENT
+
+
 # -- the one wait: starts and status checks ----------------------------------------------------------------
 
 
