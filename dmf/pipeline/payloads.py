@@ -2,7 +2,8 @@
 
 Orchestrators build these and pass ``to_wire(payload)`` (activities take a plain JSON ``dict``: the worker
 refuses anything else); ``dmf.pipeline`` functions read them back with ``Model.of(req)`` (a payload or its
-wire dict). Each key is spelled once, here.
+wire dict). Each key is spelled once, here; what activities answer is typed the same way in
+``dmf/pipeline/results.py``.
 
 In-flight compatibility (history replays, orchestrations started by an older version): ``from_wire``
 ignores keys it does not know, and fields defaulting to ``ABSENT`` stay off the wire until set, so a key
