@@ -1,20 +1,19 @@
-"""Activities of operators' actions: thin wrappers over ``dmf.operators``."""
+"""Activities of operators' actions: thin wrappers over ``dmf.operators`` (``activities/steps.py``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import azure.durable_functions as df
 
+from activities.steps import step_activity
 from dmf.operators import retry
-from dmf.pipeline.payloads import FinalizeRetry, to_wire
-from dmf.pipeline.services import run_step
+from dmf.pipeline.payloads import FinalizeRetry
 
 bp = df.Blueprint()
 
-
-@bp.activity_trigger(input_name="req")
-def finalize_retry(req: dict) -> dict[str, Any]:
-    p = FinalizeRetry.of(req)
-    # dmf.operators.retry still reads the wire dict (not converted here: another area)
-    return run_step(retry.finalize_retry, to_wire(p), instance_id=p.retry_id, blob_name=p.source)
+step_activity(
+    bp,
+    "finalize_retry",
+    FinalizeRetry,
+    retry.finalize_retry,
+    lambda p: {"instance_id": p.retry_id, "blob_name": p.source},
+)

@@ -27,12 +27,16 @@ from datetime import timedelta
 
 import azure.durable_functions as df
 
-from dmf.gate import recheck_seconds
+from dmf.gate import Acquire, recheck_seconds
 from dmf.gate.events import wake_event
 from dmf.pipeline.fno_events import EVENT_NAME as COMPLETED_EVENT
 from dmf.pipeline.ids import execution_id
 from dmf.pipeline.payloads import (
+    ABSENT,
     CheckImport,
+    GateRelease,
+    GateRenew,
+    GateTicket,
     ImportErrors,
     ImportResult,
     PackageImport,
@@ -40,6 +44,7 @@ from dmf.pipeline.payloads import (
     to_wire,
 )
 from dmf.pipeline.polling import TERMINAL, PollPolicy
+from dmf.pipeline.results import Checked, ErrorsFound, PipelineConfig, Recorded, Started, TargetKeys
 from dmf.redact import redact
 from orchestrators.retries import MAX_RECALLS, RETRY, TARGET_KEY_TRIES
 from orchestrators.timing import now_iso, timer_in
@@ -63,24 +68,25 @@ def import_package(context: df.DurableOrchestrationContext):
     exec_id = execution_id(pkg.route["data_project"], context.instance_id)
     # ``instance_id`` is the gate ticket too: one permit per package orchestration.
     req = StartImport(**vars(pkg), instance_id=context.instance_id, execution_id=exec_id)
-    cfg = yield context.call_activity("pipeline_config", None)
-    policy = PollPolicy(**cfg["poll"])
-    gate_req = {
-        "environment": req.route["environment"],
-        "ticket": req.instance_id,
-        "instance_id": req.instance_id,
-        "execution_id": exec_id,
-    }
+    cfg = PipelineConfig.of((yield context.call_activity("pipeline_config", None)))
+    policy = PollPolicy(**cfg.poll)
+    ticket = GateTicket(
+        environment=req.route["environment"],
+        ticket=req.instance_id,
+        instance_id=req.instance_id,
+        execution_id=exec_id,
+        now=now_iso(context),
+    )
 
     started_at = now_iso(context)
     while True:
         # 1. Wait for the gate (FIFO across every orchestration importing into this environment).
-        if (yield from _wait_for_gate(context, gate_req, cfg)) == CANCELED:
+        if (yield from _wait_for_gate(context, ticket, cfg)) == CANCELED:
             outcome = WaitOutcome("Canceled", CANCELED_REASON, 0)
             break
         # 2. Import and poll, holding the gate; then release it (kept while F&O may still be importing).
         try:
-            wait = ImportWait(context, req, policy, cfg["gate_lease_seconds"], cfg.get("events"))
+            wait = ImportWait(context, req, policy, cfg.gate_lease_seconds, cfg.events)
             outcome = yield from wait.run()
         except Exception as exc:  # unexpected: still free the gate and record the package
             outcome = WaitOutcome("Failed", redact(f"import step failed: {exc}"), 0)
@@ -90,55 +96,57 @@ def import_package(context: df.DurableOrchestrationContext):
         context.set_custom_status({"stage": "gate-lost", "execution_id": exec_id})
     maybe_running = outcome.status not in TERMINAL and bool(outcome.started)
     try:
-        yield context.call_activity_with_retry(
-            "gate_release", RETRY, gate_req | {"now": now_iso(context), "maybe_running": maybe_running}
-        )
+        release = GateRelease(**vars(_at_now(context, ticket)), maybe_running=maybe_running)
+        yield context.call_activity_with_retry("gate_release", RETRY, to_wire(release))
     except Exception:  # the lease expires and the sweeper evicts us: the outcome still gets recorded
         context.set_custom_status({"stage": "gate-release-failed"})
 
     # 3. Errors (outside the gate: other imports need not wait for error files).
-    errors = None
+    errors: ErrorsFound | None = None
     if outcome.status in ("PartiallySucceeded", "Failed", "Canceled") and outcome.started:
         context.set_custom_status({"stage": "collecting-errors", "execution_id": exec_id})
         try:
             errors = yield from _collect_errors(context, req)
         except Exception as exc:  # the import happened: a missing error file must not turn it into a failure
-            errors = {
-                "error_count": None,
-                "messages": [redact(f"could not collect errors: {exc}")],
-                "files": [],
-            }
+            errors = ErrorsFound(
+                error_count=None, messages=[redact(f"could not collect errors: {exc}")], files=[]
+            )
 
     record = ImportResult(
         **{k: getattr(req, k) for k in ("drop_id", "day", "seq", "route", "execution_id")},
         **{k: getattr(outcome, k) for k in RECORDED_OUTCOME},
         started_at=started_at,
         finished_at=now_iso(context),
-        errors=errors,
+        errors=to_wire(errors) if errors else None,
     )
-    result = yield context.call_activity_with_retry("record_import_result", RETRY, to_wire(record))
-    context.set_custom_status({"stage": "done", "status": result["status"], "execution_id": exec_id})
+    result = Recorded.of(
+        (yield context.call_activity_with_retry("record_import_result", RETRY, to_wire(record)))
+    )
+    context.set_custom_status({"stage": "done", "status": result.status, "execution_id": exec_id})
     return {
         "seq": req.seq,
         "status": outcome.status,
         "execution_id": exec_id,
         "records": req.rows,
-        "error_count": (errors or {}).get("error_count"),
-        "error_summary": outcome.reason or " | ".join((errors or {}).get("messages") or []) or None,
+        "error_count": errors.error_count if errors else None,
+        "error_summary": outcome.reason or " | ".join(errors.messages if errors else []) or None,
         "polls": outcome.polls,
     }
 
 
-def _wait_for_gate(context: df.DurableOrchestrationContext, gate_req: dict, cfg: dict):
-    yield context.call_activity_with_retry("gate_enqueue", RETRY, gate_req | {"now": now_iso(context)})
+def _at_now(context: df.DurableOrchestrationContext, ticket: GateTicket) -> GateTicket:
+    return replace(ticket, now=now_iso(context))
+
+
+def _wait_for_gate(context: df.DurableOrchestrationContext, ticket: GateTicket, cfg: PipelineConfig):
+    yield context.call_activity_with_retry("gate_enqueue", RETRY, to_wire(_at_now(context, ticket)))
     waits = 0
     while True:
-        acq = yield context.call_activity_with_retry(
-            "gate_try_acquire", RETRY, gate_req | {"now": now_iso(context)}
-        )
-        if acq["granted"]:
+        ask = to_wire(_at_now(context, ticket))
+        acq = Acquire.of((yield context.call_activity_with_retry("gate_try_acquire", RETRY, ask)))
+        if acq.granted:
             return "granted"
-        if acq.get("canceled"):
+        if acq.canceled:
             return CANCELED
         # A fresh event name per wait, published in the custom status for whoever wakes us: the Durable
         # Python SDK 1.x keeps an event that arrived while nobody waited and hands it to *every* later wait
@@ -148,13 +156,13 @@ def _wait_for_gate(context: df.DurableOrchestrationContext, gate_req: dict, cfg:
         context.set_custom_status(
             {
                 "stage": "waiting-for-gate",
-                "position": acq["position"],
-                "holders": acq["holders"],
-                "paused": bool(acq.get("paused")),
+                "position": acq.position,
+                "holders": acq.holders,
+                "paused": bool(acq.paused),
                 "wake": wake,
             }
         )
-        timer = timer_in(context, recheck_seconds(cfg["gate_recheck_seconds"], acq["position"]))
+        timer = timer_in(context, recheck_seconds(cfg.gate_recheck_seconds, acq.position))
         opened = context.wait_for_external_event(wake)
         winner = yield context.task_any([opened, timer])
         if winner is opened and not timer.is_completed:
@@ -211,9 +219,9 @@ class ImportWait(DurableWait):
     def throttled_status(self, wait: float) -> dict:
         return {"stage": "import-throttled", "execution_id": self.execution_id, "retry_in": wait}
 
-    def progress(self, chk: dict, by_event: bool) -> dict:
+    def progress(self, chk: Checked, by_event: bool) -> dict:
         # A lost lease means another import may have been let in: keep going, but say so where operators look.
-        self.lease_lost = self.lease_lost or not chk.get("lease_ok", True)
+        self.lease_lost = self.lease_lost or chk.lease_ok is False
         return {
             "stage": "polling",
             "status": self.last,
@@ -223,10 +231,10 @@ class ImportWait(DurableWait):
             **({"woken_by_event": True} if by_event else {}),
         }
 
-    def accepted(self, st: dict) -> bool:
-        return bool(st.get("confirmed"))
+    def accepted(self, st: Started) -> bool:
+        return bool(st.confirmed)
 
-    def retry_wait(self, st: dict, attempt: int) -> float:
+    def retry_wait(self, st: Started, attempt: int) -> float:
         # Short enough that the permit's lease outlives the wait (start_import renews it first thing).
         return min(self.policy.initial * 2**attempt, self.lease / 2)
 
@@ -243,16 +251,18 @@ class ImportWait(DurableWait):
 
 
 def _renew(req: StartImport, context: df.DurableOrchestrationContext, lease_seconds: float) -> dict:
-    return {
-        "environment": req.route["environment"],
-        "ticket": req.instance_id,
-        "instance_id": req.instance_id,
-        "now": now_iso(context),
-        "lease_seconds": lease_seconds,
-    }
+    renew = GateRenew(
+        environment=req.route["environment"],
+        ticket=req.instance_id,
+        instance_id=req.instance_id,
+        now=now_iso(context),
+        lease_seconds=lease_seconds,
+    )
+    return to_wire(renew)
 
 
 def _collect_errors(context: df.DurableOrchestrationContext, req: StartImport):
+    """``collect_errors``, then the target error-keys files F&O is still generating, a few times."""
     base = ImportErrors(
         environment=req.route["environment"],
         execution_id=req.execution_id,
@@ -260,17 +270,22 @@ def _collect_errors(context: df.DurableOrchestrationContext, req: StartImport):
         seq=req.seq,
         entities=req.entities,
     )
-    errors = yield context.call_activity_with_retry("collect_errors", RETRY, to_wire(base))
-    pending = errors.pop("pending_target_keys", [])
+    found = yield context.call_activity_with_retry("collect_errors", RETRY, to_wire(base))
+    # from_wire: a key the answer lacks stays off the recorded errors, as it always was.
+    errors = ErrorsFound.from_wire(found)
+    pending = errors.pending_target_keys or []
+    files = errors.files
     tries = 0
     while pending and tries < TARGET_KEY_TRIES:
         yield timer_in(context, 15 * 2**tries)
         got = yield context.call_activity_with_retry(
             "fetch_target_error_keys", RETRY, to_wire(replace(base, entities=pending))
         )
-        errors["files"] = errors["files"] + got["files"]
-        pending = got["pending"]
+        keys = TargetKeys.of(got)
+        files = files + keys.files
+        pending = keys.pending
         tries += 1
+    messages = errors.messages
     if pending:
-        errors["messages"] = [*errors["messages"], f"target error keys not ready for: {', '.join(pending)}"]
-    return errors
+        messages = [*messages, f"target error keys not ready for: {', '.join(pending)}"]
+    return replace(errors, files=files, messages=messages, pending_target_keys=ABSENT)

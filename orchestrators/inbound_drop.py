@@ -12,6 +12,7 @@ from dataclasses import replace
 import azure.durable_functions as df
 
 from dmf.pipeline.payloads import Drop, EnqueueRoute, FinalizeDrop, PrepareItem, to_wire
+from dmf.pipeline.results import Plan, PreparedItem
 from dmf.redact import redact
 from orchestrators.imports_in_order import import_in_order
 from orchestrators.retries import DROP_RETRY as RETRY
@@ -28,29 +29,27 @@ def inbound_drop(context: df.DurableOrchestrationContext):
     )
     context.set_custom_status({"stage": "planning"})
     try:
-        plan = yield context.call_activity_with_retry("plan_drop", RETRY, to_wire(drop))
+        plan = Plan.of((yield context.call_activity_with_retry("plan_drop", RETRY, to_wire(drop))))
     except Exception as exc:  # storage kept failing: record it and move the blob aside, don't lose it
         final = replace(final, action="error", reason=redact(f"planning the drop failed: {exc}"))
         return (yield from _finalize(context, final))
-    if plan["action"] in ("gone", "already-done"):
-        return {"status": plan["action"], "reason": plan.get("reason")}
-    final = replace(final, sha256=plan.get("sha256"), members=plan.get("members", []))
-    if plan["action"] in ("reject", "duplicate"):
-        final = replace(
-            final, action=plan["action"], reason=plan["reason"], duplicate_of=plan.get("duplicate_of")
-        )
-        context.set_custom_status({"stage": "finalising", "status": plan["action"]})
+    if plan.action in ("gone", "already-done"):
+        return {"status": plan.action, "reason": plan.reason}
+    final = replace(final, sha256=plan.sha256, members=plan.members or [])
+    if plan.action in ("reject", "duplicate"):
+        final = replace(final, action=plan.action, reason=plan.reason, duplicate_of=plan.duplicate_of)
+        context.set_custom_status({"stage": "finalising", "status": plan.action})
         return (yield from _finalize(context, final))
-    if plan["action"] == "enqueue":
-        sub = EnqueueRoute(drop=to_wire(drop), route=plan["route"], source=final.source, day=drop.day)
+    if plan.action == "enqueue":
+        sub = EnqueueRoute(drop=to_wire(drop), route=plan.route, source=final.source, day=drop.day)
         result = yield context.call_sub_orchestrator("recurring_enqueue", to_wire(sub), f"{drop_id}-enqueue")
         return (yield from _finalize(context, replace(final, action="import", results=[result])))
 
-    route = plan["route"]
-    items = plan["items"]
+    route = plan.route
+    items = plan.items
     try:
         context.set_custom_status({"stage": "preparing", "items": len(items)})
-        prepared = yield context.task_all(
+        answers = yield context.task_all(
             [
                 context.call_activity_with_retry(
                     "prepare_item",
@@ -64,15 +63,14 @@ def inbound_drop(context: df.DurableOrchestrationContext):
         final = replace(final, action="error", reason=redact(f"preparing the drop failed: {exc}"))
         return (yield from _finalize(context, final))
 
+    prepared = [PreparedItem.of(a) for a in answers]
     by_seq = {it["seq"]: it for it in items}
     rejected = [
-        {"seq": p["seq"], "problems": p["problems"], "source": by_seq[p["seq"]]["source"]}
+        {"seq": p.seq, "problems": p.problems, "source": by_seq[p.seq]["source"]}
         for p in prepared
-        if not p["ok"]
+        if not p.ok
     ]
-    packages = [
-        pkg | {"source": by_seq[p["seq"]]["source"]} for p in prepared if p["ok"] for pkg in p["packages"]
-    ]
+    packages = [pkg | {"source": by_seq[p.seq]["source"]} for p in prepared if p.ok for pkg in p.packages]
 
     results = yield from import_in_order(
         context,

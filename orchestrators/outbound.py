@@ -36,6 +36,7 @@ from dmf.pipeline.payloads import (
     to_wire,
 )
 from dmf.pipeline.polling import PollPolicy
+from dmf.pipeline.results import BatchDone, Checked, Fetched, OutboundConfig, Recorded, Started
 from orchestrators.retries import BATCH_RETRY, MAX_FETCH_FAILURES, MAX_URL_TRIES, RETRY
 from orchestrators.timing import now_iso, timer_in
 from orchestrators.waiting import DurableWait
@@ -58,7 +59,7 @@ def recurring_drain(context: df.DurableOrchestrationContext):
     errors: list[str] = []
     stop = None
     try:
-        cfg = yield context.call_activity("outbound_config", None)
+        cfg = OutboundConfig.of((yield context.call_activity("outbound_config", None)))
         begin = DrainStart(**base, started_at=started.isoformat(), instance_id=context.instance_id)
         yield context.call_activity_with_retry("drain_start", RETRY, to_wire(begin))
         while True:
@@ -74,22 +75,24 @@ def recurring_drain(context: df.DurableOrchestrationContext):
             context.set_custom_status({"stage": "draining", **totals})
             batch = DrainBatch(
                 **base,
-                max_messages=min(left_count, cfg["batch_messages"]),
-                max_seconds=min(left_time, cfg["batch_seconds"]),
-                workers=req.workers or cfg["workers"],
+                max_messages=min(left_count, cfg.batch_messages),
+                max_seconds=min(left_time, cfg.batch_seconds),
+                workers=req.workers or cfg.workers,
             )
-            res = yield context.call_activity_with_retry("drain_batch", BATCH_RETRY, to_wire(batch))
+            res = BatchDone.of(
+                (yield context.call_activity_with_retry("drain_batch", BATCH_RETRY, to_wire(batch)))
+            )
             for k in totals:
-                totals[k] += int(res.get(k) or 0)
-            failures += res.get("failures") or []
-            errors += res.get("errors") or []
-            if res.get("errors"):
+                totals[k] += res.count(k)
+            failures += res.failures or []
+            errors += res.errors or []
+            if res.errors:
                 stop = "stopped on an F&O error"
                 break
-            if res.get("empty"):
+            if res.empty:
                 stop = "queue empty"
                 break
-            if not res.get("taken"):
+            if not res.taken:
                 stop = "no progress"
                 break
     except Exception as exc:  # an activity kept failing: still record the run and free its guard
@@ -106,9 +109,9 @@ def recurring_drain(context: df.DurableOrchestrationContext):
         guard=req.guard,
         guard_token=req.guard_token,
     )
-    result = yield context.call_activity_with_retry("drain_record", RETRY, to_wire(record))
-    context.set_custom_status({"stage": "done", "status": result["status"], **totals})
-    return {"status": result["status"], "stop_reason": stop, **totals}
+    result = Recorded.of((yield context.call_activity_with_retry("drain_record", RETRY, to_wire(record))))
+    context.set_custom_status({"stage": "done", "status": result.status, **totals})
+    return {"status": result.status, "stop_reason": stop, **totals}
 
 
 # -- scheduled export -----------------------------------------------------------------------------------
@@ -122,8 +125,8 @@ def scheduled_export(context: df.DurableOrchestrationContext):
     started = context.current_utc_datetime
     outcome: dict = {}
     try:
-        cfg = yield context.call_activity("outbound_config", None)
-        policy = PollPolicy(**cfg["poll"])
+        cfg = OutboundConfig.of((yield context.call_activity("outbound_config", None)))
+        policy = PollPolicy(**cfg.poll)
         waited = yield from ExportWait(context, req, policy).run()
         outcome = {k: getattr(waited, k) for k in ("status", "reason", "polls", "started")}
         if waited.status in ("Succeeded", "PartiallySucceeded"):
@@ -143,13 +146,13 @@ def scheduled_export(context: df.DurableOrchestrationContext):
         started_at=started.isoformat(),
         finished_at=now_iso(context),
     )
-    result = yield context.call_activity_with_retry("export_record", RETRY, to_wire(record))
-    context.set_custom_status({"stage": "done", "status": result["status"]})
+    result = Recorded.of((yield context.call_activity_with_retry("export_record", RETRY, to_wire(record))))
+    context.set_custom_status({"stage": "done", "status": result.status})
     return {
-        "status": result["status"],
+        "status": result.status,
         "execution_id": req.execution_id,
         "archived": outcome.get("archived"),
-        "warnings": result.get("warnings"),
+        "warnings": result.warnings,
     }
 
 
@@ -193,13 +196,13 @@ def _fetch_package(context: df.DurableOrchestrationContext, req: StartExport, po
     failures = 0
     last_error = None
     for n in range(MAX_URL_TRIES):
-        got = yield context.call_activity_with_retry("export_fetch", RETRY, to_wire(fetch))
-        if got.get("ready"):
-            return {"archived": got["archived"], "size": got.get("size"), "method": got.get("method")}
-        if got.get("error"):
+        got = Fetched.of((yield context.call_activity_with_retry("export_fetch", RETRY, to_wire(fetch))))
+        if got.ready:
+            return {"archived": got.archived, "size": got.size, "method": got.method}
+        if got.error:
             failures += 1
-            last_error = got["error"]
-            if got.get("permanent") or failures >= MAX_FETCH_FAILURES:
+            last_error = got.error
+            if got.permanent or failures >= MAX_FETCH_FAILURES:
                 break
         yield timer_in(context, min(policy.initial * 2**n, policy.max_interval))
     return {
@@ -225,8 +228,8 @@ def recurring_enqueue(context: df.DurableOrchestrationContext):
     started = context.current_utc_datetime
     wait = None
     try:
-        cfg = yield context.call_activity("outbound_config", None)
-        wait = EnqueueWait(context, send, PollPolicy(**cfg["poll"]))
+        cfg = OutboundConfig.of((yield context.call_activity("outbound_config", None)))
+        wait = EnqueueWait(context, send, PollPolicy(**cfg.poll))
         outcome = yield from wait.run()
         # A terminal message status is the outcome: ``enqueue_record`` maps it.
         status, reason = (None, None) if outcome.terminal else (outcome.status, outcome.reason)
@@ -243,7 +246,7 @@ def recurring_enqueue(context: df.DurableOrchestrationContext):
         finished_at=now_iso(context),
     )
     result = yield context.call_activity_with_retry("enqueue_record", RETRY, to_wire(record))
-    context.set_custom_status({"stage": "done", "status": result["status"]})
+    context.set_custom_status({"stage": "done", "status": Recorded.of(result).status})
     return result
 
 
@@ -268,14 +271,14 @@ class EnqueueWait(DurableWait):
     def start_status(self) -> dict:
         return {"stage": "enqueueing"}
 
-    def progress(self, chk: dict, by_event: bool) -> dict:
+    def progress(self, chk: Checked, by_event: bool) -> dict:
         return {"stage": "polling", "message_status": self.last, "polls": self.polls}
 
-    def is_terminal(self, chk: dict) -> bool:
-        return bool(chk["terminal"])
+    def is_terminal(self, chk: Checked) -> bool:
+        return bool(chk.terminal)
 
-    def accepted(self, st: dict) -> bool:
-        self.message_id = st["message_id"]
+    def accepted(self, st: Started) -> bool:
+        self.message_id = st.message_id
         return True
 
     def timeout_reason(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import azure.durable_functions as df
 
 from dmf.pipeline.payloads import FinalizeRetry, RetryPlan, to_wire
+from dmf.pipeline.results import Recorded
 from orchestrators.imports_in_order import import_in_order
 from orchestrators.retries import DROP_RETRY as RETRY
 
@@ -37,5 +38,5 @@ def retry_drop(context: df.DurableOrchestrationContext):
     of = {k: v for k, v in vars(plan).items() if k != "packages"}
     final = FinalizeRetry(**(of | {"retry_id": retry_id}), results=results)
     result = yield context.call_activity_with_retry("finalize_retry", RETRY, to_wire(final))
-    context.set_custom_status({"stage": "done", "status": result["status"]})
+    context.set_custom_status({"stage": "done", "status": Recorded.of(result).status})
     return result

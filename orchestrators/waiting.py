@@ -24,6 +24,7 @@ from typing import Any
 import azure.durable_functions as df
 
 from dmf.pipeline.polling import TERMINAL, PollPolicy
+from dmf.pipeline.results import Checked, Started
 from orchestrators.retries import MAX_START_RETRIES
 from orchestrators.timing import refusal_wait, timer_in
 
@@ -143,19 +144,19 @@ class DurableWait:
     def throttled_status(self, wait: float) -> dict:
         return {"stage": "throttled", "retry_in": wait}
 
-    def progress(self, chk: dict, by_event: bool) -> dict:
+    def progress(self, chk: Checked, by_event: bool) -> dict:
         """The custom status after a check."""
         return {"stage": "polling", "status": self.last, "polls": self.polls}
 
-    def is_terminal(self, chk: dict) -> bool:
-        return chk["status"] in TERMINAL
+    def is_terminal(self, chk: Checked) -> bool:
+        return chk.status in TERMINAL
 
-    def accepted(self, st: dict) -> bool:
+    def accepted(self, st: Started) -> bool:
         """Note what a start that went through answered; True when F&O confirmed it."""
-        return st["state"] == "started"
+        return st.state == "started"
 
-    def retry_wait(self, st: dict, attempt: int) -> float:
-        return max(st.get("retry_after") or 0, self.policy.initial * 2**attempt)
+    def retry_wait(self, st: Started, attempt: int) -> float:
+        return max(st.retry_after or 0, self.policy.initial * 2**attempt)
 
     def timeout_reason(self) -> str:
         return f"no terminal status after {self.policy.deadline / 60:.0f} minutes (last: {self.last})"
@@ -173,9 +174,9 @@ class DurableWait:
         """The whole wait; returns a ``WaitOutcome``."""
         self.show(self.start_status())
         st = yield from self.start(recall=False)
-        if st["state"] in NOT_STARTED:
+        if st.state in NOT_STARTED:
             return self._not_started(st)
-        self.expected = st.get("expected_seconds")
+        self.expected = st.expected_seconds
         self.first = self.context.current_utc_datetime  # the deadline counts from here, recalls or not
         self._restart(st)
         while True:
@@ -184,10 +185,10 @@ class DurableWait:
                 return WaitOutcome("TimedOut", self.timeout_reason(), self.polls, self.last, started=True)
             yield from self.keep_lease(wait)
             by_event = yield from self.sleep(wait)
-            chk = yield self.check_task()
+            chk = Checked.of((yield self.check_task()))
             self.called()
             self.polls += 1
-            self.last = chk["status"]
+            self.last = chk.status
             elapsed = self._seconds_since(self.began)
             self.show(self.progress(chk, by_event))
             if self.is_terminal(chk):
@@ -202,14 +203,14 @@ class DurableWait:
         attempt = refusals = 0
         waited = 0.0
         while True:
-            st = yield self.start_task(recall)
+            st = Started.of((yield self.start_task(recall)))
             self.called()
-            if st["state"] == "throttled" and waited < self.policy.deadline:
-                wait = refusal_wait(st.get("retry_after"), refusals, waited, self.policy)
+            if st.state == "throttled" and waited < self.policy.deadline:
+                wait = refusal_wait(st.retry_after, refusals, waited, self.policy)
                 refusals += 1
                 waited += wait
                 self.context.set_custom_status(self.throttled_status(wait))
-            elif st["state"] == "retry" and attempt < MAX_START_RETRIES:
+            elif st.state == "retry" and attempt < MAX_START_RETRIES:
                 attempt += 1
                 wait = self.retry_wait(st, attempt)
             else:
@@ -253,10 +254,10 @@ class DurableWait:
 
     # -- the exits -------------------------------------------------------------------------------------------
 
-    def _not_started(self, st: dict) -> WaitOutcome:
-        if st["state"] == "lost-gate":
+    def _not_started(self, st: Started) -> WaitOutcome:
+        if st.state == "lost-gate":
             return WaitOutcome(LOST_GATE)
-        return WaitOutcome("Failed", st.get("error"), self.polls)
+        return WaitOutcome("Failed", st.error, self.polls)
 
     def _finished(self, elapsed: float, by_event: bool) -> WaitOutcome:
         # Done by the first call: it may have ended well before, so learn a little shorter; otherwise it
@@ -291,12 +292,12 @@ class DurableWait:
         # The ambiguous start call never reached F&O: now, and only now, call it again.
         self.recalls += 1
         st = yield from self.start(recall=True)
-        if st["state"] in NOT_STARTED:
+        if st.state in NOT_STARTED:
             return self._not_started(st)
         self._restart(st)
         return None
 
-    def _restart(self, st: dict) -> None:
+    def _restart(self, st: Started) -> None:
         """Polling (re)starts from a start call F&O accepted or may have received."""
         self.confirmed = self.accepted(st)
         self.began = self.context.current_utc_datetime

@@ -18,6 +18,7 @@ from azure.core.exceptions import ResourceNotFoundError
 
 from dmf.logs import log_context
 from dmf.pipeline.ids import drop_instance_id
+from dmf.pipeline.payloads import Drop, to_wire
 from dmf.routing import IGNORED_SUFFIXES
 from dmf.storage.outcomes import day_key
 
@@ -59,16 +60,13 @@ async def on_inbound_blob(source: blob.BlobClient, client: df.DurableOrchestrati
             log.info("duplicate delivery of %s/%s ignored (%s)", container, name, status.runtime_status)
             return
         received = props.last_modified or datetime.now(UTC)
-        await client.start_new(
-            "inbound_drop",
-            instance_id,
-            {
-                "container": container,
-                "name": name,
-                "etag": props.etag,
-                "size": props.size,
-                "received_at": received.isoformat(),
-                "day": day_key(received),
-            },
+        drop = Drop(
+            container=container,
+            name=name,
+            etag=props.etag,
+            size=props.size,
+            received_at=received.isoformat(),
+            day=day_key(received),
         )
+        await client.start_new("inbound_drop", instance_id, to_wire(drop))
         log.info("started %s for %s/%s", instance_id, container, name)

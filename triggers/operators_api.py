@@ -23,6 +23,7 @@ from dmf.operators import drops as ops_drops
 from dmf.operators import retry as ops_retry
 from dmf.operators.links import read_links
 from dmf.pipeline.ids import package_instance_id
+from dmf.pipeline.payloads import to_wire
 from dmf.pipeline.services import services
 from dmf.settings import SettingsError
 
@@ -189,12 +190,12 @@ async def retry_drop_route(req: func.HttpRequest, client: df.DurableOrchestratio
     except (OperatorError, SettingsError) as exc:
         return _error(exc)
     try:
-        await client.start_new("retry_drop", plan["retry_id"], plan)
+        await client.start_new("retry_drop", plan.retry_id, to_wire(plan))
     except Exception as exc:
         await asyncio.to_thread(ops_retry.abandon, svc, plan, f"could not start: {type(exc).__name__}")
         raise
-    log.info("retry %s of %s started by %s", plan["retry_id"], drop_id, _who(req))
-    return client.create_check_status_response(req, plan["retry_id"])
+    log.info("retry %s of %s started by %s", plan.retry_id, drop_id, _who(req))
+    return client.create_check_status_response(req, plan.retry_id)
 
 
 @bp.route(route="drops/{id}/cancel", methods=["POST"], auth_level=FN)

@@ -25,6 +25,7 @@ import azure.functions as func
 
 from dmf.logs import log_context
 from dmf.pipeline import outbound, outbound_exports, outbound_housekeeping
+from dmf.pipeline.payloads import DrainRun, ExportRun, to_wire
 from dmf.pipeline.services import Services, services
 from dmf.settings import ExportJob, RecurringExport
 from dmf.storage.outcomes import day_key
@@ -93,18 +94,13 @@ async def _start_guarded(
     client: df.DurableOrchestrationClient,
     orchestrator: str,
     instance_id: str,
-    payload: dict[str, Any],
-    run_id: str,
-    guard: str,
-    token: str,
+    run: DrainRun | ExportRun,
 ) -> None:
-    """Start the run that holds ``guard``; the guard goes back when the start fails (nothing would free it)."""
+    """Start ``run``, which holds its guard; the guard goes back when the start fails (nothing would free it)."""
     try:
-        await client.start_new(
-            orchestrator, instance_id, {**payload, "run_id": run_id, "guard": guard, "guard_token": token}
-        )
+        await client.start_new(orchestrator, instance_id, to_wire(run))
     except Exception:
-        await asyncio.to_thread(lambda: svc.ledger.finish_run(guard, token))
+        await asyncio.to_thread(lambda: svc.ledger.finish_run(run.guard, run.guard_token))
         raise
 
 
@@ -125,13 +121,16 @@ async def start_drain(
         why_not = await _take_guard(svc, client, instance_id, guard, token, now, max_age)
         if why_not:
             return _not_started(f"drain of {export.name}", instance_id, why_not)
-        payload = {
-            "export": export.model_dump(),
-            "day": day_key(now),
-            "max_messages": s.drain_max_messages,
-            "max_seconds": s.drain_max_seconds,
-        }
-        await _start_guarded(svc, client, "recurring_drain", instance_id, payload, run_id, guard, token)
+        run = DrainRun(
+            export=export.model_dump(),
+            run_id=run_id,
+            day=day_key(now),
+            max_messages=s.drain_max_messages,
+            max_seconds=s.drain_max_seconds,
+            guard=guard,
+            guard_token=token,
+        )
+        await _start_guarded(svc, client, "recurring_drain", instance_id, run)
         log.info("started drain %s of %s", run_id, export.name)
         return {"started": True, "instance_id": instance_id, "run_id": run_id}
 
@@ -161,13 +160,16 @@ async def start_export(
                 why_not = f"the run for {due.isoformat()} was already started"
         if why_not:
             return _not_started(f"export {job.name}", instance_id, why_not)
-        payload = {
-            "job": job.model_dump(),
-            "day": day_key(due),
-            "execution_id": outbound_exports.export_execution_id(job.data_project, run_id),
-            "package_name": outbound_exports.package_name(job, due),
-        }
-        await _start_guarded(svc, client, "scheduled_export", instance_id, payload, run_id, guard, token)
+        run = ExportRun(
+            job=job.model_dump(),
+            run_id=run_id,
+            day=day_key(due),
+            execution_id=outbound_exports.export_execution_id(job.data_project, run_id),
+            package_name=outbound_exports.package_name(job, due),
+            guard=guard,
+            guard_token=token,
+        )
+        await _start_guarded(svc, client, "scheduled_export", instance_id, run)
         # Only a started run moves the schedule on; a skipped time is picked up by the next tick.
         await asyncio.to_thread(
             lambda: outbound_exports.export_schedule(svc).mark_started(job.name, due, run_id)

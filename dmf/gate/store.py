@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,6 +18,7 @@ from azure.core.exceptions import HttpResponseError, ResourceExistsError, Resour
 from azure.data.tables import TableClient, UpdateMode
 
 from dmf.logs import ops_event
+from dmf.pipeline.payloads import Payload
 from dmf.storage.etag import MAX_ATTEMPTS, RETRY, read_row, retry_on_conflict, write_if_unchanged
 from dmf.storage.outcomes import safe_key
 
@@ -67,16 +68,16 @@ class Holder:
         )
 
 
-@dataclass
-class Acquire:
+@dataclass(frozen=True)
+class Acquire(Payload):
+    """``try_acquire``'s answer; ``gate_try_acquire`` puts it on the wire (``to_wire``), the import
+    orchestration reads it back (``Acquire.of``)."""
+
     granted: bool
     position: int  # waiters ahead in the queue (0 when granted)
     holders: list[str] = field(default_factory=list)  # instance ids currently holding
     paused: bool = False  # the gate is paused by an operator: nobody is let in
     canceled: bool = False  # an operator canceled this waiter: it must not import
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass

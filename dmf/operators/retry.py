@@ -19,6 +19,7 @@ from azure.core.exceptions import ResourceExistsError
 from dmf.operators import OperatorError
 from dmf.operators.drops import drop_rows, latest_packages, seq_of
 from dmf.pipeline.drops import FINAL_DROP_STATUSES, UNSETTLED, drop_status
+from dmf.pipeline.payloads import FinalizeRetry, RetryOf, RetryPlan
 from dmf.pipeline.services import Services
 from dmf.redact import redact
 from dmf.routing import RoutingError, resolve
@@ -30,7 +31,7 @@ RETRIABLE = frozenset({"Failed", "TimedOut"})
 MAX_RETRIES = 99
 
 
-def plan_retry(svc: Services, drop_id: str, requested_by: str | None = None) -> dict[str, Any]:
+def plan_retry(svc: Services, drop_id: str, requested_by: str | None = None) -> RetryPlan:
     """Check the drop may be retried, claim its content and the retry's id, and return the retry's input."""
     detail = drop_rows(svc, drop_id)
     day, head = detail["day"], detail["drop"]
@@ -95,15 +96,15 @@ def plan_retry(svc: Services, drop_id: str, requested_by: str | None = None) -> 
     except ResourceExistsError:
         raise OperatorError(f"retry {retry_id} was just started by someone else") from None
     log.info("retry %s of %s planned: packages %s", retry_id, drop_id, [p["seq"] for p in packages])
-    return {
-        "drop_id": drop_id,
-        "retry_id": retry_id,
-        "day": day,
-        "source": source,
-        "sha256": sha,
-        "route": route.model_dump(),
-        "packages": packages,
-    }
+    return RetryPlan(
+        drop_id=drop_id,
+        retry_id=retry_id,
+        day=day,
+        source=source,
+        sha256=sha,
+        route=route.model_dump(),
+        packages=packages,
+    )
 
 
 def unfinished_retries(svc: Services, drop_id: str) -> list[tuple[str, datetime | None]]:
@@ -125,17 +126,18 @@ def abandon_run(svc: Services, drop_id: str, run_id: str) -> None:
     log.warning("retry %s of %s: %s", run_id, drop_id, reason)
 
 
-def abandon(svc: Services, plan: dict[str, Any], reason: str) -> None:
+def abandon(svc: Services, plan: RetryOf, reason: str) -> None:
     """The retry's orchestration could not be started: say so on its row."""
     svc.outcomes.upsert(
-        plan["day"], plan["retry_id"], {"Status": "Failed", "Reason": reason, "FinishedAt": datetime.now(UTC)}
+        plan.day, plan.retry_id, {"Status": "Failed", "Reason": reason, "FinishedAt": datetime.now(UTC)}
     )
 
 
-def finalize_retry(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
+def finalize_retry(svc: Services, req: FinalizeRetry | dict[str, Any]) -> dict[str, Any]:
     """Record the retry's result and what the drop's packages now add up to; settle the content claim."""
-    drop_id, retry_id, day = req["drop_id"], req["retry_id"], req["day"]
-    results: list[dict[str, Any]] = req.get("results", [])
+    req = FinalizeRetry.of(req)
+    drop_id, retry_id, day = req.drop_id, req.retry_id, req.day
+    results: list[dict[str, Any]] = req.results or []
     status = drop_status(results, [])
     errors = [
         f"package {r.get('seq')} {r.get('status')}: {r.get('error_summary') or r.get('reason')}"
@@ -160,12 +162,10 @@ def finalize_retry(svc: Services, req: dict[str, Any]) -> dict[str, Any]:
         [{"seq": seq_of(r["RowKey"])} for r in detail["rejected"]],
     )
     svc.outcomes.upsert(day, drop_id, {"LastRetryId": retry_id, "EffectiveStatus": effective})
-    if req.get("source"):
-        svc.ledger.update_index(
-            req["source"], drop_id, {"EffectiveStatus": effective, "LastRetryId": retry_id}
-        )
+    if req.source:
+        svc.ledger.update_index(req.source, drop_id, {"EffectiveStatus": effective, "LastRetryId": retry_id})
     unsettled = any(r.get("Status") in UNSETTLED for r in latest.values())
-    if effective in {"Failed", "Canceled"} and req.get("sha256") and not unsettled:
-        svc.ledger.release_content(req["sha256"], drop_id)
+    if effective in {"Failed", "Canceled"} and req.sha256 and not unsettled:
+        svc.ledger.release_content(req.sha256, drop_id)
     log.info("retry %s of %s ended %s; the drop is now %s", retry_id, drop_id, status, effective)
-    return {"status": status, "effective": effective, "name": PurePosixPath(req.get("source") or "").name}
+    return {"status": status, "effective": effective, "name": PurePosixPath(req.source or "").name}

@@ -31,9 +31,11 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from itertools import repeat
 from operator import itemgetter
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from dmf.fno.metadata import EntityMeta, FieldMeta, Snapshot
+from dmf.package.formats import FileKind, FormatRules
 from dmf.package.problems import Code, Problem, Severity
 from dmf.package.textstream import HEAD_BYTES, DecodeError, detect_encoding, iter_normalised_text, read_head
 
@@ -683,6 +685,37 @@ def preflight_xlsx(
     sink.result.rows = rows
     sink.result.checked = check
     return sink.result
+
+
+def preflight_raw(
+    path: Path,
+    rules: FormatRules,
+    snapshot: Snapshot | None,
+    opts: PreflightOptions,
+    named: tuple[str, str],
+    max_record_chars: int,
+    csv_out: BinaryIO | None = None,
+) -> PreflightResult | None:
+    """A raw file by its format (``named``: the file name reported, the entity label): a delimited file (with
+    a snapshot) or a workbook (``csv_out``: its rows as CSV-Unicode); None when F&O alone checks it (XML)."""
+    file_name, label = named
+    if rules.kind is FileKind.DELIMITED and snapshot is not None:
+        with path.open("rb") as f:
+            delimiter = rules.delimiter or ","
+            return preflight_delimited(
+                f,
+                snapshot=snapshot,
+                label=label,
+                delimiter=delimiter,
+                opts=opts,
+                file_name=file_name,
+                max_record_chars=max_record_chars,
+            )
+    if rules.kind is FileKind.EXCEL:
+        return preflight_xlsx(
+            str(path), snapshot=snapshot, label=label, opts=opts, file_name=file_name, csv_out=csv_out
+        )
+    return None
 
 
 def skipped(reason: str, file_name: str, label: str) -> PreflightResult:

@@ -12,7 +12,7 @@ import logging
 import re
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, BinaryIO
@@ -26,7 +26,8 @@ from dmf.package.problems import Problem
 from dmf.package.zipsafe import precheck
 from dmf.pipeline import preflight_step
 from dmf.pipeline.blobio import downloaded, sha256_blob, upload_file
-from dmf.pipeline.payloads import Drop, FinalizeDrop, PrepareItem
+from dmf.pipeline.payloads import ABSENT, Drop, FinalizeDrop, PrepareItem, to_wire
+from dmf.pipeline.results import Plan, PreparedItem
 from dmf.pipeline.services import Services
 from dmf.redact import redact
 from dmf.routing import RAW_EXTENSIONS, ResolvedRoute, RoutingError, resolve
@@ -51,24 +52,23 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _rejected(reason: str, **extra: Any) -> dict[str, Any]:
-    return {"action": "reject", "reason": reason, "items": [], **extra}
+def _rejected(reason: str, route: dict | None = ABSENT) -> Plan:
+    return Plan(action="reject", reason=reason, route=route)
 
 
 # -- plan ----------------------------------------------------------------------------------------------
 def plan_drop(svc: Services, req: Drop | dict[str, Any]) -> dict[str, Any]:
     """Route the blob, detect duplicates and list the items to prepare."""
-    req = Drop.of(req)
+    return to_wire(_plan(svc, Drop.of(req)))
+
+
+def _plan(svc: Services, req: Drop) -> Plan:
     drop_id, day, container, name = req.instance_id, req.day, req.container, req.name
     source = f"{container}/{name}"
     previous = svc.outcomes.get(day, drop_id) or {}
     if previous.get("Status") in FINAL_DROP_STATUSES:
         # This blob version was handled already (its orchestration was started again): touch nothing.
-        return {
-            "action": "already-done",
-            "reason": f"drop {drop_id} already ended {previous['Status']}",
-            "items": [],
-        }
+        return Plan(action="already-done", reason=f"drop {drop_id} already ended {previous['Status']}")
     svc.outcomes.upsert(
         day,
         drop_id,
@@ -125,33 +125,32 @@ def plan_drop(svc: Services, req: Drop | dict[str, Any]) -> dict[str, Any]:
     except ResourceModifiedError:
         reason = f"{source} was replaced by a newer upload before it was read; that version is its own drop"
         svc.outcomes.upsert(day, drop_id, {"Status": "Gone", "Reason": reason, "FinishedAt": _now()})
-        return {"action": "gone", "reason": reason, "items": []}
+        return Plan(action="gone", reason=reason)
     except ResourceNotFoundError:
         reason = f"{source} no longer exists (deleted or replaced before it was read)"
         svc.outcomes.upsert(day, drop_id, {"Status": "Gone", "Reason": reason, "FinishedAt": _now()})
-        return {"action": "gone", "reason": reason, "items": []}
+        return Plan(action="gone", reason=reason)
     if size == 0:
         return _rejected(f"{source} is empty", route=route.model_dump())
     svc.outcomes.upsert(day, drop_id, {"ContentSha256": sha, "SizeBytes": size})
     claim = svc.ledger.claim_content(sha, drop_id, source)
     if not claim.mine and not route.allow_duplicate_content:
-        return {
-            "action": "duplicate",
-            "reason": f"same content as {claim.source_blob} (drop {claim.owner}); not imported again",
-            "duplicate_of": claim.owner,
-            "route": route.model_dump(),
-            "sha256": sha,
-            "items": [],
-        }
+        return Plan(
+            action="duplicate",
+            reason=f"same content as {claim.source_blob} (drop {claim.owner}); not imported again",
+            duplicate_of=claim.owner,
+            route=route.model_dump(),
+            sha256=sha,
+        )
     base = {"route": route.model_dump(), "sha256": sha}
     if route.mode == "enqueue":
-        return {**base, "action": "enqueue", "items": [{"seq": 1, "kind": route.kind, "source": source}]}
+        return Plan(**base, action="enqueue", items=[{"seq": 1, "kind": route.kind, "source": source}])
     if route.kind == "batch":
-        return {**base, **_plan_batch_manifest(svc, drop_id, container, name, route)}
+        return replace(_plan_batch_manifest(svc, drop_id, container, name, route), **base)
     if route.kind == "package" and _is_batch_zip(blob, etag, svc.limits(route.max_rows_per_package)):
-        return {**base, **_plan_batch_zip(svc, drop_id, container, name, route)}
+        return replace(_plan_batch_zip(svc, drop_id, container, name, route), **base)
     item = {"seq": 1, "kind": route.kind, "source": source, "entity": route.entity, "etag": etag}
-    return {**base, "action": "import", "items": [item]}
+    return Plan(**base, action="import", items=[item])
 
 
 def _is_batch_zip(blob: Any, etag: str | None, limits: Any) -> bool:
@@ -176,9 +175,7 @@ def is_batch_zip(path: Path, limits: Any) -> bool:
     return any(n.endswith(".zip") or n.endswith(".batch.json") for n in lower)
 
 
-def _plan_batch_zip(
-    svc: Services, drop_id: str, container: str, name: str, route: ResolvedRoute
-) -> dict[str, Any]:
+def _plan_batch_zip(svc: Services, drop_id: str, container: str, name: str, route: ResolvedRoute) -> Plan:
     with downloaded(svc.blob(container, name), ".zip") as path, tempfile.TemporaryDirectory() as out:
         from dmf.package.batch import extract_batch_zip
 
@@ -205,12 +202,12 @@ def _plan_batch_zip(
             items.append(item)
     if not items:
         return _rejected("batch zip holds no packages")
-    return {"action": "import", "items": items}
+    return Plan(action="import", items=items)
 
 
 def _plan_batch_manifest(
     svc: Services, drop_id: str, container: str, name: str, route: ResolvedRoute
-) -> dict[str, Any]:
+) -> Plan:
     blob = svc.blob(container, name)
     if blob.get_blob_properties().size > MAX_BATCH_MANIFEST_BYTES:
         return _rejected("batch manifest is larger than 1 MiB")
@@ -241,7 +238,7 @@ def _plan_batch_manifest(
         return _rejected("batch manifest names files that do not exist: " + ", ".join(missing))
     if not items:
         return _rejected("batch manifest names no files")
-    return {"action": "import", "items": items, "members": [i["source"] for i in items]}
+    return Plan(action="import", items=items, members=[i["source"] for i in items])
 
 
 # -- prepare ---------------------------------------------------------------------------------------------
@@ -358,7 +355,7 @@ def prepare_item(svc: Services, req: PrepareItem | dict[str, Any]) -> dict[str, 
                     preflight_step.check_raw(svc, route, path, file_name, label, source_format, limits)
                 )
                 if pf.errors:
-                    return {"ok": False, "seq": seq, "problems": pf.errors, "packages": []}
+                    return _not_prepared(seq, pf.errors)
                 warnings += pf.warnings
                 path = pf.path or path
                 file_name = pf.file_name or file_name
@@ -378,11 +375,11 @@ def prepare_item(svc: Services, req: PrepareItem | dict[str, Any]) -> dict[str, 
             )
             if not prepared.ok:
                 problems = [str(p) for p in prepared.problems if _is_error(p)]
-                return {"ok": False, "seq": seq, "problems": problems, "packages": []}
+                return _not_prepared(seq, problems)
             if not raw:
                 pf = preflight_step.check_package(svc, route, path, prepared.packages[0].report, limits)
                 if pf.errors:
-                    return {"ok": False, "seq": seq, "problems": pf.errors, "packages": []}
+                    return _not_prepared(seq, pf.errors)
                 warnings += pf.warnings
             for k, pp in enumerate(prepared.packages, start=1):
                 staged = f"{svc.settings.staging_container}/{drop_id}/{seq:03d}-{k:02d}.zip"
@@ -393,12 +390,16 @@ def prepare_item(svc: Services, req: PrepareItem | dict[str, Any]) -> dict[str, 
                     upload_file(pp.path, svc.blob_at(staged), {"source": _ascii(item["source"])})
                 packages.append(_staged(staged, pp.report, pp.rows))
     except ResourceNotFoundError:
-        return {"ok": False, "seq": seq, "problems": [f"{item['source']} no longer exists"], "packages": []}
+        return _not_prepared(seq, [f"{item['source']} no longer exists"])
     except ResourceModifiedError:
         problem = f"{item['source']} was replaced by a newer upload while being prepared; that version is its own drop"
-        return {"ok": False, "seq": seq, "problems": [problem], "packages": []}
+        return _not_prepared(seq, [problem])
     preflight_step.record_warnings(svc, req.day, drop_id, seq, item["source"], warnings)
-    return {"ok": True, "seq": seq, "problems": [], "packages": packages, "warnings": warnings}
+    return to_wire(PreparedItem(ok=True, seq=seq, problems=[], packages=packages, warnings=warnings))
+
+
+def _not_prepared(seq: int, problems: list[str]) -> dict[str, Any]:
+    return to_wire(PreparedItem(ok=False, seq=seq, problems=problems, packages=[]))
 
 
 def item_source_format(item: dict[str, Any], route: ResolvedRoute) -> str:

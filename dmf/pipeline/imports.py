@@ -26,7 +26,8 @@ from dmf.fno.errors import FnoError, names_existing_execution
 from dmf.fno.models import ExecutionStatus
 from dmf.gate import gate_service
 from dmf.logs import log_context, ops_event
-from dmf.pipeline.payloads import CheckImport, ImportErrors, ImportResult, StartImport
+from dmf.pipeline.payloads import CheckImport, ImportErrors, ImportResult, StartImport, to_wire
+from dmf.pipeline.results import Checked, ErrorsFound, Recorded, Started, TargetKeys
 from dmf.pipeline.services import Services
 from dmf.redact import redact
 from dmf.storage.transfer import blob_client_for_url, copy_blob
@@ -58,17 +59,19 @@ def start_import(svc: Services, req: StartImport | dict[str, Any]) -> dict[str, 
             route["environment"], req.instance_id, datetime.fromisoformat(req.now)
         ):
             log.warning("the import permit for %s lapsed before the import; queueing again", exec_id)
-            return {**base, "state": "lost-gate"}
+            return to_wire(Started(**base, state="lost-gate"))
         if existing.get("ImportRequestedAt") and not existing.get("ImportRefused"):
             # A previous attempt may have reached F&O: ask before calling again.
             try:
                 status = api.get_execution_summary_status(exec_id)
             except FnoError as exc:
-                return {**base, "state": "ambiguous", "error": str(exc)}
+                return to_wire(Started(**base, state="ambiguous", error=str(exc)))
             if status is not ExecutionStatus.NOT_FOUND:
-                return {**base, "state": "started", "confirmed": True}
+                return to_wire(Started(**base, state="started", confirmed=True))
             if existing.get("ImportConfirmed") or not req.allow_recall:
-                return {**base, "state": "ambiguous", "confirmed": bool(existing.get("ImportConfirmed"))}
+                return to_wire(
+                    Started(**base, state="ambiguous", confirmed=bool(existing.get("ImportConfirmed")))
+                )
             log.warning(
                 "execution %s still unknown to F&O after the grace period; calling import again", exec_id
             )
@@ -103,10 +106,12 @@ def start_import(svc: Services, req: StartImport | dict[str, Any]) -> dict[str, 
             copy_blob(svc.blob_at(req.staged), dest)
         except FnoError as exc:
             # Nothing reached ImportFromPackage yet: safe to let the orchestrator retry later.
-            return {**base, "state": "retry" if exc.transient else "failed", "error": str(exc)}
+            return to_wire(Started(**base, state="retry" if exc.transient else "failed", error=str(exc)))
         except (AzureError, OSError) as exc:
             # The copy into F&O's blob failed (its URL may have expired): a fresh URL next time.
-            return {**base, "state": "retry", "error": redact(f"upload to F&O's blob failed: {exc}")}
+            return to_wire(
+                Started(**base, state="retry", error=redact(f"upload to F&O's blob failed: {exc}"))
+            )
         svc.outcomes.upsert(
             day,
             row,
@@ -131,13 +136,15 @@ def start_import(svc: Services, req: StartImport | dict[str, Any]) -> dict[str, 
                 svc.outcomes.upsert(day, row, {"ImportRefused": True})
                 log.info("ImportFromPackage for %s refused (HTTP %s); retry after %ss",
                          exec_id, exc.status, exc.retry_after)  # fmt: skip
-                return {**base, "state": "throttled", "retry_after": exc.retry_after, "error": str(exc)}
+                return to_wire(
+                    Started(**base, state="throttled", retry_after=exc.retry_after, error=str(exc))
+                )
             if names_existing_execution(exc, exec_id):
                 # An earlier attempt whose answer was lost did start it.
                 svc.outcomes.upsert(day, row, {"ImportConfirmed": True})
-                return {**base, "state": "started", "confirmed": True}
+                return to_wire(Started(**base, state="started", confirmed=True))
             if not exc.transient:
-                return {**base, "state": "failed", "error": str(exc)}
+                return to_wire(Started(**base, state="failed", error=str(exc)))
             # Ambiguous: the call may have started the import. Ask F&O about our id.
             try:
                 status = api.get_execution_summary_status(exec_id)
@@ -145,10 +152,10 @@ def start_import(svc: Services, req: StartImport | dict[str, Any]) -> dict[str, 
                 status = ExecutionStatus.NOT_FOUND
             if status is not ExecutionStatus.NOT_FOUND:
                 svc.outcomes.upsert(day, row, {"ImportConfirmed": True})
-                return {**base, "state": "started", "confirmed": True}
-            return {**base, "state": "ambiguous", "confirmed": False, "error": str(exc)}
+                return to_wire(Started(**base, state="started", confirmed=True))
+            return to_wire(Started(**base, state="ambiguous", confirmed=False, error=str(exc)))
         svc.outcomes.upsert(day, row, {"ImportConfirmed": True})
-        return {**base, "state": "started", "confirmed": True}
+        return to_wire(Started(**base, state="started", confirmed=True))
 
 
 def check_import(svc: Services, req: CheckImport | dict[str, Any]) -> dict[str, Any]:
@@ -165,7 +172,7 @@ def check_import(svc: Services, req: CheckImport | dict[str, Any]) -> dict[str, 
             error = None
         except FnoError as exc:
             status, error = "Unreachable", str(exc)
-    return {"status": status, "lease_ok": lease_ok, "error": error}
+    return to_wire(Checked(status=status, lease_ok=lease_ok, error=error))
 
 
 def collect_errors(svc: Services, req: ImportErrors | dict[str, Any]) -> dict[str, Any]:
@@ -200,13 +207,10 @@ def collect_errors(svc: Services, req: ImportErrors | dict[str, Any]) -> dict[st
             page = api.get_execution_summary_page_url(exec_id)
         except FnoError:
             page = None
-    return {
-        "error_count": count,
-        "messages": messages,
-        "files": files,
-        "pending_target_keys": pending,
-        "summary_page_url": page,
-    }
+    found = ErrorsFound(
+        error_count=count, messages=messages, files=files, pending_target_keys=pending, summary_page_url=page
+    )
+    return to_wire(found)
 
 
 def fetch_target_error_keys(svc: Services, req: ImportErrors | dict[str, Any]) -> dict[str, Any]:
@@ -225,7 +229,7 @@ def fetch_target_error_keys(svc: Services, req: ImportErrors | dict[str, Any]) -
         except FnoError as exc:
             log.info("target error keys for %s not fetched yet: %s", entity, exc)
         pending.append(entity)
-    return {"files": files, "pending": pending}
+    return to_wire(TargetKeys(files=files, pending=pending))
 
 
 def record_import_result(svc: Services, req: ImportResult | dict[str, Any]) -> dict[str, Any]:
@@ -278,7 +282,7 @@ def record_import_result(svc: Services, req: ImportResult | dict[str, Any]) -> d
         if req.observed_seconds:
             seconds = float(req.observed_seconds)
         svc.ledger.record_duration(route["environment"], route["data_project"], seconds)
-    return {"status": status}
+    return to_wire(Recorded(status=status))
 
 
 def _copy_error_file(svc: Services, url: str, dest: str) -> str:

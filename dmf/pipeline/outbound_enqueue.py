@@ -18,7 +18,8 @@ from azure.core.exceptions import AzureError, ResourceNotFoundError
 from dmf.fno.clients import package_api, recurring_api
 from dmf.fno.errors import FnoAuthError, FnoError
 from dmf.logs import log_context
-from dmf.pipeline.payloads import CheckMessage, Enqueue, EnqueueResult
+from dmf.pipeline.payloads import CheckMessage, Enqueue, EnqueueResult, to_wire
+from dmf.pipeline.results import Checked, Started
 from dmf.pipeline.services import Services
 from dmf.settings import Deployment
 from dmf.storage.transfer import stream_blob
@@ -75,22 +76,22 @@ def enqueue_source(svc: Services, req: Enqueue | dict[str, Any]) -> dict[str, An
     }
     if problem:
         svc.outcomes.upsert(day, row, {**base, "Status": "Failed", "Reason": problem})
-        return {"state": "failed", "error": problem}
+        return to_wire(Started(state="failed", error=problem))
     existing = svc.outcomes.get(day, row) or {}
     if existing.get("MessageId"):
-        return {"state": "enqueued", "message_id": existing["MessageId"]}
+        return to_wire(Started(state="enqueued", message_id=existing["MessageId"]))
     if existing.get("EnqueueRequestedAt"):
         reason = (
             "an earlier enqueue attempt ended without an answer; not sent again to avoid a second message "
             f"(look for external identifier {_external_id(req)!r} in F&O's message list)"
         )
-        return {"state": "failed", "error": reason}
+        return to_wire(Started(state="failed", error=reason))
     container, _, name = req.source.partition("/")
     blob = svc.blob(container, name)
     try:
         size = blob.get_blob_properties().size
     except ResourceNotFoundError:
-        return {"state": "failed", "error": f"{req.source} no longer exists"}
+        return to_wire(Started(state="failed", error=f"{req.source} no longer exists"))
     api = recurring_api(svc.settings, route["environment"])
     svc.outcomes.upsert(
         day,
@@ -117,14 +118,14 @@ def enqueue_source(svc: Services, req: Enqueue | dict[str, Any]) -> dict[str, An
                 svc.outcomes.upsert(day, row, {"Reason": str(exc)})
                 _clear_request(svc, day, row)
                 state = "retry" if exc.status == 429 or (refused and exc.transient) else "failed"
-                return {"state": state, "error": str(exc), "retry_after": exc.retry_after}
-            return {"state": "failed", "error": f"enqueue outcome unknown, not repeated: {exc}"}
+                return to_wire(Started(state=state, error=str(exc), retry_after=exc.retry_after))
+            return to_wire(Started(state="failed", error=f"enqueue outcome unknown, not repeated: {exc}"))
         except AzureError as exc:
             _clear_request(svc, day, row)
-            return {"state": "retry", "error": f"reading {req.source} failed: {exc}"}
+            return to_wire(Started(state="retry", error=f"reading {req.source} failed: {exc}"))
     svc.outcomes.upsert(day, row, {"MessageId": message_id, "Status": "Enqueued"})
     log.info("enqueued %s as message %s", req.source, message_id)
-    return {"state": "enqueued", "message_id": message_id}
+    return to_wire(Started(state="enqueued", message_id=message_id))
 
 
 def _clear_request(svc: Services, day: str, row: str) -> None:
@@ -148,8 +149,8 @@ def check_message(svc: Services, req: CheckMessage | dict[str, Any]) -> dict[str
     try:
         status = api.get_message_status(req.message_id)
     except FnoError as exc:
-        return {"status": "Unreachable", "terminal": False, "error": str(exc)}
-    return {"status": status.value, "terminal": status.is_terminal}
+        return to_wire(Checked(status="Unreachable", terminal=False, error=str(exc)))
+    return to_wire(Checked(status=status.value, terminal=status.is_terminal))
 
 
 def record_enqueue(svc: Services, req: EnqueueResult | dict[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from dmf.fno.errors import FnoError, names_existing_execution
 from dmf.fno.models import ExecutionStatus
 from dmf.logs import log_context
 from dmf.pipeline.ids import project_prefix, safe_name
-from dmf.pipeline.payloads import CheckExport, ExportPackage, ExportResult, StartExport
+from dmf.pipeline.payloads import CheckExport, ExportPackage, ExportResult, StartExport, to_wire
+from dmf.pipeline.results import Checked, Fetched, Recorded, Started
 from dmf.pipeline.services import Services
 from dmf.settings import ExportJob
 from dmf.storage import clients
@@ -158,11 +159,11 @@ def start_export(svc: Services, req: StartExport | dict[str, Any]) -> dict[str, 
             try:
                 status = api.get_execution_summary_status(exec_id)
             except FnoError as exc:
-                return {"state": "ambiguous", "error": str(exc)}
+                return to_wire(Started(state="ambiguous", error=str(exc)))
             if status is not ExecutionStatus.NOT_FOUND:
-                return {"state": "started"}
+                return to_wire(Started(state="started"))
             if not req.allow_recall:
-                return {"state": "ambiguous"}
+                return to_wire(Started(state="ambiguous"))
             log.warning("export %s still unknown to F&O after the grace period; calling again", exec_id)
         svc.outcomes.upsert(
             day,
@@ -189,28 +190,28 @@ def start_export(svc: Services, req: StartExport | dict[str, Any]) -> dict[str, 
                 exc.refused
             ):  # 429, or 503 with Retry-After: not started; the orchestrator waits and calls again
                 svc.outcomes.upsert(day, row, {"ExportRefused": True})
-                return {"state": "throttled", "error": str(exc), "retry_after": exc.retry_after}
+                return to_wire(Started(state="throttled", error=str(exc), retry_after=exc.retry_after))
             if names_existing_execution(exc, exec_id):
-                return {"state": "started"}  # an earlier call whose answer was lost started it
+                return to_wire(Started(state="started"))  # an earlier call whose answer was lost started it
             if not exc.transient:
-                return {"state": "failed", "error": str(exc)}
+                return to_wire(Started(state="failed", error=str(exc)))
             try:
                 status = api.get_execution_summary_status(exec_id)
             except FnoError:
                 status = ExecutionStatus.NOT_FOUND
             if status is not ExecutionStatus.NOT_FOUND:
-                return {"state": "started"}
-            return {"state": "ambiguous", "error": str(exc)}
-        return {"state": "started"}
+                return to_wire(Started(state="started"))
+            return to_wire(Started(state="ambiguous", error=str(exc)))
+        return to_wire(Started(state="started"))
 
 
 def check_export(svc: Services, req: CheckExport | dict[str, Any]) -> dict[str, Any]:
     req = CheckExport.of(req)
     api = package_api(svc.settings, req.environment)
     try:
-        return {"status": api.get_execution_summary_status(req.execution_id).value}
+        return to_wire(Checked(status=api.get_execution_summary_status(req.execution_id).value))
     except FnoError as exc:
-        return {"status": "Unreachable", "error": str(exc)}
+        return to_wire(Checked(status="Unreachable", error=str(exc)))
 
 
 def run_stamp(run_id: str) -> str:
@@ -241,9 +242,9 @@ def fetch_export(svc: Services, req: ExportPackage | dict[str, Any]) -> dict[str
     try:
         url = api.get_exported_package_url(req.execution_id)
     except FnoError as exc:
-        return {"ready": False, "error": str(exc), "permanent": not exc.transient}
+        return to_wire(Fetched(ready=False, error=str(exc), permanent=not exc.transient))
     if not url:
-        return {"ready": False}
+        return to_wire(Fetched(ready=False))
     path = archive_path(job["name"], req.day, req.package_name, req.run_id)
     src = blob_client_for_url(url, ca_bundle=s.fno_ca_bundle, timeout=s.fno_transfer_timeout_seconds)
     dest = svc.blob(s.archive_container, path)
@@ -262,13 +263,9 @@ def fetch_export(svc: Services, req: ExportPackage | dict[str, Any]) -> dict[str
     except Exception as exc:  # storage or network: the orchestrator retries a few times, then records it
         from dmf.redact import redact
 
-        return {"ready": False, "error": f"copying the package failed: {redact(exc)}"}
-    return {
-        "ready": True,
-        "archived": f"{s.archive_container}/{path}",
-        "size": result.size,
-        "method": result.method,
-    }
+        return to_wire(Fetched(ready=False, error=f"copying the package failed: {redact(exc)}"))
+    archived = f"{s.archive_container}/{path}"
+    return to_wire(Fetched(ready=True, archived=archived, size=result.size, method=result.method))
 
 
 def record_export(svc: Services, req: ExportResult | dict[str, Any]) -> dict[str, Any]:
@@ -311,7 +308,7 @@ def record_export(svc: Services, req: ExportResult | dict[str, Any]) -> dict[str
     )
     if req.guard:
         svc.ledger.finish_run(req.guard, req.guard_token or req.run_id)
-    return {"status": status, "warnings": warnings}
+    return to_wire(Recorded(status=status, warnings=warnings))
 
 
 def guard_max_age(poll_deadline_minutes: float) -> timedelta:

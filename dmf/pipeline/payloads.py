@@ -2,7 +2,8 @@
 
 Orchestrators build these and pass ``to_wire(payload)`` (activities take a plain JSON ``dict``: the worker
 refuses anything else); ``dmf.pipeline`` functions read them back with ``Model.of(req)`` (a payload or its
-wire dict). Each key is spelled once, here.
+wire dict). Each key is spelled once, here; what activities answer is typed the same way in
+``dmf/pipeline/results.py``.
 
 In-flight compatibility (history replays, orchestrations started by an older version): ``from_wire``
 ignores keys it does not know, and fields defaulting to ``ABSENT`` stay off the wire until set, so a key
@@ -358,3 +359,32 @@ class DrainResult(DrainOf):
     finished_at: str
     guard: str | None = None
     guard_token: str | None = None
+
+
+# -- the import gate (``activities/gate.py``) --------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateTicket(Payload):
+    """``gate_enqueue`` and ``gate_try_acquire``: a package orchestration's place (``ticket``) at the
+    environment's gate, at the orchestration's ``now``."""
+
+    environment: str
+    ticket: str
+    instance_id: str
+    execution_id: str | None = ABSENT
+    now: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateRenew(GateTicket):
+    """``gate_renew``: keep the permit ``lease_seconds`` from ``now`` (over a long planned wait)."""
+
+    lease_seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class GateRelease(GateTicket):
+    """``gate_release``: kept while F&O may still run the execution (``maybe_running``)."""
+
+    maybe_running: bool = False

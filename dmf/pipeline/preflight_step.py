@@ -22,9 +22,8 @@ from dmf.package.preflight import (
     PreflightResult,
     as_outcome,
     package_data_files,
-    preflight_delimited,
     preflight_member,
-    preflight_xlsx,
+    preflight_raw,
     skipped,
 )
 from dmf.package.zipsafe import Budget, header_problems, precheck, workbook_has_dtd
@@ -109,18 +108,9 @@ def check_raw(
         out.add(skipped("the route's template package maps the columns", file_name, label), "warn")
         yield out
         return
+    named = (file_name, label)
     if rules.kind is FileKind.DELIMITED and snap is not None:
-        with path.open("rb") as f:
-            result = preflight_delimited(
-                f,
-                snapshot=snap,
-                label=label,
-                delimiter=rules.delimiter or ",",
-                opts=opts,
-                file_name=file_name,
-                max_record_chars=limits.max_record_chars,
-            )
-        out.add(result, opts.mode)
+        out.add(preflight_raw(path, rules, snap, opts, named, limits.max_record_chars), opts.mode)
         yield out
         return
     if rules.kind is FileKind.EXCEL:
@@ -132,14 +122,8 @@ def check_raw(
             csv_path = Path(tmp) / "converted.csv"
             try:
                 with csv_path.open("wb") as dest:
-                    result = preflight_xlsx(
-                        str(path),
-                        snapshot=snap,
-                        label=label,
-                        opts=opts,
-                        file_name=file_name,
-                        csv_out=dest if convert else None,
-                    )
+                    csv_out = dest if convert else None
+                    result = preflight_raw(path, rules, snap, opts, named, limits.max_record_chars, csv_out)
             except Exception as exc:  # openpyxl raises many types for a broken workbook: the build says so
                 log.info("pre-flight: workbook unreadable (%s)", type(exc).__name__)
                 yield out
