@@ -101,6 +101,11 @@ def _gate(storm: Storm) -> dict[str, Callable[[Any], Any]]:
     return {"gate_enqueue": enqueue, "gate_try_acquire": try_acquire, "gate_renew": renew}
 
 
+def _outbound_config(storm: Storm) -> dict:
+    """``outbound_config``'s whole answer (the drain's budgets are not used by these orchestrations)."""
+    return {"poll": _policy(storm), "batch_messages": 10, "batch_seconds": 60.0, "workers": 2}
+
+
 def _import(storm: Storm, answers: dict[str, list], real: dict[str, Callable], **poll: float) -> Durable:
     staged = f"{storm.svc.settings.staging_container}/drop-b1/001.zip"
     storm.svc.blob_at(staged).upload_blob(customer_groups_package(["B1"]), overwrite=True)
@@ -220,7 +225,7 @@ def test_package_url_loop_stops_after_its_failures(storm: Storm) -> None:
         inp,
         instance_id="export-budget",
         activities={
-            "outbound_config": [{"poll": _policy(storm)}],
+            "outbound_config": [_outbound_config(storm)],
             "export_start": [{"state": "started"}],
             "export_check": [{"status": "Succeeded"}],
         },
@@ -250,7 +255,7 @@ def test_enqueue_loop_sends_its_budget_of_times(storm: Storm) -> None:
     s = Durable(
         inp,
         instance_id="drop-e1-enqueue",
-        activities={"outbound_config": [{"poll": _policy(storm)}]},
+        activities={"outbound_config": [_outbound_config(storm)]},
         real={
             "enqueue_send": _svc(outbound_enqueue.enqueue_source, storm),
             "enqueue_record": _svc(outbound_enqueue.record_enqueue, storm),
