@@ -24,7 +24,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ca-out", type=Path, help="copy the CA certificate (PEM) here for clients to trust")
     parser.add_argument("--state-dir", type=Path, help="where certificates are written (default: temporary)")
     parser.add_argument(
-        "--api-latency-ms", type=float, help="delay every F&O call (not the token) this long (config api_latency_ms)"
+        "--api-latency-ms",
+        type=float,
+        help="delay every F&O call (not the token) this long (config api_latency_ms)",
     )
     parser.add_argument(
         "--print-default-config", action="store_true", help="print the default config and exit"
