@@ -30,7 +30,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
-import io
 import logging
 import os
 import time
@@ -210,15 +209,15 @@ def stream_to_blob(
     return CopyResult("stream", size, base64.b64encode(digest).decode())
 
 
-class _ChunkReader(io.RawIOBase):
-    """A request body read from an iterator of chunks, hashed and counted as the HTTP client reads it.
+class _Body:
+    """A request body streamed from an iterator of chunks, hashed and counted as they go out.
 
-    ``len()`` and ``tell()`` let ``requests`` send it with a Content-Length (not chunked) and stream it."""
+    Iterable with a ``len()``: ``requests`` sends it with that Content-Length (not chunked), and the HTTP
+    client writes each chunk as it comes (a file-like body would be read 16 KiB at a time)."""
 
     def __init__(self, chunks: Iterable[bytes], size: int, hash_it: bool = True) -> None:
-        self._chunks = iter(chunks)
+        self._chunks = chunks
         self._size = size
-        self._buf = memoryview(b"")
         # Azure's Content-MD5, not security; not needed when the service checks a known one
         self.md5 = hashlib.md5(usedforsecurity=False) if hash_it else None
         self.sent = 0
@@ -226,29 +225,16 @@ class _ChunkReader(io.RawIOBase):
     def __len__(self) -> int:
         return self._size
 
-    def readable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self.sent
-
-    def readinto(self, buffer: memoryview | bytearray) -> int:  # type: ignore[override]
-        while not self._buf:
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                if self.sent != self._size:  # never leave the service waiting for announced bytes
-                    raise OSError(f"the source gave {self.sent} bytes, {self._size} were announced")
-                return 0
+    def __iter__(self) -> Iterator[bytes]:
+        for chunk in self._chunks:
             if self.sent + len(chunk) > self._size:
                 raise OSError(f"the source gives more than the {self._size} bytes announced")
             if self.md5 is not None:
                 self.md5.update(chunk)
-            self._buf = memoryview(chunk)
-        n = min(len(buffer), len(self._buf))
-        buffer[:n] = self._buf[:n]
-        self._buf = self._buf[n:]
-        self.sent += n
-        return n
+            self.sent += len(chunk)
+            yield chunk
+        if self.sent != self._size:  # never leave the service waiting for announced bytes
+            raise OSError(f"the source gave {self.sent} bytes, {self._size} were announced")
 
 
 def _put_once(
@@ -261,9 +247,9 @@ def _put_once(
 ) -> str:
     from azure.storage.blob._generated.models import BlobHTTPHeaders
 
-    body = _ChunkReader(chunks, size, hash_it=content_md5 is None)
+    body = _Body(chunks, size, hash_it=content_md5 is None)
     # The SDK's public upload_blob reads a single-put body into memory; its generated Put Blob operation
-    # (the same pipeline: credential, timeouts, logging) streams a file-like body of known length.
+    # (the same pipeline: credential, timeouts, logging) streams a body of known length.
     dest._client.block_blob.upload(
         content_length=size,
         body=body,
@@ -296,6 +282,7 @@ def upload_stream(
     metadata: dict[str, str] | None = None,
     content_type: str | None = None,
     content_md5: bytes | None = None,
+    attempts: int | None = None,
 ) -> CopyResult:
     """Write ``size`` bytes from ``open_chunks()`` (a fresh iterable per call) to ``dest``; size and MD5.
 
@@ -305,13 +292,14 @@ def upload_stream(
     """
     if size > SINGLE_PUT_MAX:
         return stream_to_blob(open_chunks(), dest, metadata=metadata, content_type=content_type)
-    for attempt in range(1, PUT_ATTEMPTS + 1):
+    attempts = attempts or PUT_ATTEMPTS  # 1 for a source that can be read only once
+    for attempt in range(1, attempts + 1):
         try:
             md5 = _put_once(dest, open_chunks(), size, metadata, content_type, content_md5)
             return CopyResult("stream", size, md5)
         except (ServiceRequestError, ServiceResponseError, HttpResponseError) as exc:
             status = getattr(exc, "status_code", None)
-            if attempt == PUT_ATTEMPTS or (status is not None and status < 500):
+            if attempt == attempts or (status is not None and status < 500):
                 raise
             log.warning("put of %s failed (%s); repeating it whole", redact_url(dest.url), type(exc).__name__)
             time.sleep(attempt)
