@@ -286,10 +286,11 @@ def report(
         "Every F&O call (dequeue, download, ack) waits the emulator's `api_latency_ms`; every storage "
         "request of every variant goes through `bench/latency_proxy.py`. Per message the naive loop makes "
         "3 F&O calls (dequeue, download, ack) one after another and keeps no record; the baseline. The "
-        "app's drain makes the same 3 F&O calls, plus the archive index claim (overlapping the download), "
-        "one Put Blob carrying a service-checked Content-MD5 and the verified mark (before the ack), and "
-        "the outcome row (written while the worker dequeues its next message). Best of "
-        f"{ns.rounds} interleaved rounds per variant.",
+        "app's drain makes the same 3 F&O calls per message plus 3 storage requests: the archive index "
+        "claim (racing the download, awaited before any write), one Put Blob carrying a service-checked "
+        "Content-MD5 and the verified mark (before the ack), and the outcome row (after the ack, off the "
+        "worker's path). A worker dequeues its next message while the current one's Put Blob and ack run "
+        f"(at most 2 messages per worker in flight). Best of {ns.rounds} interleaved rounds per variant.",
         "",
         "| variant | messages | seconds | messages/s | vs naive |",
         "|---|---:|---:|---:|---:|",
