@@ -59,7 +59,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_WORKERS = 4  # messages in flight per drain; each finishes (ack included) before the next dequeue
+DEFAULT_WORKERS = 4  # per drain; each holds at most its current message and the next (see the safety rules)
 BATCH_MESSAGES = 100  # per activity call: keeps one activity well under the function timeout
 BATCH_SECONDS = 120.0
 
