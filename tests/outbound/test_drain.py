@@ -356,3 +356,17 @@ def test_a_first_delivery_whose_claim_finds_a_verified_archive_adopts_it(env: En
     row = env.rows("message")[0]
     assert row["Status"] == "Archived" and "earlier attempt" in row["Reason"]
     assert idx.get(EXPORT_ACTIVITY, cid).archived
+
+
+def test_a_message_costs_three_fno_calls_and_no_index_write_after_its_claim(env: Env) -> None:
+    """Dequeue, download, ack per message (plus the dequeue that finds the queue empty), as the simplest
+    loop makes; the index row is claimed once and, the ack having succeeded, never rewritten."""
+    cids = [env.emu.admin.seed_outbound(EXPORT_ACTIVITY, _payload(n)) for n in range(4)]
+    res = _drain(env, workers=1)
+    assert res["archived"] == 4 and res["empty"], res
+    calls = [c["endpoint"] for c in env.emu.admin.calls() if c["endpoint"] in ("dequeue", "download", "ack")]
+    assert sorted(calls) == sorted(["dequeue"] * 5 + ["download"] * 4 + ["ack"] * 4)
+    idx = archive_index(env.svc)
+    for cid in cids:
+        entry = idx.get(EXPORT_ACTIVITY, cid)
+        assert entry is not None and not entry.archived  # claimed; the acked message never comes back
