@@ -1,12 +1,17 @@
 """Benchmark: recurring-export drains against the F&O emulator (its own process) and Azurite.
 
-1. Throughput: 500 small messages drained by the app's ``drain_batch`` (archive + verify + ack + outcome
-   row per message) beside naive loops in the same run: dequeue → download → ack, one at a time (with and
-   without writing the archive blob).
+1. Throughput with F&O-like latency: small messages drained by the app's ``drain_batch`` (archive + verify +
+   ack + outcome row per message), with the default worker count and with one worker, beside naive loops in
+   the same run: dequeue → download → ack, one at a time (with and without writing the archive blob). The
+   emulator delays every F&O call (dequeue, download, ack; not the token) by ``--api-latency-ms``, and every
+   client (the app and the naive loops alike) reaches Azurite through ``bench/latency_proxy.py``, which
+   delays each storage request by ``--storage-latency-ms``. ``--api-latency-ms 0 --storage-latency-ms 0``
+   measures on bare loopback.
 2. Memory: one 1 GiB message drained in a child process (the "worker"); peak RSS is sampled every 10 ms and
    reported above the child's idle RSS (measured after a warm-up drain of a small message).
 
-Run: ``.venv/bin/python bench/outbound_drain.py [--messages 500] [--big-mib 1024] [--out bench/results/outbound.md]``
+Run: ``.venv/bin/python -m bench.outbound_drain [--messages 100] [--api-latency-ms 150]
+[--storage-latency-ms 20] [--big-mib 1024] [--out bench/results/outbound.md]``
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import requests
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.latency_proxy import LatencyProxy  # noqa: E402
 from local.azurite import Azurite  # noqa: E402
 
 ACTIVITY = "{6D31E09F-0249-459F-94F0-AAD9C2C47B64}"
@@ -37,11 +43,12 @@ ACTIVITY = "{6D31E09F-0249-459F-94F0-AAD9C2C47B64}"
 class EmulatorProcess:
     """``python -m local.fno_emulator`` on a free port; admin calls over its HTTPS /_emulator routes."""
 
-    def __init__(self, conn: str) -> None:
+    def __init__(self, conn: str, latency_ms: float = 0.0) -> None:
         self.dir = Path(tempfile.mkdtemp(prefix="bench-emu-"))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "local.fno_emulator", "--port", "0", "--storage-connection-string", conn,
-             "--ca-out", str(self.dir / "ca.pem"), "--state-dir", str(self.dir / "state")],
+             "--ca-out", str(self.dir / "ca.pem"), "--state-dir", str(self.dir / "state"),
+             "--api-latency-ms", str(latency_ms)],
             cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True,
         )  # fmt: skip
         info: dict[str, str] = {}
@@ -78,9 +85,9 @@ class EmulatorProcess:
         self.proc.wait(10)
 
 
-def app_env(az: Azurite, emu: EmulatorProcess, tag: str) -> dict[str, str]:
+def app_env(storage: str, emu: EmulatorProcess, tag: str) -> dict[str, str]:
     return {
-        "DATA_STORAGE": az.connection_string,
+        "DATA_STORAGE": storage,
         "FNO_ENVIRONMENTS": "main",
         "FNO_MAIN_BASE_URL": emu.base_url,
         "FNO_MAIN_AUTHORITY": emu.base_url,
@@ -135,21 +142,34 @@ def naive(svc, archive: bool) -> int:
     return n
 
 
-def throughput(az: Azurite, emu: EmulatorProcess, messages: int, rounds: int) -> list[tuple[str, int, float]]:
+def proxied(az: Azurite, proxy: LatencyProxy) -> str:
+    """Azurite's connection string with every endpoint behind the latency proxy."""
+    conn = az.connection_string
+    for target, port in proxy.ports.items():
+        conn = conn.replace(f"127.0.0.1:{target}/", f"127.0.0.1:{port}/")
+    return conn
+
+
+def throughput(
+    storage: str, emu: EmulatorProcess, messages: int, rounds: int
+) -> list[tuple[str, int, float]]:
     """Each variant ``rounds`` times, interleaved (the machine is shared: noise hits all alike); best kept."""
+    from dmf.pipeline.drain import DEFAULT_WORKERS
+
     payloads = [os.urandom(2048) for _ in range(messages)]
-    variants = [("app drain_batch, 4 workers", "app4"), ("naive loop (no archive)", "naive"),
-                ("naive loop + archive blob", "naive-archive"), ("app drain_batch, 1 worker", "app1")]  # fmt: skip
-    best: dict[str, tuple[str, int, float]] = {}
+    variants = [(f"app drain_batch, {DEFAULT_WORKERS} workers (default)", DEFAULT_WORKERS),
+                ("naive loop (no archive)", "naive"), ("naive loop + archive blob", "naive-archive"),
+                ("app drain_batch, 1 worker", 1)]  # fmt: skip
+    best: dict[object, tuple[str, int, float]] = {}
     for _ in range(rounds):
         for label, kind in variants:
             emu.reset()
-            svc = services_for(app_env(az, emu, "b" + uuid.uuid4().hex[:10]))
+            svc = services_for(app_env(storage, emu, "b" + uuid.uuid4().hex[:10]))
             for p in payloads:
                 emu.seed(p)
             t0 = time.perf_counter()
-            if kind.startswith("app"):
-                res = drain(svc, messages, 4 if kind == "app4" else 1, f"bench-{kind}")
+            if isinstance(kind, int):
+                res = drain(svc, messages, kind, f"bench-{kind}")
                 done = res["archived"]
                 assert res["failed"] == 0 and done == messages, res
             else:
@@ -194,9 +214,9 @@ def child(env_json: str) -> None:
     print(json.dumps({"idle_rss": idle, "peak_rss": peak, "seconds": elapsed, "size": size}))
 
 
-def memory(az: Azurite, emu: EmulatorProcess, mib: int) -> dict:
+def memory(storage: str, emu: EmulatorProcess, mib: int) -> dict:
     emu.reset()
-    env = app_env(az, emu, "m" + uuid.uuid4().hex[:10])
+    env = app_env(storage, emu, "m" + uuid.uuid4().hex[:10])
     emu.seed(os.urandom(4096))
     big = Path(tempfile.mkdtemp(prefix="bench-big-")) / "big.bin"
     block = os.urandom(1 << 20)
@@ -219,7 +239,9 @@ def memory(az: Azurite, emu: EmulatorProcess, mib: int) -> dict:
 
 def main() -> int:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--messages", type=int, default=500)
+    ap.add_argument("--messages", type=int, default=100)
+    ap.add_argument("--api-latency-ms", type=float, default=150.0, help="added to every F&O call")
+    ap.add_argument("--storage-latency-ms", type=float, default=20.0, help="added to every storage request")
     ap.add_argument("--big-mib", type=int, default=1024)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--out", type=Path, default=ROOT / "bench/results/outbound.md")
@@ -228,34 +250,47 @@ def main() -> int:
     if ns.child:
         child(ns.child)
         return 0
+    load = os.getloadavg()[0]
     with Azurite() as az:
-        emu = EmulatorProcess(az.connection_string)
+        # The emulator's own storage is direct: its latency knob stands for F&O's whole answer.
+        emu = EmulatorProcess(az.connection_string, ns.api_latency_ms)
+        proxy = LatencyProxy([az.blob_port, az.queue_port, az.table_port], ns.storage_latency_ms)
         try:
-            tp = throughput(az, emu, ns.messages, ns.rounds)
-            mem = memory(az, emu, ns.big_mib) if ns.big_mib else None
+            storage = proxied(az, proxy)
+            tp = throughput(storage, emu, ns.messages, ns.rounds)
+            mem = memory(storage, emu, ns.big_mib) if ns.big_mib else None
         finally:
+            proxy.stop()
             emu.stop()
-    report(ns, tp, mem)
+    report(ns, tp, mem, (load, os.getloadavg()[0]))
     return 0
 
 
-def report(ns: argparse.Namespace, tp: list[tuple[str, int, float]], mem: dict | None) -> None:
+def report(
+    ns: argparse.Namespace, tp: list[tuple[str, int, float]], mem: dict | None, load: tuple[float, float]
+) -> None:
     base = next(r for r in tp if r[0].startswith("naive loop (no"))
     base_rate = base[1] / base[2]
     lines = [
         "# Outbound benchmarks",
         "",
         f"Measured {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on this machine "
-        f"({os.cpu_count()} CPUs); `python bench/outbound_drain.py --messages {ns.messages} "
+        f"({os.cpu_count()} CPUs, shared; load average {load[0]:.1f} at the start, {load[1]:.1f} at the end); "
+        f"`.venv/bin/python -m bench.outbound_drain --messages {ns.messages} --rounds {ns.rounds} "
+        f"--api-latency-ms {ns.api_latency_ms:g} --storage-latency-ms {ns.storage_latency_ms:g} "
         f"--big-mib {ns.big_mib}`. F&O emulator in its own process (HTTPS), Azurite from npm.",
         "",
-        f"## Draining {ns.messages} small messages (2 KiB each)",
+        f"## Draining {ns.messages} small messages (2 KiB each), {ns.api_latency_ms:g} ms per F&O call, "
+        f"{ns.storage_latency_ms:g} ms per storage request",
         "",
-        "Per message the app's drain makes 7 round trips: dequeue, claim in the archive index, download, "
-        "one Put Blob with a service-checked Content-MD5, mark archived, ack, outcome row. The naive loops "
-        "make 3 (4 with the archive blob) and keep no record; the baseline is the naive loop without "
-        f"archive. Best of {ns.rounds} interleaved rounds per variant (2 shared CPUs also run the emulator "
-        "and Azurite, so the drain is CPU-bound and extra workers buy little here).",
+        "Every F&O call (dequeue, download, ack) waits the emulator's `api_latency_ms`; every storage "
+        "request of every variant goes through `bench/latency_proxy.py`. Per message the naive loop makes "
+        "3 F&O calls (dequeue, download, ack) one after another and keeps no record; the baseline. The "
+        "app's drain makes the same 3 F&O calls per message plus 3 storage requests: the archive index "
+        "claim (racing the download, awaited before any write), one Put Blob carrying a service-checked "
+        "Content-MD5 and the verified mark (before the ack), and the outcome row (after the ack, off the "
+        "worker's path). A worker dequeues its next message while the current one's Put Blob and ack run "
+        f"(at most 2 messages per worker in flight). Best of {ns.rounds} interleaved rounds per variant.",
         "",
         "| variant | messages | seconds | messages/s | vs naive |",
         "|---|---:|---:|---:|---:|",

@@ -24,7 +24,7 @@ benches=(
   bench.inbound_memory_1gb        # staging + uploading a 1 GB package: peak memory vs read-it-all
   bench.inbound_fifty_packages    # 50 packages at once: elapsed vs sum of durations, status calls
   bench.events                    # pushed completion (F&O business event) vs polling: delay and status calls
-  bench.outbound_drain            # draining 500 messages vs a naive loop; 1 GiB message memory
+  bench.outbound_drain            # draining 100 messages vs a naive loop, F&O-like latency; 1 GiB message memory
   bench.operators_index           # operators: file history and a day's failures, index vs full-table scan
   bench.cold_start                # import function_app vs a bare DFApp: CPU, wall time, memory
   bench.preflight                 # pre-flight of a 1 GiB raw CSV vs building its packages; memory

@@ -24,8 +24,9 @@ from dmf.fno.models import (
     parse_json_string,
     unwrap_value,
 )
-from dmf.fno.transfer import DownloadStream
+from dmf.fno.transfer import DownloadStream, chunk_source
 from dmf.redact import redact_url, scrub
+from dmf.storage.transfer import SINGLE_PUT_MAX, upload_stream
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +95,8 @@ class PackageApi:
     def upload_to_write_url(
         self, blob_url: str, data: IO[bytes] | Iterable[bytes] | bytes, length: int | None
     ) -> None:
-        """Stream ``data`` to the SAS URL as a block blob (single put when small, blocks when large).
+        """Stream ``data`` to the SAS URL as a block blob: one streamed Put Blob when ``length`` is known (up
+        to ``SINGLE_PUT_MAX``), else a single put when small and blocks when large.
 
         Blocks go up ``upload_concurrency`` at a time; the SDK reads the source in order (or, for a
         seekable file of known ``length``, each block's own range) and holds at most that many blocks.
@@ -110,6 +112,14 @@ class PackageApi:
             min_large_block_upload_threshold=BLOCK_SIZE + 1,
         )
         try:
+            if length is not None and length <= SINGLE_PUT_MAX:
+                # One streamed Put Blob (dmf.storage.transfer.upload_stream): Put Block costs the storage
+                # service several times the work per byte, and the write URL takes up to 5,000 MiB at once.
+                source, attempts = chunk_source(data)
+                upload_stream(
+                    source, length, blob, content_type="application/octet-stream", attempts=attempts
+                )
+                return
             blob.upload_blob(
                 data,
                 length=length,

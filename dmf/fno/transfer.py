@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO
 
 import requests
 
@@ -55,3 +56,24 @@ class DownloadStream(io.RawIOBase):
     def close(self) -> None:
         self._resp.close()
         super().close()
+
+
+def chunk_source(
+    data: IO[bytes] | Iterable[bytes] | bytes, chunk_size: int = 4 * CHUNK
+) -> tuple[Callable[[], Iterable[bytes]], int]:
+    """``data`` as a source for a streamed upload: a way to read it from its start, and how many times
+    that works (a seekable file or bytes: as often as asked; an iterator: once, so no repeat)."""
+    if isinstance(data, bytes | bytearray | memoryview):
+        view = memoryview(data)
+        return (lambda: (view[i : i + chunk_size] for i in range(0, len(view), chunk_size))), 3
+    if hasattr(data, "read"):
+        f: IO[bytes] = data  # type: ignore[assignment]
+        start = f.tell() if f.seekable() else None
+
+        def from_start() -> Iterator[bytes]:
+            if start is not None:
+                f.seek(start)
+            return iter(lambda: f.read(chunk_size), b"")
+
+        return from_start, (3 if start is not None else 1)
+    return (lambda: data), 1  # type: ignore[return-value]

@@ -1,21 +1,28 @@
 """The archive of recurring-export messages: names, the archive index, and writing one message once.
 
 - The archive path is claimed in an index (ledger table, partition ``outbound-archive``, one row per
-  activity + correlation id) before any byte is written, and marked archived after the blob is committed
-  and verified. A redelivered message (an id already in the index) is acked without a second archive; a
-  crash between commit and index update is recognised from the blob's own metadata (``verified=1``).
-- An archive is verified (size and MD5 against what was downloaded) before anything may acknowledge it.
+  activity + correlation id) before any byte is written. A redelivered message finds the claim: an archive
+  committed and verified by the earlier attempt is recognised from the blob's own metadata (``verified=1``)
+  and adopted, never written again. The index row is marked archived only when the drain could not
+  acknowledge the message (``mark_archived``): that is the one case F&O redelivers a message whose archive
+  is known, and the mark lets the redelivery be acked without listing blobs. An acked message never returns,
+  so the mark would be a table write per message that nothing reads.
+- An archive is verified (size and MD5 against what was downloaded, size against what F&O announced) before
+  anything may acknowledge it: a small message in one Put Blob whose Content-MD5 the service checks as it
+  commits, a large one read back after its blocks are committed.
 """
 
 from __future__ import annotations
 
 import base64
+import contextvars
 import hashlib
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from azure.core.exceptions import AzureError, ResourceExistsError, ResourceNotFoundError
 
@@ -26,6 +33,8 @@ from dmf.storage.outcomes import safe_key
 from dmf.storage.transfer import stream_to_blob
 
 if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
     from azure.data.tables import TableClient
     from azure.storage.blob import BlobClient
 
@@ -150,35 +159,117 @@ class FileGone(RuntimeError):
 # -- writing one message -------------------------------------------------------------------------------
 
 
-def archive_message(
+@dataclass(frozen=True)
+class Archived:
+    """Where a message's archive is, and whether this attempt wrote it, adopted it or found it indexed."""
+
+    path: str
+    size: int | None
+    md5: str | None
+    how: Literal["written", "adopted", "duplicate"]
+
+
+def archive_once(
     svc: Services,
     index: ArchiveIndex,
     export: RecurringExport,
     msg: DequeuedMessage,
-    entry: IndexEntry,
+    stem: str,
     run_id: str,
-) -> tuple[int, str | None, str, bool]:
-    """Stream the download into the archive blob; returns (size, md5, path, adopted-existing).
+    pool: Executor | None = None,
+    downloaded: Callable[[], None] | None = None,
+) -> Archived:
+    """Claim ``stem`` in the index, then archive the message there, or adopt or find an earlier archive.
 
-    ``entry.path`` is the claimed name without its extension (known only once the first bytes arrive).
+    On a first delivery the claim runs on ``pool`` while the download starts: nothing is written before the
+    claim has answered, so the one-archive rule holds whichever comes back first. A redelivery (or a file
+    F&O reports gone) is claimed first, so a message archived earlier is not downloaded again.
+    ``downloaded()`` is called once every byte is in hand and the archive is being written.
     """
-    s = svc.settings
     cid = msg.correlation_id
-    cc = clients.container(s, s.archive_container)
-    if not entry.fresh:
-        # Claimed by an earlier attempt that did not finish: its blob may have been committed before a crash.
-        for props in cc.list_blobs(name_starts_with=entry.path, include=["metadata"]):
-            adopted = _adopt_existing(cc.get_blob_client(props.name), cid)
-            if adopted is not None:
-                index.mark_archived(export.activity_id, cid, props.name, adopted[0], adopted[1])
-                return adopted[0], adopted[1], props.name, True
+
+    def claim() -> IndexEntry:
+        return index.claim(export.activity_id, cid, stem, run_id)
+
+    if pool is not None and not msg.last_dequeue_datetime and msg.is_download_file_exist is not False:
+        pending = pool.submit(contextvars.copy_context().run, claim)
+        return _download_and_write(svc, index, export, msg, pending.result, run_id, downloaded)
+    entry = claim()
+    earlier = _earlier_archive(svc, index, export, cid, entry)
+    if earlier is not None:
+        return earlier
     if msg.is_download_file_exist is False:
         raise FileGone(
             f"F&O reports the file is gone: {msg.file_download_error_message or 'IsDownLoadFileExist=false'}"
         )
+    return _download_and_write(svc, index, export, msg, lambda: entry, run_id, downloaded)
+
+
+def _earlier_archive(
+    svc: Services, index: ArchiveIndex, export: RecurringExport, cid: str, entry: IndexEntry
+) -> Archived | None:
+    """The archive an earlier attempt left: indexed (a redelivery), or committed and verified before the
+    attempt stopped (recognised by its metadata, then indexed); None when this attempt must write it."""
+    if entry.archived:
+        return Archived(entry.path, entry.size, entry.md5, "duplicate")
+    if entry.fresh:
+        return None
+    cc = clients.container(svc.settings, svc.settings.archive_container)
+    for props in cc.list_blobs(name_starts_with=entry.path, include=["metadata"]):
+        adopted = _adopt_existing(cc.get_blob_client(props.name), cid)
+        if adopted is not None:
+            index.mark_archived(export.activity_id, cid, props.name, adopted[0], adopted[1])
+            return Archived(props.name, adopted[0], adopted[1], "adopted")
+    return None
+
+
+def _download_and_write(
+    svc: Services,
+    index: ArchiveIndex,
+    export: RecurringExport,
+    msg: DequeuedMessage,
+    claimed: Callable[[], IndexEntry],
+    run_id: str,
+    downloaded: Callable[[], None] | None = None,
+) -> Archived:
+    """Stream the download into the claimed archive name (extension from the first bytes), verified.
+
+    ``claimed()`` gives the index entry (it may still be on its way); it is awaited before any write.
+    """
+    s = svc.settings
+    cid = msg.correlation_id
     api = recurring_api(s, export.environment)
-    metadata = {
-        "correlation_id": cid,
+    with api.download(msg) as stream:
+        chunks = stream.iter_bytes()
+        first = next(chunks, b"")
+        second = next(chunks, None) if len(first) < SMALL_MESSAGE_BYTES else b""
+        entry = claimed()
+        earlier = _earlier_archive(svc, index, export, cid, entry)
+        if earlier is not None:
+            return earlier
+        path = entry.path + _ext_for(stream.content_type, first)
+        blob = clients.container(s, s.archive_container).get_blob_client(path)
+        metadata = _metadata(export, msg, run_id)
+        if second is None:
+            if downloaded is not None:
+                downloaded()
+            size, md5 = _put_small(blob, first, metadata, stream.content_type, stream.content_length)
+        else:
+            rest = itertools.chain((first, second), chunks)
+            result = stream_to_blob(rest, blob, metadata=metadata, content_type=stream.content_type)
+            size, md5 = result.size, result.md5
+            if downloaded is not None:
+                downloaded()
+            _verify(blob, size, md5, stream.content_length)
+            # Only a fully checked archive carries this mark; an interrupted one is never adopted later.
+            blob.set_blob_metadata({**metadata, "verified": "1"})
+    log.info("archived message %s as %s (%d bytes)", cid, path, size)
+    return Archived(path, size, md5, "written")
+
+
+def _metadata(export: RecurringExport, msg: DequeuedMessage, run_id: str) -> dict[str, str]:
+    return {
+        "correlation_id": msg.correlation_id,
         "activity_id": export.activity_id.strip("{}"),
         "export": safe_name(export.name),
         "environment": export.environment,
@@ -187,43 +278,22 @@ def archive_message(
         "last_dequeue": msg.last_dequeue_datetime or "",
         "run_id": run_id,
     }
-    with api.download(msg) as stream:
-        chunks = stream.iter_bytes()
-        first = next(chunks, b"")
-        path = entry.path + _ext_for(stream.content_type, first)
-        blob = cc.get_blob_client(path)
-        second = next(chunks, None) if len(first) < SMALL_MESSAGE_BYTES else b""
-        if second is None:
-            # The whole message fits in one read: one Put Blob whose Content-MD5 the service checks.
-            size, md5 = _put_small(blob, first, metadata, stream.content_type)
-        else:
-            rest = itertools.chain((first, second), chunks)
-            result = stream_to_blob(rest, blob, metadata=metadata, content_type=stream.content_type)
-            size, md5 = result.size, result.md5
-            _verify(blob, size, md5)
-        if stream.content_length is not None and stream.content_length != size:
-            try:
-                blob.delete_blob()  # never leave a short archive for a later attempt to adopt
-            except AzureError:
-                pass
-            raise ArchiveMismatch(f"F&O announced {stream.content_length} bytes, {size} arrived")
-        # Only a fully checked archive carries this mark; an interrupted one is never adopted later.
-        blob.set_blob_metadata({**metadata, "verified": "1"})
-    index.mark_archived(export.activity_id, cid, path, size, md5)
-    log.info("archived message %s as %s (%d bytes)", cid, path, size)
-    return size, md5, path, False
 
 
 def _put_small(
-    blob: BlobClient, data: bytes, metadata: dict[str, str], content_type: str | None
+    blob: BlobClient, data: bytes, metadata: dict[str, str], content_type: str | None, announced: int | None
 ) -> tuple[int, str]:
+    """One Put Blob, verified as it commits: the service checks the body against its Content-MD5 and
+    refuses a differing one, so the blob carries the ``verified`` mark from its first byte on."""
     from azure.storage.blob import ContentSettings
 
+    if announced is not None and announced != len(data):
+        raise ArchiveMismatch(f"F&O announced {announced} bytes, {len(data)} arrived")
     digest = hashlib.md5(data, usedforsecurity=False).digest()  # Azure's Content-MD5 integrity check
     blob.upload_blob(
         data,
         overwrite=True,
-        metadata=metadata,
+        metadata={**metadata, "verified": "1"},
         validate_content=True,  # transactional MD5: the service rejects a body that differs
         content_settings=ContentSettings(
             content_type=content_type or "application/octet-stream", content_md5=bytearray(digest)
@@ -244,12 +314,15 @@ def _adopt_existing(blob: BlobClient, correlation_id: str) -> tuple[int, str | N
     return props.size, base64.b64encode(bytes(md5)).decode()
 
 
-def _verify(blob: BlobClient, size: int, md5: str | None) -> None:
-    """Read back a block-committed blob's properties: size and MD5 must match what was streamed."""
+def _verify(blob: BlobClient, size: int, md5: str | None, announced: int | None) -> None:
+    """Read back a block-committed blob's properties: size and MD5 must match what was streamed, and the
+    size what F&O announced. A mismatching blob is deleted (never left for a later attempt to adopt)."""
     props = blob.get_blob_properties()
     stored = props.content_settings.content_md5
     stored_b64 = base64.b64encode(bytes(stored)).decode() if stored else None
     problems = []
+    if announced is not None and announced != size:
+        problems.append(f"F&O announced {announced} bytes, {size} arrived")
     if props.size != size:
         problems.append(f"archive holds {props.size} bytes, {size} were downloaded")
     if md5 and stored_b64 != md5:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from azure.storage.blob import BlobClient
 
-from dmf.storage.transfer import iter_file, stream_blob, stream_to_blob
+from dmf.storage.transfer import stream_blob, upload_path
 
 
 def sha256_blob(blob: BlobClient, etag: str | None = None) -> tuple[str, int]:
@@ -42,5 +42,4 @@ def downloaded(blob: BlobClient, suffix: str = "", etag: str | None = None) -> I
 
 
 def upload_file(path: Path, dest: BlobClient, metadata: dict[str, str] | None = None) -> int:
-    with path.open("rb") as f:
-        return stream_to_blob(iter_file(f), dest, metadata=metadata, content_type="application/zip").size
+    return upload_path(path, dest, metadata=metadata, content_type="application/zip").size

@@ -12,13 +12,11 @@ from dmf.pipeline.archive import (
     IndexEntry,
     _ext_for,
     archive_index,
-    archive_message,
+    archive_once,
     archive_path,
     archive_stem,
 )
 from dmf.pipeline.drain import (
-    ACK_ATTEMPTS,
-    ACK_PAUSE_SECONDS,
     BATCH_MESSAGES,
     BATCH_SECONDS,
     DEFAULT_WORKERS,
@@ -33,8 +31,6 @@ from dmf.pipeline.drain import (
 from dmf.pipeline.ids import safe_name
 
 __all__ = [
-    "ACK_ATTEMPTS",
-    "ACK_PAUSE_SECONDS",
     "BATCH_MESSAGES",
     "BATCH_SECONDS",
     "DEFAULT_WORKERS",
@@ -46,7 +42,7 @@ __all__ = [
     "IndexEntry",
     "_ext_for",
     "archive_index",
-    "archive_message",
+    "archive_once",
     "archive_path",
     "archive_stem",
     "drain_batch",

@@ -339,13 +339,6 @@ class DrainBatch(DrainOf):
     max_seconds: float
     workers: int | None = None
 
-    # Transitional: ``drain_batch``'s body (rewritten for speed on another branch) still reads keys.
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return getattr(self, key, default)
-
 
 @dataclass(frozen=True, kw_only=True)
 class DrainResult(DrainOf):

@@ -24,6 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--ca-out", type=Path, help="copy the CA certificate (PEM) here for clients to trust")
     parser.add_argument("--state-dir", type=Path, help="where certificates are written (default: temporary)")
     parser.add_argument(
+        "--api-latency-ms",
+        type=float,
+        help="delay every F&O call (not the token) this long (config api_latency_ms)",
+    )
+    parser.add_argument(
         "--print-default-config", action="store_true", help="print the default config and exit"
     )
     ns = parser.parse_args(argv)
@@ -31,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
         print(EmulatorConfig().model_dump_json(indent=2))
         return 0
     config = EmulatorConfig.load(ns.config) if ns.config else EmulatorConfig()
+    if ns.api_latency_ms is not None:
+        config = config.model_copy(update={"api_latency_ms": ns.api_latency_ms})
     # Block the stop signals before any thread starts, so sigwait below receives them.
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
     emu = Emulator(config, ns.storage_connection_string, state_dir=ns.state_dir, port=ns.port).start()

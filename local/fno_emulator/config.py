@@ -333,10 +333,20 @@ class EmulatorConfig(_Model):
     business_events_url: str | None = None
     business_events_key: str | None = None
     metadata_page_size: int = 1000  # items per page of /Metadata and /data collections (@odata.nextLink)
+    # Real-time delay before every F&O call (Package API, OData, recurring connector including download), to
+    # measure clients against F&O-like round trips (benchmarks). Not the token endpoint (Entra ID is another
+    # service, and tokens are cached) nor the /_emulator admin routes.
+    api_latency_ms: float = 0.0
 
     @classmethod
     def load(cls, path: str | Path) -> EmulatorConfig:
         return cls.model_validate(json.loads(Path(path).read_text(encoding="utf-8")))
+
+    def latency_seconds(self, endpoint: str) -> float:
+        """The delay ``api_latency_ms`` adds to a call routed to ``endpoint`` (0 for token and admin)."""
+        if endpoint in ("token", "discovery", "not-found") or endpoint.startswith("admin"):
+            return 0.0
+        return self.api_latency_ms / 1000
 
     def entity(self, name: str, label_only: bool = False) -> CatalogueEntity | None:
         """Look up by label or (unless ``label_only``, as for manifests) by target entity name,

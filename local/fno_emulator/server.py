@@ -275,6 +275,7 @@ class Handler(BaseHTTPRequestHandler):
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
         endpoint, handler = app.route(method, path)
         self._endpoint = endpoint
+        time.sleep(app.config.latency_seconds(endpoint))  # api_latency_ms: F&O-like round trips
         status = 500
         try:
             after = self._inject_fault(app, endpoint)

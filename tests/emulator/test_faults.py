@@ -222,3 +222,15 @@ def test_a_fault_with_until_stops_at_that_emulator_time(client: Client) -> None:
     assert client.action("GetExecutionSummaryStatus", {"executionId": "x"}).status_code == 503
     admin.advance(2)
     assert client.action("GetExecutionSummaryStatus", {"executionId": "x"}).status_code == 400  # not found
+
+
+def test_api_latency_delays_every_fno_call_but_not_the_token(make_emulator) -> None:
+    emu = make_emulator(EmulatorConfig(api_latency_ms=800))
+    client = Client(emu)  # fetches a token
+    assert status_call(client).status_code == 400
+    url = f"{emu.api_base_url}/api/connector/dequeue/%7B6D31E09F-0249-459F-94F0-AAD9C2C47B64%7D"
+    assert client.get(url).status_code == 204
+    by_endpoint = {c["endpoint"]: c["ms"] for c in emu.admin.calls()}
+    # The call log times a call from its arrival to its answer, so the delay shows there.
+    assert by_endpoint["GetExecutionSummaryStatus"] >= 800 and by_endpoint["dequeue"] >= 800
+    assert by_endpoint["token"] < 800

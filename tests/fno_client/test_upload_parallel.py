@@ -6,6 +6,7 @@ assembles the blob from the staged blocks, so the test also checks the bytes tha
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
 import threading
@@ -26,6 +27,8 @@ class FakeBlobService:
         self.delay = delay
         self.blocks: dict[str, bytes] = {}
         self.committed: bytes | None = None
+        self.puts = 0  # Put Blob requests (whole body in one request)
+        self.properties: dict[str, str] = {}
         self.in_flight = 0
         self.max_in_flight = 0
         self.lock = threading.Lock()
@@ -51,6 +54,15 @@ class FakeBlobService:
                 with self.lock:
                     self.in_flight -= 1
             return Response(status=201, headers=headers)(environ, start_response)
+        if req.method == "PUT" and comp == "" and req.headers.get("x-ms-blob-type") == "BlockBlob":
+            self.puts += 1
+            self.committed = req.get_data()
+            return Response(status=201, headers=headers)(environ, start_response)
+        if req.method == "PUT" and comp == "properties":
+            self.properties = {
+                k.lower(): v for k, v in req.headers.items() if k.lower().startswith("x-ms-blob-")
+            }
+            return Response(status=200, headers=headers)(environ, start_response)
         if req.method == "PUT" and comp == "blocklist":
             xml = req.get_data().decode()
             ids = [part.split("<", 1)[0] for part in xml.split("<Latest>")[1:]]
@@ -96,12 +108,14 @@ def test_streamed_upload_stages_blocks_in_parallel_within_the_bound(fake_blob) -
     assert 1 < svc.max_in_flight <= UPLOAD_CONCURRENCY
 
 
-def test_file_upload_of_known_length_stages_blocks_in_parallel(fake_blob) -> None:
+def test_file_upload_of_known_length_is_one_streamed_put_with_its_md5(fake_blob) -> None:
     svc, url = fake_blob
     data = b"".join(_chunks(6 * BLOCK_SIZE + 7))
     _api().upload_to_write_url(url, io.BytesIO(data), len(data))
     assert svc.committed == data
-    assert 1 < svc.max_in_flight <= UPLOAD_CONCURRENCY
+    assert svc.puts == 1 and svc.blocks == {}
+    md5 = base64.b64encode(hashlib.md5(data, usedforsecurity=False).digest()).decode()  # Content-MD5
+    assert svc.properties.get("x-ms-blob-content-md5") == md5
 
 
 def test_concurrency_is_a_setting(fake_blob) -> None:
