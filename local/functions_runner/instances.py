@@ -74,7 +74,13 @@ class Instance:
     continue_with: tuple[str, str | None] | None = None  # (old execution, new input) until committed
 
     def row(self) -> dict[str, Any]:
-        state = {"records": [vars(r) for r in self.records], "next_seq": self.next_seq}
+        # history_len marks the commit point: history rows past it belong to an episode whose commit never
+        # finished (the process died between the two writes) and recovery discards them.
+        state = {
+            "records": [vars(r) for r in self.records],
+            "next_seq": self.next_seq,
+            "history_len": len(self.history),
+        }
         return {
             "instance_id": self.instance_id, "name": self.name, "execution_id": self.execution_id,
             "status": self.status, "input": self.input, "output": self.output,

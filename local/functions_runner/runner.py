@@ -28,6 +28,7 @@ from .engine import TERMINAL, Engine
 from .http_server import RunnerHttpServer, status_json
 from .invoker import Invoker
 from .keys import HostKeys
+from .resilient import ResilientStore
 from .store import MemoryStore, Store, TableStore
 from .triggers import BlobTriggers, TimerTriggers
 from .worker import Worker, typed_value
@@ -126,8 +127,11 @@ class LocalRunner:
         if self._max_orch:
             self.durable.max_orchestrators = self._max_orch
         conn = self._conn or os.environ.get(self.durable.storage_connection_name)
+        # Task-hub calls ride out a storage outage (see resilient.py), as the Durable extension's do.
         self.store: Store = (
-            MemoryStore() if self._in_memory or not conn else TableStore(conn, self.durable.hub_name)
+            MemoryStore()
+            if self._in_memory or not conn
+            else ResilientStore(TableStore(conn, self.durable.hub_name))  # type: ignore[assignment]
         )
         self.invoker = Invoker(self._app_log_context)
         self.engine = Engine(self.functions, self.store, self.clock, self.invoker, self.durable)
