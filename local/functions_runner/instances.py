@@ -72,6 +72,7 @@ class Instance:
     timer_keys: set[tuple[str, int]] = field(default_factory=set)
     seq_map: dict[int, Record] = field(default_factory=dict, repr=False)
     continue_with: tuple[str, str | None] | None = None  # (old execution, new input) until committed
+    applied: list[str] = field(default_factory=list)  # applied messages whose pending rows are still there
 
     def row(self) -> dict[str, Any]:
         # history_len marks the commit point: history rows past it belong to an episode whose commit never

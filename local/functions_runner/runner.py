@@ -281,9 +281,9 @@ class LocalRunner:
         """Until nothing runs or waits to run and no orchestration timer is due (virtual time advances)."""
         deadline = time.monotonic() + timeout
         while True:
-            if self.blobs:
-                self.blobs.scan()
-            if self._quiet():
+            # Scan for new blobs only once the engine is quiet: while it works we would not return anyway,
+            # and a listing every 20 ms is most of what Azurite does in a long run (the watcher scans too).
+            if self._quiet() and not (self.blobs and self.blobs.scan()):
                 time.sleep(0.01)
                 if self._quiet() and not (self.blobs and self.blobs.scan()):
                     return

@@ -90,6 +90,7 @@ def test_killed_between_history_and_instance_row_the_instance_still_completes(ma
     completed = [e["TaskScheduledId"] for e in events if e["EventType"] == 5]
     assert scheduled == completed == [0, 1, 2, 3]  # nothing scheduled or applied twice
     assert sum(1 for e in events if e["EventType"] == 0) == 1  # one ExecutionStarted
+    _wait(lambda: second.store.load_pending("crashme") == [])  # applied messages cleared once it ended
 
 
 def test_an_activity_result_survives_azurite_going_away(tmp_path: Path, hub: str) -> None:
