@@ -22,6 +22,7 @@ from local.reliability import FAULTS, Scale, run_inproc, run_killed, total, writ
 
 OUT = Path(__file__).resolve().parent / "RELIABILITY.md"
 MATRIX = Path(__file__).resolve().parent / "results" / "reliability-matrix.md"
+RESULTS = MATRIX.with_suffix(".json")  # every fault kind's latest result: --only re-runs replace theirs
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +35,13 @@ def main(argv: list[str] | None = None) -> int:
         "--max-kills", type=int, default=None, help="cap the SIGKILL row's kills (default: every boundary)"
     )
     p.add_argument("--out", type=Path, default=MATRIX)
+    p.add_argument(
+        "--render-only", action="store_true", help="no run: write the table again from the stored results"
+    )
     ns = p.parse_args(argv)
-    scale = Scale(drops=8, messages=12, enqueues=4).times(ns.scale)
+    if ns.render_only:
+        return _render(_load(), ns.out, scale_of(ns.scale))
+    scale = scale_of(ns.scale)
     command = "python -m bench.reliability" + (f" --scale {ns.scale:g}" if ns.scale != 1 else "") + (
         f" --only {' '.join(repr(o) for o in ns.only)}" if ns.only else "")  # fmt: skip
     location = Path(tempfile.mkdtemp(prefix="azurite-reliability-"))
@@ -56,16 +62,36 @@ def main(argv: list[str] | None = None) -> int:
                 json.dumps({k: v for k, v in r.items() if k not in ("faults_injected",)}, default=str),
                 flush=True,
             )
+            r["run"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            r["command"] = command
             results.append(r)
     finally:
         az.stop()
         shutil.rmtree(location, ignore_errors=True)
     seconds = time.monotonic() - started
-    ns.out.parent.mkdir(parents=True, exist_ok=True)
-    text = write_markdown(results, ns.out, command, scale, seconds)
-    print(text)
-    _gather()
+    print(f"{len(results)} fault kind(s) in {seconds:.0f} s", flush=True)
+    # Rows not re-run (--only) keep their latest stored result, with its own run date in the table.
+    merged = {r["fault"]: r for r in (_load() if ns.only else [])}
+    merged.update({r["fault"]: r for r in results})
+    rows = [merged[name] for name in FAULTS if name in merged]
+    RESULTS.write_text(json.dumps(rows, indent=1, default=str))
+    _render(rows, ns.out, scale)
     return 0 if all(total(r["counts"]) == 0 for r in results) else 1
+
+
+def scale_of(k: float) -> Scale:
+    return Scale(drops=8, messages=12, enqueues=4).times(k)
+
+
+def _load() -> list[dict]:
+    return json.loads(RESULTS.read_text()) if RESULTS.exists() else []
+
+
+def _render(rows: list[dict], out: Path, scale: Scale) -> int:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(write_markdown(rows, out, scale))
+    _gather()
+    return 0 if all(total(r["counts"]) == 0 for r in rows) else 1
 
 
 NOTES = """## Findings and open points

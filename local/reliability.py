@@ -827,14 +827,20 @@ def cell_text(counts: dict[str, int] | None, flow: str) -> str:
     return f"{t}" + (f" ({extra} ambiguous, reported)" if extra else "")
 
 
-def write_markdown(results: list[dict], path: Path, command: str, scale: Scale, seconds: float) -> str:
+def write_markdown(results: list[dict], path: Path, scale: Scale) -> str:
+    """The matrix: one row per fault kind, its latest result (each row says when and by which command)."""
     import platform
 
+    runs = Counter((r.get("run", "?"), r.get("command", "?")) for r in results)
     lines = [
         "# Reliability: fault matrix",
         "",
-        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}; `{command}`; {seconds:.0f} s in all.",
+        f"On {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}. The latest result "
+        "of each fault kind (the `run` column); runs: "
+        + "; ".join(
+            f"{run}: `{cmd}` ({n} row{'s' if n > 1 else ''})" for (run, cmd), n in sorted(runs.items())
+        )
+        + ".",
         f"Scale per fault kind: {scale.drops} inbound drops, {scale.messages} recurring-export messages, "
         f"1 scheduled export, {scale.enqueues} enqueue drops, all at once on one stack (virtual clock, except "
         "the SIGKILL row: real clock and short F&O timings).",
@@ -842,12 +848,14 @@ def write_markdown(results: list[dict], path: Path, command: str, scale: Scale, 
         "Each cell is the sum of the counters below for that flow; every one must be 0. `n/a`: the fault "
         "cannot reach that flow (why: under the table).",
         "",
-        "| fault | " + " | ".join(FLOWS) + " | seconds |",
-        "|---|" + "---|" * len(FLOWS) + "---|",
+        "| fault | " + " | ".join(FLOWS) + " | seconds | run |",
+        "|---|" + "---|" * len(FLOWS) + "---|---|",
     ]
     for r in results:
         cells = [cell_text(r["counts"].get(f), f) if f in r["counts"] else "n/a" for f in FLOWS]
-        lines.append(f"| {r['fault']} | " + " | ".join(cells) + f" | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['fault']} | " + " | ".join(cells) + f" | {r['seconds']:.0f} | {r.get('run', '?')} |"
+        )
     lines += ["", "## Counters per cell", "", "| fault | flow | " + " | ".join(COUNTERS) + " | notes |",
               "|---|---|" + "---|" * len(COUNTERS) + "---|"]  # fmt: skip
     for r in results:
