@@ -182,13 +182,7 @@ def count(
                 lost += 1
             elif mine[0].get("Status") == "Succeeded":
                 lost += 0 if (sent and gid in data_ids) else 1
-            elif mine[0].get("Status") == "Failed" and "not repeated" in str(mine[0].get("Reason", "")) + str(
-                [
-                    r.get("Reason")
-                    for r in rows
-                    if r.get("Kind") == "enqueue" and r["RowKey"].startswith(mine[0]["RowKey"])
-                ]
-            ):
+            elif mine[0].get("Status") == "Failed" and _ambiguous_enqueue(mine[0], rows):
                 ambiguous += 1  # reported, by design: the row names the external identifier
             else:
                 lost += 1
@@ -198,6 +192,20 @@ def count(
             "ambiguous (reported)": ambiguous,
         }
     return out
+
+
+# The app's two wordings of "this enqueue may or may not have reached F&O, so it is not sent again": the
+# answer was lost in this attempt, or an earlier attempt (a killed host) ended without one.
+AMBIGUOUS_ENQUEUE = ("not repeated", "not sent again")
+
+
+def _ambiguous_enqueue(drop_row: dict, rows: list[dict]) -> bool:
+    reasons = [str(drop_row.get("Reason", ""))] + [
+        str(r.get("Reason"))
+        for r in rows
+        if r.get("Kind") == "enqueue" and r["RowKey"].startswith(drop_row["RowKey"])
+    ]
+    return any(marker in reason for reason in reasons for marker in AMBIGUOUS_ENQUEUE)
 
 
 def not_as_expected(rows: list[dict], world: World) -> list[str]:
