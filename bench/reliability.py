@@ -108,18 +108,32 @@ NOTES = """## Findings and open points
   `tests/outbound/test_e2e_outbound.py::test_a_guard_orphaned_by_a_crash_before_its_instance_started_does_not_block`).
   The full SIGKILL row in this file ran with the first half of that fix only (no instance at all): its
   drain waited out the 12-minute max age once, which is why that row took longest.
-- **Open: Azurite restarted at scale 1 left two inbound drops unfinished** (drop rows still `Planning` and
-  `Importing` after the settle timeout, nothing imported twice or at once; the same row at scale 0.5 ended
-  all 0). Not diagnosed in time: likely the local runner, which (unlike the Durable extension) does not
-  retry its own task-hub writes while Azurite is away, so an episode whose commit failed stays unscheduled.
-  Suspicious sign in the log: a gate lease expiring while Azurite was down (the virtual clock jumped).
-- **Open (local runner, not the app): a SIGKILL inside the runner's episode commit can strand an instance.**
-  `local/functions_runner/engine.py` `_commit` appends history, then writes the instance row with its
-  records; killed between the two, recovery finds history it has no records for, drops the start message
-  as applied, and never runs the instance again (seen once: a drop whose first episode was committing when
-  another thread's activity boundary killed the process; not reproduced in two reruns). Writing both in one
-  table batch, or rebuilding records from history on recovery, would close it. Azure's Durable extension
-  is not affected; the matrix's SIGKILL row can flake on it.
+- **Fixed (local runner): a SIGKILL inside the runner's episode commit could strand an instance.** An episode
+  writes its history rows, then the instance row (records, sequence numbers); killed between the two,
+  recovery took the uncommitted history as applied and never ran the instance again. The instance row is now
+  the commit point: it carries the committed history length, recovery deletes history past it and the
+  episode runs again from its still-pending messages (`local/functions_runner/recovery.py`; test
+  `tests/runner/test_crash_consistency.py`, which dies between the two writes at the 1st, 2nd and 3rd
+  episode: without the fix the first case never completes and the others apply a result twice). In the
+  SIGKILL row (19:54 run) recovery discarded 19 such episodes over 42 restarts: the window is real. The fast
+  SIGKILL cell now runs in the default test run (`tests/reliability/test_fault_matrix_fast.py`).
+- **Fixed (local runner): Azurite restarted at scale 1 left two inbound drops unfinished.** The storage SDK
+  retries a refused connection for about 5 s; an Azurite restart takes longer on this machine, so an
+  activity's result (`put_pending`) or an episode's commit failed: the result was dropped (the instance
+  waited forever) or the instance was failed in memory while its row stayed Running. Task-hub calls are now
+  retried with backoff for up to 5 minutes while storage is away (`local/functions_runner/resilient.py`,
+  as the Durable extension does; test `tests/runner/test_crash_consistency.py::test_an_activity_result_survives_azurite_going_away`,
+  Azurite away 7+ s). Second cause, in the harness: the virtual clock jumped timers (a gate lease, retry
+  waits) by minutes while storage was down for 3 real seconds; the fault now holds the virtual clock for
+  the outage (`local/reliability.py`). Row result: all 0.
+- **Fixed (counter): an enqueue that a killed attempt left without an answer counted as lost.** The app
+  reports it Failed, "not sent again … look for external identifier …" (the by-design ambiguous enqueue, in
+  other words); the counter only knew the wording "not repeated" (`local/reliability.py`; test
+  `tests/reliability/test_counting.py`).
+- **Slow but right: an export whose start a kill interrupted waits out F&O's not-found grace.** Killed
+  after recording the export request but before F&O got it (another activity's boundary kills the whole
+  process), the re-run finds F&O does not know the execution, waits `not_found_grace` (600 s) in case F&O
+  registers it late, then calls again: one export, archived once, but the SIGKILL row takes ~12 minutes.
 - **By design, reported: an ambiguous enqueue is not repeated.** When the enqueue's answer is lost (5xx,
   reset, timeout) F&O may or may not hold the message and offers no lookup by external identifier; the drop
   ends Failed naming the identifier. Counted as "ambiguous, reported", never as lost or doubled.

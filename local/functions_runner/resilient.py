@@ -40,19 +40,18 @@ class ResilientStore:
     ``outage`` is True while some call is waiting for storage to come back (the runner's health and the
     tests read it); ``outages`` counts how many outages the store rode out."""
 
-    def __init__(
-        self,
-        inner: Any,
-        patience: float = PATIENCE_SECONDS,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
+    def __init__(self, inner: Any, patience: float = PATIENCE_SECONDS) -> None:
         self._inner = inner
         self._patience = patience
-        self._sleep = sleep
         self._lock = threading.Lock()
         self._waiting = 0
+        self._closed = threading.Event()
         self.outages = 0
         self.retried_calls = 0
+
+    def close(self) -> None:
+        """The runner is stopping: calls waiting for storage give up (a stopped runner must not linger)."""
+        self._closed.set()
 
     @property
     def outage(self) -> bool:
@@ -82,14 +81,14 @@ class ResilientStore:
             deadline = time.monotonic() + self._patience
             delay = 0.1
             while True:
-                self._sleep(delay)
+                self._closed.wait(delay)
                 delay = min(delay * 2, MAX_BACKOFF_SECONDS)
                 try:
                     result = fn(*args, **kwargs)
                     answered = True
                     return result
                 except Exception as exc:
-                    if not transient(exc) or time.monotonic() >= deadline:
+                    if not transient(exc) or time.monotonic() >= deadline or self._closed.is_set():
                         raise
         finally:
             self._end(name, answered)

@@ -182,6 +182,9 @@ class LocalRunner:
         if self.blobs:
             self.blobs.stop()
         self.timers.stop()
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()  # task-hub calls still waiting for storage give up
         self.engine.stop()
         self.http.stop()
         self.invoker.close()
