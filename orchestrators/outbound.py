@@ -19,6 +19,7 @@ from dmf.pipeline.polling import TERMINAL, PollPolicy
 from orchestrators.retries import (
     BATCH_RETRY,
     MAX_FETCH_FAILURES,
+    MAX_RECALLS,
     MAX_START_RETRIES,
     MAX_URL_TRIES,
     RETRY,
@@ -177,7 +178,7 @@ def _export_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
     if st["state"] in ("failed", "retry", "throttled"):
         return {"status": "Failed", "reason": st.get("error"), "polls": 0}
     confirmed = st["state"] == "started"
-    recalled = False
+    recalls = 0
     began = context.current_utc_datetime
     polls = 0
     last = None
@@ -203,13 +204,13 @@ def _export_and_poll(context: df.DurableOrchestrationContext, req: dict, policy:
             return {"status": last, "polls": polls, "started": True}
         elapsed = (context.current_utc_datetime - began).total_seconds()
         if last == "NotFound" and elapsed >= policy.not_found_grace:
-            if confirmed or recalled:
+            if confirmed or recalls >= MAX_RECALLS:
                 return {
                     "status": "Failed",
                     "reason": f"F&O has no record of execution {req['execution_id']} after {elapsed:.0f}s",
                     "polls": polls,
                 }
-            recalled = True  # the start call never reached F&O: now, and only now, call it again
+            recalls += 1  # the start call never reached F&O: now, and only now, call it again (as imports do)
             st = yield from _start_export(context, req, policy, recall=True)
             if st["state"] in ("failed", "retry", "throttled"):
                 return {"status": "Failed", "reason": st.get("error"), "polls": polls}

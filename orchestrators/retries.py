@@ -17,7 +17,7 @@ DROP_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_num
 BATCH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2_000, max_number_of_attempts=2)
 
 MAX_START_RETRIES = 5  # start calls that reached nothing in F&O (write URL or upload failed)
-MAX_RECALLS = 2  # ImportFromPackage re-called after an ambiguous start F&O never saw
+MAX_RECALLS = 2  # ImportFromPackage / ExportToPackage re-called after an ambiguous start F&O never saw
 TARGET_KEY_TRIES = 6  # error keys F&O has not generated yet
 MAX_URL_TRIES = 10  # an export's package URL not handed out yet
 MAX_FETCH_FAILURES = 3  # an export's package download failing
