@@ -48,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     az = Azurite(location=location).start()  # our own data dir: a restart keeps the data
     results = []
     started = time.monotonic()
+    run_at = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())  # one stamp for every row of this run
     try:
         for name, fault in FAULTS.items():
             if ns.only and name not in ns.only:
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
                 json.dumps({k: v for k, v in r.items() if k not in ("faults_injected",)}, default=str),
                 flush=True,
             )
-            r["run"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+            r["run"] = run_at
             r["command"] = command
             results.append(r)
     finally:
