@@ -107,8 +107,8 @@ NOTES = """## Findings and open points
   run). When the instance is not running (never started, or an earlier run's instance has ended) a guard
   older than 60 s is now taken over (`triggers/outbound_timers.py`, `dmf/ledger.py`; test
   `tests/outbound/test_e2e_outbound.py::test_a_guard_orphaned_by_a_crash_before_its_instance_started_does_not_block`).
-  The full SIGKILL row in this file ran with the first half of that fix only (no instance at all): its
-  drain waited out the 12-minute max age once, which is why that row took longest.
+  (The 18:37 run's SIGKILL row ran with the first half of that fix only and waited out the 12-minute max
+  age once; the rows in this file ran with both halves.)
 - **Fixed (local runner): a SIGKILL inside the runner's episode commit could strand an instance.** An episode
   writes its history rows, then the instance row (records, sequence numbers); killed between the two,
   recovery took the uncommitted history as applied and never ran the instance again. The instance row is now
@@ -163,14 +163,14 @@ NOTES = """## Findings and open points
   every episode deleted its applied messages in a transaction of its own (now one batch when the execution
   ends: 345 deletes became 41). Task-hub calls per 20 + 20 run: 1,678 before, 1,300 after; the wave took
   57 s before, 42 s after (same machine, noisy). 100 + 100 (wave 25) took 528 s before (18:14) and 213 s
-  after (20:35, with `MALLOC_ARENA_MAX=2`, the full matrix running beside it); 500 + 500 (wave 50) 1,587 s. Next step if needed: one round trip per commit (the instance row written after the
-  history off the critical path, or both in one entity-group transaction with the state row in the
-  history partition).
+  after (20:35, with `MALLOC_ARENA_MAX=2`, the full matrix running beside it); 500 + 500 (wave 50) 1,587 s.
+  Next step if needed: one round trip per commit (the instance row written after the history off the
+  critical path, or both in one entity-group transaction with the state row in the history partition).
 - **Soak memory.** This process's RSS rose from 95 to 180 MiB over 500 + 500 (Azurite: 145 → 441 peak →
   274 at the end). A `tracemalloc` snapshot at the end of a 100 + 100 run traced 62 MiB of live Python
   memory, 35 MiB of it imported code; no runner, app or emulator structure held more than 1 MiB (the
-  largest: JSON decoding 0.8 MiB, the emulator's records 0.4 MiB). A 100 + 100 run with `MALLOC_ARENA_MAX=2` grew 95 → 123 MiB (130
-  without, at 18:14): the allocator's arenas are a small part of it. **Open:** RSS is not flat (about
+  largest: JSON decoding 0.8 MiB, the emulator's records 0.4 MiB). A 100 + 100 run with
+  `MALLOC_ARENA_MAX=2` grew 95 → 123 MiB (130 without, at 18:14): the allocator's arenas are a small part. **Open:** RSS is not flat (about
   0.17 MiB per drop-and-message pair), yet no live Python structure grows with the work; the next step is a
   `tracemalloc` diff between waves and a look at native allocations (TLS, HTTP connection pools).
 - **By design, reported: an ambiguous enqueue is not repeated.** When the enqueue's answer is lost (5xx,
