@@ -149,11 +149,12 @@ NOTES = """## Findings and open points
   twice and the failure is recorded with its reason. Proposed: bound an export's recalls by the poll
   deadline instead of a count (each recall is safe: F&O still does not know the execution after the grace),
   as part of the retry budget (`orchestrators/retries.py`), whose owner should decide it for imports too.
-- **Soak scale (honest note).** The issue asks for 2,000 drops + 2,000 messages; this run did **500 + 500**
-  (10 waves, 3.3 virtual hours, 9.3% of F&O calls faulted): all 0. At the measured ~3.2 s of wall time
-  per drop-and-message pair on this shared 2-CPU machine (load 6-12 from the matrix and other engineers'
-  work during the run), 2,000 + 2,000 needs about 1 h 50 min, which did not fit. `python -m bench.soak`
-  (no arguments) runs the full scale.
+- **Soak scale (honest note).** The issue asks for 2,000 drops + 2,000 messages; the latest run did
+  **750 + 750** (15 waves, 5.0 virtual hours, 9.5% of 5,936 F&O calls faulted) in 1,228 s: all 0. An
+  earlier 500 + 500 run (20:17, 10 waves, 1,587 s, the full matrix running beside it) was all 0 too. At the
+  750 + 750 run's 1.6 s of wall time per drop-and-message pair on this shared 2-CPU machine, 2,000 + 2,000
+  needs about 55 minutes, which did not fit before the deadline. `python -m bench.soak` (no arguments)
+  runs the full scale.
 - **Where the soak's wall time goes (profiled, 20 + 20 drops/messages, one wave).** Imports go through the
   gate one at a time (by design), and each step of an import is an orchestrator episode: about 18 episodes
   per drop-and-message pair, each with two task-hub writes in sequence (the history transaction, then the
@@ -166,12 +167,12 @@ NOTES = """## Findings and open points
   after (20:35, with `MALLOC_ARENA_MAX=2`, the full matrix running beside it); 500 + 500 (wave 50) 1,587 s.
   Next step if needed: one round trip per commit (the instance row written after the history off the
   critical path, or both in one entity-group transaction with the state row in the history partition).
-- **Soak memory.** This process's RSS rose from 95 to 180 MiB over 500 + 500 (Azurite: 145 → 441 peak →
-  274 at the end). A `tracemalloc` snapshot at the end of a 100 + 100 run traced 62 MiB of live Python
+- **Soak memory.** This process's RSS rose from 95 to 201 MiB (190 at the end) over 750 + 750, 95 → 180
+  over 500 + 500 (Azurite: 146 → 666 peak → 488 at the end); its thread count stayed at 34-35. A `tracemalloc` snapshot at the end of a 100 + 100 run traced 62 MiB of live Python
   memory, 35 MiB of it imported code; no runner, app or emulator structure held more than 1 MiB (the
   largest: JSON decoding 0.8 MiB, the emulator's records 0.4 MiB). A 100 + 100 run with
   `MALLOC_ARENA_MAX=2` grew 95 → 123 MiB (130 without, at 18:14): the allocator's arenas are a small part. **Open:** RSS is not flat (about
-  0.17 MiB per drop-and-message pair), yet no live Python structure grows with the work; the next step is a
+  0.13-0.17 MiB per drop-and-message pair), yet no live Python structure grows with the work; the next step is a
   `tracemalloc` diff between waves and a look at native allocations (TLS, HTTP connection pools).
 - **By design, reported: an ambiguous enqueue is not repeated.** When the enqueue's answer is lost (5xx,
   reset, timeout) F&O may or may not hold the message and offers no lookup by external identifier; the drop
