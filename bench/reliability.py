@@ -168,12 +168,17 @@ NOTES = """## Findings and open points
   Next step if needed: one round trip per commit (the instance row written after the history off the
   critical path, or both in one entity-group transaction with the state row in the history partition).
 - **Soak memory.** This process's RSS rose from 95 to 201 MiB (190 at the end) over 750 + 750, 95 → 180
-  over 500 + 500 (Azurite: 146 → 666 peak → 488 at the end); its thread count stayed at 34-35. A `tracemalloc` snapshot at the end of a 100 + 100 run traced 62 MiB of live Python
-  memory, 35 MiB of it imported code; no runner, app or emulator structure held more than 1 MiB (the
-  largest: JSON decoding 0.8 MiB, the emulator's records 0.4 MiB). A 100 + 100 run with
-  `MALLOC_ARENA_MAX=2` grew 95 → 123 MiB (130 without, at 18:14): the allocator's arenas are a small part. **Open:** RSS is not flat (about
-  0.13-0.17 MiB per drop-and-message pair), yet no live Python structure grows with the work; the next step is a
-  `tracemalloc` diff between waves and a look at native allocations (TLS, HTTP connection pools).
+  over 500 + 500 (Azurite: 146 → 666 peak → 488 at the end); its thread count stayed at 34-35. A
+  `tracemalloc` snapshot at the end of a 100 + 100 run traced 62 MiB of live Python memory, 35 MiB of it
+  imported code; no runner, app or emulator structure held more than 1 MiB (the largest: JSON decoding
+  0.8 MiB, the emulator's records 0.4 MiB). A 100 + 100 run with `MALLOC_ARENA_MAX=2` grew 95 → 123 MiB (130 without, at 18:14): glibc's arenas are a small part. A
+  `tracemalloc` diff of a 100 + 100 run (21:00, 3 frames) between the end of wave 1 and the end of the run:
+  live Python memory outside the import machinery went 29.5 → 30.6 MiB (+1.1 MiB: the emulator's call log,
+  the final outcome reads), while RSS rose by ~90 MiB (tracemalloc's own overhead included). So no
+  runner, app or emulator Python structure grows with the work; the RSS growth is most likely memory freed
+  but kept by the allocators (transient peaks: histories decoded for replay, storage responses), or native
+  allocations tracemalloc does not see (not measured). **Open:** RSS is not flat (0.13-0.17 MiB per
+  drop-and-message pair).
 - **By design, reported: an ambiguous enqueue is not repeated.** When the enqueue's answer is lost (5xx,
   reset, timeout) F&O may or may not hold the message and offers no lookup by external identifier; the drop
   ends Failed naming the identifier. Counted as "ambiguous, reported", never as lost or doubled.
