@@ -182,13 +182,7 @@ def count(
                 lost += 1
             elif mine[0].get("Status") == "Succeeded":
                 lost += 0 if (sent and gid in data_ids) else 1
-            elif mine[0].get("Status") == "Failed" and "not repeated" in str(mine[0].get("Reason", "")) + str(
-                [
-                    r.get("Reason")
-                    for r in rows
-                    if r.get("Kind") == "enqueue" and r["RowKey"].startswith(mine[0]["RowKey"])
-                ]
-            ):
+            elif mine[0].get("Status") == "Failed" and _ambiguous_enqueue(mine[0], rows):
                 ambiguous += 1  # reported, by design: the row names the external identifier
             else:
                 lost += 1
@@ -198,6 +192,20 @@ def count(
             "ambiguous (reported)": ambiguous,
         }
     return out
+
+
+# The app's two wordings of "this enqueue may or may not have reached F&O, so it is not sent again": the
+# answer was lost in this attempt, or an earlier attempt (a killed host) ended without one.
+AMBIGUOUS_ENQUEUE = ("not repeated", "not sent again")
+
+
+def _ambiguous_enqueue(drop_row: dict, rows: list[dict]) -> bool:
+    reasons = [str(drop_row.get("Reason", ""))] + [
+        str(r.get("Reason"))
+        for r in rows
+        if r.get("Kind") == "enqueue" and r["RowKey"].startswith(drop_row["RowKey"])
+    ]
+    return any(marker in reason for reason in reasons for marker in AMBIGUOUS_ENQUEUE)
 
 
 def not_as_expected(rows: list[dict], world: World) -> list[str]:
@@ -339,9 +347,12 @@ def _restart_azurite(stack: Any, ctx: Any) -> None:
     while not stack.emu.admin.calls("ImportFromPackageAsync") and time.monotonic() < deadline:
         time.sleep(0.05)
     az = stack.az
-    az.stop()
-    time.sleep(3)
-    az.start()
+    # The outage lasts 3 s of real time: the virtual clock must not jump timers (gate leases, retry waits)
+    # past minutes while storage is away, which a real outage this short never does.
+    with stack.runner.hold_clock():
+        az.stop()
+        time.sleep(3)
+        az.start()
     ctx["restarts"] = ctx.get("restarts", 0) + 1
 
 
@@ -467,7 +478,6 @@ def _mark_export_due(stack: Any) -> None:
 def run_inproc(fault: Fault, az: Any, unique: str, scale: Scale, seed: int = 20261129) -> dict[str, Any]:
     from local.embedded_stack import Stack
     from local.fno_emulator import EmulatorConfig
-    from local.samples import customer_groups_csv
 
     flows = fault.flows()
     cfg = EmulatorConfig()
@@ -480,54 +490,13 @@ def run_inproc(fault: Fault, az: Any, unique: str, scale: Scale, seed: int = 202
     undo = audit_acks(stack, world.early_acks)
     try:
         admin = stack.emu.admin
-        if "outbound drain" in flows:
-            world.messages = [
-                admin.seed_outbound(EXPORT_ACTIVITY, b"PK\x03\x04" + bytes([n % 251]) * (500 + n))
-                for n in range(scale.messages)
-            ]
-        if "scheduled export" in flows:
-            _mark_export_due(stack)
+        _seed_outbound(stack, world, flows, scale)
         wrap = fault.wrap(stack) if fault.wrap else _nullcontext()
         with wrap as wrapped:
-            if fault.setup:
-                fault.setup(stack, ctx)
-            for n in range(scale.drops if "inbound" in flows else 0):
-                name = f"USMF/CustomerGroups-Import/Customer groups__{n}.csv"
-                world.drops.append(name)
-                world.drop_ids.append(f"I{n}")
-                stack.drop(name, customer_groups_csv([f"I{n}"]))
-            for n in range(scale.enqueues if "enqueue" in flows else 0):
-                name = f"xslt/USMF/e{n}.csv"
-                world.enqueues.append(name)
-                world.enqueue_ids.append(f"E{n}")
-                stack.drop(name, enqueue_csv([f"E{n}"]))
-            if "scheduled export" in flows:
-                stack.runner.fire_timer("export_timer")
-            if fault.during:
-                fault.during(stack, ctx)
-            if "outbound drain" in flows:
-                _drain(stack)
-            stack.settle(timeout=300)
-            if "scheduled export" in flows:
-                stack.runner.wait_for_instance("export-groups-nightly", timeout=180)
-            if "outbound drain" in flows:
-                for _ in range(scale.drain_rounds):
-                    if all(s == "Acked" for s in _acked(stack).values()):
-                        break
-                    stack.runner.advance(timedelta(seconds=1801))  # F&O offers un-acked messages again
-                    _drain(stack)
-            stack.runner.wait_until_idle(timeout=120)
+            _run_flows(stack, fault, world, flows, scale, ctx)
             if isinstance(wrapped, dict):
                 ctx["archive writes refused"] = wrapped["failed"]
-        if ctx.get("terminated"):
-            term = ctx["terminated"]
-            for name in world.drops:
-                rows = [r for r in stack.drops() if str(r.get("SourceBlob", "")).endswith("/" + name)]
-                iid = rows[0].get("InstanceId") if rows else None
-                if iid and (term == iid or term.startswith(iid + "-")):  # the holder: the drop's import
-                    world.expected_status[name] = (
-                        "Failed"  # terminated by the operator: Failed, with a reason
-                    )
+        _expect_terminated_failed(stack, world, ctx)
         counts = stack_counts(stack, world, flows)
         problems = not_as_expected(stack.outcomes(), world)
         faults = Counter(f"{c['endpoint']}:{c['fault']}" for c in admin.calls() if c["fault"])
@@ -550,6 +519,70 @@ def run_inproc(fault: Fault, az: Any, unique: str, scale: Scale, seed: int = 202
     }  # fmt: skip
 
 
+def _seed_outbound(stack: Any, world: World, flows: tuple[str, ...], scale: Scale) -> None:
+    """F&O's recurring-export messages waiting to be drained, and the scheduled export due."""
+    if "outbound drain" in flows:
+        world.messages = [
+            stack.emu.admin.seed_outbound(EXPORT_ACTIVITY, b"PK\x03\x04" + bytes([n % 251]) * (500 + n))
+            for n in range(scale.messages)
+        ]
+    if "scheduled export" in flows:
+        _mark_export_due(stack)
+
+
+def _drop_inbound(stack: Any, world: World, flows: tuple[str, ...], scale: Scale) -> None:
+    """The inbound drops (imported through the gate) and the enqueue drops (routed to a recurring job)."""
+    from local.samples import customer_groups_csv
+
+    for n in range(scale.drops if "inbound" in flows else 0):
+        name = f"USMF/CustomerGroups-Import/Customer groups__{n}.csv"
+        world.drops.append(name)
+        world.drop_ids.append(f"I{n}")
+        stack.drop(name, customer_groups_csv([f"I{n}"]))
+    for n in range(scale.enqueues if "enqueue" in flows else 0):
+        name = f"xslt/USMF/e{n}.csv"
+        world.enqueues.append(name)
+        world.enqueue_ids.append(f"E{n}")
+        stack.drop(name, enqueue_csv([f"E{n}"]))
+
+
+def _run_flows(
+    stack: Any, fault: Fault, world: World, flows: tuple[str, ...], scale: Scale, ctx: dict[str, Any]
+) -> None:
+    """Every flow at once under the fault, until each has ended (drains repeated after F&O's redelivery)."""
+    if fault.setup:
+        fault.setup(stack, ctx)
+    _drop_inbound(stack, world, flows, scale)
+    if "scheduled export" in flows:
+        stack.runner.fire_timer("export_timer")
+    if fault.during:
+        fault.during(stack, ctx)
+    if "outbound drain" in flows:
+        _drain(stack)
+    stack.settle(timeout=300)
+    if "scheduled export" in flows:
+        stack.runner.wait_for_instance("export-groups-nightly", timeout=180)
+    if "outbound drain" in flows:
+        for _ in range(scale.drain_rounds):
+            if all(s == "Acked" for s in _acked(stack).values()):
+                break
+            stack.runner.advance(timedelta(seconds=1801))  # F&O offers un-acked messages again
+            _drain(stack)
+    stack.runner.wait_until_idle(timeout=120)
+
+
+def _expect_terminated_failed(stack: Any, world: World, ctx: dict[str, Any]) -> None:
+    """The drop whose import an operator terminated ends Failed (with a reason), not Succeeded."""
+    term = ctx.get("terminated")
+    if not term:
+        return
+    for name in world.drops:
+        rows = [r for r in stack.drops() if str(r.get("SourceBlob", "")).endswith("/" + name)]
+        iid = rows[0].get("InstanceId") if rows else None
+        if iid and (term == iid or term.startswith(iid + "-")):  # the holder: the drop's import
+            world.expected_status[name] = "Failed"
+
+
 @contextmanager
 def _nullcontext() -> Iterator[None]:
     yield None
@@ -563,28 +596,15 @@ def run_killed(
     """The runner as its own process (``python -m local.functions_runner``, real clock, short F&O timings),
     SIGKILLing itself at each activity boundary in turn (see ``local/reliability_app.py``) and started
     again on the same task hub until every flow has finished."""
-    import requests
-    from azure.storage.blob import BlobServiceClient
-
     from local.embedded_stack import Stack, app_settings, reset_app_caches
-    from local.fno_emulator import Emulator, EmulatorConfig
-    from local.fno_emulator.config import DataProject, ProjectEntity
-    from local.samples import customer_groups_csv
+    from local.fno_emulator import Emulator
 
     started = time.monotonic()
-    cfg = EmulatorConfig()
-    cfg.blob_container = f"{unique}-dmf"
-    cfg.timings.recurring_pickup_seconds = 1
-    cfg.timings.visibility_timeout_seconds = 20
-    for p in cfg.data_projects:
-        p.base_seconds, p.per_row_seconds = 2, 0
-    if not any(p.name == "CustomerGroups-Import" for p in cfg.data_projects):
-        cfg.data_projects.append(DataProject(name="CustomerGroups-Import",
-                                             entities=[ProjectEntity(entity="Customer groups")]))  # fmt: skip
     world = World()
     work = Path(tempfile.mkdtemp(prefix="reliability-kill-"))
-    kills: list[str] = []
-    with Emulator(cfg, storage_connection_string=az.connection_string).start() as emu:
+    with Emulator(
+        _killed_emulator_config(unique), storage_connection_string=az.connection_string
+    ).start() as emu:
         names = Stack(az, unique).names
         values = app_settings(
             az, emu, **names, **app_overrides(POLL_INITIAL_SECONDS="1", GATE_RECHECK_SECONDS="2",
@@ -593,97 +613,14 @@ def run_killed(
         values["RELIABILITY_BOUNDARY_LOG"] = str(work / "boundaries.log")
         values["RELIABILITY_ACK_AUDIT"] = str(work / "early-acks.log")
         values["RELIABILITY_KILLED"] = str(work / "killed.txt")
-        settings_file = work / "local.settings.json"
-        settings_file.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
-        keys = work / "keys.json"
-        blobs = BlobServiceClient.from_connection_string(az.connection_string)
-        inbound = blobs.create_container(names["INBOUND_CONTAINER"])
-        world.messages = [
-            emu.admin.seed_outbound(EXPORT_ACTIVITY, b"PK\x03\x04" + bytes([n % 251]) * (500 + n))
-            for n in range(scale.messages)
-        ]
-        for n in range(scale.drops):
-            name = f"USMF/CustomerGroups-Import/Customer groups__{n}.csv"
-            world.drops.append(name)
-            world.drop_ids.append(f"K{n}")
-            inbound.upload_blob(name, customer_groups_csv([f"K{n}"]))
-        for n in range(scale.enqueues):
-            name = f"xslt/USMF/e{n}.csv"
-            world.enqueues.append(name)
-            world.enqueue_ids.append(f"E{n}")
-            inbound.upload_blob(name, enqueue_csv([f"E{n}"]))
-        log = work / "runner.log"
-        proc: subprocess.Popen | None = None
-        port = 0
-        export_started = False
-        last_drain = 0.0
-        crashes = 0
-        deadline = time.monotonic() + timeout
+        (work / "local.settings.json").write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+        _seed_killed_world(az, names, emu, world, scale)
         view = _View(az, names, emu)
-
-        def spawn(kill: bool) -> tuple[subprocess.Popen, int]:
-            from local.azurite import free_port
-
-            port = free_port()
-            env = {**os.environ, "PYTHONPATH": str(ROOT), "RELIABILITY_KILL": "1" if kill else "0",
-                   "RELIABILITY_KILL_ONLY": ",".join(kill_only or [])}  # fmt: skip
-            p = subprocess.Popen(
-                [sys.executable, "-m", "local.functions_runner", "--settings", str(settings_file),
-                 "--app", "local.reliability_app", "--port", str(port), "--blob-poll-interval", "0.3",
-                 "--key-file", str(keys), "--host-json", str(ROOT / "host.json")],
-                cwd=ROOT, stdout=log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env,
-            )  # fmt: skip
-            t0 = time.monotonic()
-            while time.monotonic() - t0 < 60:
-                if p.poll() is not None:
-                    return p, port  # killed itself already (or failed: the log says)
-                try:
-                    requests.get(f"http://127.0.0.1:{port}/api/health", timeout=2)
-                    return p, port
-                except requests.RequestException:
-                    time.sleep(0.1)
-            return p, port
-
-        def post(path: str) -> int:
-            try:
-                key = json.loads(keys.read_text())["function_key"]
-                r = requests.post(
-                    f"http://127.0.0.1:{port}{path}", headers={"x-functions-key": key}, timeout=10
-                )
-                return r.status_code
-            except (OSError, ValueError, KeyError, requests.RequestException) as exc:
-                print(f"  (post {path} failed: {type(exc).__name__}; the next round asks again)", flush=True)
-                return 0
-
+        runner = _KilledRunner(work, max_kills, kill_only)
         try:
-            while time.monotonic() < deadline:
-                if proc is None or proc.poll() is not None:
-                    if proc is not None and proc.returncode == -signal.SIGKILL:
-                        kills.append((work / "killed.txt").read_text().strip().splitlines()[-1])
-                    elif proc is not None:
-                        crashes += 1
-                        if crashes >= 3:
-                            raise RuntimeError(f"the runner keeps exiting ({proc.returncode}): see {log}")
-                    kill = max_kills is None or len(kills) < max_kills
-                    proc, port = spawn(kill)
-                    continue
-                if not export_started:
-                    export_started = post("/api/outbound/exports/groups-nightly") in (202, 409)
-                if time.monotonic() - last_drain > 5 and not view.all_acked(world):
-                    post("/api/outbound/drains/cust-groups")
-                    last_drain = time.monotonic()
-                if view.done(world):
-                    break
-                time.sleep(0.5)
-            finished = view.done(world)
+            finished = runner.drive(view, world, time.monotonic() + timeout)
         finally:
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(30)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(10)
+            runner.stop()
             reset_app_caches()
         audit = work / "early-acks.log"
         world.early_acks = audit.read_text().split() if audit.exists() else []
@@ -704,16 +641,145 @@ def run_killed(
         "fault": "runner SIGKILLed",
         "counts": counts,
         "finished": finished,
-        "kills": kills,
+        "kills": runner.kills,
         "problems": not_as_expected(view_rows, world),
         "boundaries_seen": seen,
-        "boundaries_not_killed": sorted(set(seen) - set(kills)),
+        "boundaries_not_killed": sorted(set(seen) - set(runner.kills)),
         "emulator_errors": errors,
-        "log": str(log),
+        "log": str(runner.log),
         "seconds": round(time.monotonic() - started, 1),
         "scale": {"drops": len(world.drops), "messages": len(world.messages), "enqueues": len(world.enqueues),
                   "exports": 1},
     }  # fmt: skip
+
+
+def _killed_emulator_config(unique: str) -> Any:
+    """Short F&O timings (the SIGKILL row runs on the real clock)."""
+    from local.fno_emulator import EmulatorConfig
+    from local.fno_emulator.config import DataProject, ProjectEntity
+
+    cfg = EmulatorConfig()
+    cfg.blob_container = f"{unique}-dmf"
+    cfg.timings.recurring_pickup_seconds = 1
+    cfg.timings.visibility_timeout_seconds = 20
+    for p in cfg.data_projects:
+        p.base_seconds, p.per_row_seconds = 2, 0
+    if not any(p.name == "CustomerGroups-Import" for p in cfg.data_projects):
+        cfg.data_projects.append(DataProject(name="CustomerGroups-Import",
+                                             entities=[ProjectEntity(entity="Customer groups")]))  # fmt: skip
+    return cfg
+
+
+def _seed_killed_world(az: Any, names: dict[str, str], emu: Any, world: World, scale: Scale) -> None:
+    """Messages waiting in F&O, and the inbound and enqueue drops already in the inbound container."""
+    from azure.storage.blob import BlobServiceClient
+
+    from local.samples import customer_groups_csv
+
+    inbound = BlobServiceClient.from_connection_string(az.connection_string).create_container(
+        names["INBOUND_CONTAINER"]
+    )
+    world.messages = [
+        emu.admin.seed_outbound(EXPORT_ACTIVITY, b"PK\x03\x04" + bytes([n % 251]) * (500 + n))
+        for n in range(scale.messages)
+    ]
+    for n in range(scale.drops):
+        name = f"USMF/CustomerGroups-Import/Customer groups__{n}.csv"
+        world.drops.append(name)
+        world.drop_ids.append(f"K{n}")
+        inbound.upload_blob(name, customer_groups_csv([f"K{n}"]))
+    for n in range(scale.enqueues):
+        name = f"xslt/USMF/e{n}.csv"
+        world.enqueues.append(name)
+        world.enqueue_ids.append(f"E{n}")
+        inbound.upload_blob(name, enqueue_csv([f"E{n}"]))
+
+
+class _KilledRunner:
+    """The runner subprocess of the SIGKILL row: started again each time it has killed itself."""
+
+    def __init__(self, work: Path, max_kills: int | None, kill_only: list[str] | None) -> None:
+        self.work = work
+        self.settings = work / "local.settings.json"
+        self.keys = work / "keys.json"
+        self.log = work / "runner.log"
+        self.max_kills = max_kills
+        self.kill_only = kill_only or []
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.kills: list[str] = []
+        self.crashes = 0
+
+    def drive(self, view: _View, world: World, deadline: float) -> bool:
+        """Keep a runner up, start the export once, ask for drains until all is acked; True when done."""
+        export_started = False
+        last_drain = 0.0
+        while time.monotonic() < deadline:
+            if self.proc is None or self.proc.poll() is not None:
+                self._restart()
+                continue
+            if not export_started:
+                export_started = self.post("/api/outbound/exports/groups-nightly") in (202, 409)
+            if time.monotonic() - last_drain > 5 and not view.all_acked(world):
+                self.post("/api/outbound/drains/cust-groups")
+                last_drain = time.monotonic()
+            if view.done(world):
+                return True
+            time.sleep(0.5)
+        return view.done(world)
+
+    def _restart(self) -> None:
+        if self.proc is not None and self.proc.returncode == -signal.SIGKILL:
+            self.kills.append((self.work / "killed.txt").read_text().strip().splitlines()[-1])
+        elif self.proc is not None:
+            self.crashes += 1
+            if self.crashes >= 3:
+                raise RuntimeError(f"the runner keeps exiting ({self.proc.returncode}): see {self.log}")
+        self._spawn(kill=self.max_kills is None or len(self.kills) < self.max_kills)
+
+    def _spawn(self, kill: bool) -> None:
+        import requests
+
+        from local.azurite import free_port
+
+        self.port = free_port()
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "RELIABILITY_KILL": "1" if kill else "0",
+               "RELIABILITY_KILL_ONLY": ",".join(self.kill_only)}  # fmt: skip
+        self.proc = p = subprocess.Popen(
+            [sys.executable, "-m", "local.functions_runner", "--settings", str(self.settings),
+             "--app", "local.reliability_app", "--port", str(self.port), "--blob-poll-interval", "0.3",
+             "--key-file", str(self.keys), "--host-json", str(ROOT / "host.json")],
+            cwd=ROOT, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env,
+        )  # fmt: skip
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 60 and p.poll() is None:  # (or it killed itself already)
+            try:
+                requests.get(f"http://127.0.0.1:{self.port}/api/health", timeout=2)
+                return
+            except requests.RequestException:
+                time.sleep(0.1)
+
+    def post(self, path: str) -> int:
+        import requests
+
+        try:
+            key = json.loads(self.keys.read_text())["function_key"]
+            r = requests.post(
+                f"http://127.0.0.1:{self.port}{path}", headers={"x-functions-key": key}, timeout=10
+            )
+            return r.status_code
+        except (OSError, ValueError, KeyError, requests.RequestException) as exc:
+            print(f"  (post {path} failed: {type(exc).__name__}; the next round asks again)", flush=True)
+            return 0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
 
 
 class _View:
@@ -769,14 +835,20 @@ def cell_text(counts: dict[str, int] | None, flow: str) -> str:
     return f"{t}" + (f" ({extra} ambiguous, reported)" if extra else "")
 
 
-def write_markdown(results: list[dict], path: Path, command: str, scale: Scale, seconds: float) -> str:
+def write_markdown(results: list[dict], path: Path, scale: Scale) -> str:
+    """The matrix: one row per fault kind, its latest result (each row says when and by which command)."""
     import platform
 
+    runs = Counter((r.get("run", "?"), r.get("command", "?")) for r in results)
     lines = [
         "# Reliability: fault matrix",
         "",
-        f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {os.cpu_count()} CPUs, "
-        f"Python {platform.python_version()}; `{command}`; {seconds:.0f} s in all.",
+        f"On {platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}. The latest result "
+        "of each fault kind (the `run` column); runs: "
+        + "; ".join(
+            f"{run}: `{cmd}` ({n} row{'s' if n > 1 else ''})" for (run, cmd), n in sorted(runs.items())
+        )
+        + ".",
         f"Scale per fault kind: {scale.drops} inbound drops, {scale.messages} recurring-export messages, "
         f"1 scheduled export, {scale.enqueues} enqueue drops, all at once on one stack (virtual clock, except "
         "the SIGKILL row: real clock and short F&O timings).",
@@ -784,12 +856,14 @@ def write_markdown(results: list[dict], path: Path, command: str, scale: Scale, 
         "Each cell is the sum of the counters below for that flow; every one must be 0. `n/a`: the fault "
         "cannot reach that flow (why: under the table).",
         "",
-        "| fault | " + " | ".join(FLOWS) + " | seconds |",
-        "|---|" + "---|" * len(FLOWS) + "---|",
+        "| fault | " + " | ".join(FLOWS) + " | seconds | run |",
+        "|---|" + "---|" * len(FLOWS) + "---|---|",
     ]
     for r in results:
         cells = [cell_text(r["counts"].get(f), f) if f in r["counts"] else "n/a" for f in FLOWS]
-        lines.append(f"| {r['fault']} | " + " | ".join(cells) + f" | {r['seconds']:.0f} |")
+        lines.append(
+            f"| {r['fault']} | " + " | ".join(cells) + f" | {r['seconds']:.0f} | {r.get('run', '?')} |"
+        )
     lines += ["", "## Counters per cell", "", "| fault | flow | " + " | ".join(COUNTERS) + " | notes |",
               "|---|---|" + "---|" * len(COUNTERS) + "---|"]  # fmt: skip
     for r in results:

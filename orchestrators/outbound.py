@@ -37,7 +37,7 @@ from dmf.pipeline.payloads import (
 )
 from dmf.pipeline.polling import PollPolicy
 from dmf.pipeline.results import BatchDone, Checked, Fetched, OutboundConfig, Recorded, Started
-from orchestrators.retries import BATCH_RETRY, MAX_FETCH_FAILURES, MAX_URL_TRIES, RETRY
+from orchestrators.retries import BATCH_RETRY, MAX_FETCH_FAILURES, MAX_RECALLS, MAX_URL_TRIES, RETRY
 from orchestrators.timing import now_iso, timer_in
 from orchestrators.waiting import DurableWait
 
@@ -158,9 +158,10 @@ def scheduled_export(context: df.DurableOrchestrationContext):
 
 class ExportWait(DurableWait):
     """ExportToPackageAsync once under our execution id (the F&O client never repeats it itself), then
-    status calls; an ambiguous start F&O never saw is called again once."""
+    status calls; an ambiguous start F&O never saw is called again, up to ``MAX_RECALLS`` times (as imports
+    are: one recall that also met a 5xx lost the export in the fault matrix)."""
 
-    max_recalls = 1
+    max_recalls = MAX_RECALLS
 
     def __init__(self, context: df.DurableOrchestrationContext, req: StartExport, policy: PollPolicy) -> None:
         super().__init__(context, policy)

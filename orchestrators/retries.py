@@ -21,7 +21,11 @@ BATCH_RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=2_000, max_nu
 
 # Start calls that reached nothing in F&O: the import's write URL or upload failed, an enqueue was refused.
 MAX_START_RETRIES = 5
-MAX_RECALLS = 2  # ImportFromPackage re-called after an ambiguous start F&O never saw
+# ImportFromPackage / ExportToPackage called again after an ambiguous start (timeout, 5xx) F&O still does not
+# know after the grace. Safe to repeat: the call carries the same execution id, which F&O refuses to start
+# twice (that refusal reads as "started"). Four, not two: with 20% of calls failing, three failed starts in a
+# row lost a scheduled export in the fault matrix; each recall is one call, a grace apart, within the deadline.
+MAX_RECALLS = 4
 TARGET_KEY_TRIES = 6  # error keys F&O has not generated yet (or could not be asked)
 MAX_URL_TRIES = 10  # an export's package URL not handed out yet
 # An export's package URL or download failing. GetExportedPackageUrl is sent once per try (this loop is its

@@ -147,6 +147,7 @@ def storm_env(azurite: Azurite, name: str, **overrides: str) -> Iterator[Storm]:
             LEDGER_TABLE=f"{name}ledger",
             GATES_TABLE=f"{name}gates",
             ERRORS_CONTAINER=f"{name}-errors",
+            METADATA_CONTAINER=f"{name}-metadata",
             **overrides,
         )
         reset_app_caches()

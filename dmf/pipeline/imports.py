@@ -103,7 +103,7 @@ def start_import(svc: Services, req: StartImport | dict[str, Any]) -> dict[str, 
                 timeout=s.fno_transfer_timeout_seconds,
                 retry_total=0,
             )
-            copy_blob(svc.blob_at(req.staged), dest)
+            copy_blob(svc.blob_at(req.staged), dest, attempts=1)  # the start loop retries
         except FnoError as exc:
             # Nothing reached ImportFromPackage yet: safe to let the orchestrator retry later.
             return to_wire(Started(**base, state="retry" if exc.transient else "failed", error=str(exc)))

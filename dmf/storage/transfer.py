@@ -411,11 +411,13 @@ def copy_blob(
     source_url: str | None = None,
     metadata: dict[str, str] | None = None,
     timeout: float = 3600,
+    attempts: int | None = None,
 ) -> CopyResult:
     """Copy ``src`` (one of ours, or any readable SAS URL via ``source_url``) to ``dest``.
 
     Server-side first when asked; on refusal, a streamed copy. The destination ends up complete or the
     exception says why: never a half-written blob presented as done (blocks are committed at the end).
+    ``attempts=1`` when the caller's own loop is the retry layer for this copy (docs/RETRIES.md).
     """
     if prefer_server_side:
         try:
@@ -435,6 +437,7 @@ def copy_blob(
         metadata=metadata,
         content_type=props.content_settings.content_type,
         content_md5=bytes(md5) if md5 else None,
+        attempts=attempts,
     )
 
 

@@ -72,9 +72,16 @@ class Instance:
     timer_keys: set[tuple[str, int]] = field(default_factory=set)
     seq_map: dict[int, Record] = field(default_factory=dict, repr=False)
     continue_with: tuple[str, str | None] | None = None  # (old execution, new input) until committed
+    applied: list[str] = field(default_factory=list)  # applied messages whose pending rows are still there
 
     def row(self) -> dict[str, Any]:
-        state = {"records": [vars(r) for r in self.records], "next_seq": self.next_seq}
+        # history_len marks the commit point: history rows past it belong to an episode whose commit never
+        # finished (the process died between the two writes) and recovery discards them.
+        state = {
+            "records": [vars(r) for r in self.records],
+            "next_seq": self.next_seq,
+            "history_len": len(self.history),
+        }
         return {
             "instance_id": self.instance_id, "name": self.name, "execution_id": self.execution_id,
             "status": self.status, "input": self.input, "output": self.output,

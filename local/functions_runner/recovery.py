@@ -38,7 +38,7 @@ class Recovery:
                 parent_seq=row.get("parent_seq"),
                 records=[Record(**r) for r in state.get("records", [])], next_seq=state.get("next_seq", 0),
             )  # fmt: skip
-            inst.history = self.store.load_history(instance_id, inst.execution_id)
+            inst.history = self._committed_history(inst, state.get("history_len"))
             for ev in inst.history:
                 ev["IsPlayed"] = True
             if not inst.history:
@@ -75,6 +75,21 @@ class Recovery:
                 for fx in effects:
                     fx()
                 self._schedule_episode(inst)
+
+    def _committed_history(self, inst: Instance, committed: int | None) -> list[dict[str, Any]]:
+        """The history up to the instance row's commit point. An episode writes its history rows, then the
+        instance row (records, sequence numbers, status); rows past the row's ``history_len`` are from an
+        episode killed between the two writes. They are dropped: that episode's messages are still pending
+        (deleted only after the row) and its effects never ran, so it simply runs again."""
+        history = self.store.load_history(inst.instance_id, inst.execution_id)
+        if committed is not None and len(history) > committed:
+            log.warning(
+                "instance %s: %d history event(s) of an uncommitted episode discarded after restart",
+                inst.instance_id, len(history) - committed,
+            )  # fmt: skip
+            self.store.truncate_history(inst.instance_id, inst.execution_id, committed)
+            history = history[:committed]
+        return history
 
     def _awaiting_retry_timer(self, inst: Instance, rec: Record) -> bool:
         """A retry record whose latest attempt failed waits for a retry timer, not for a re-run."""

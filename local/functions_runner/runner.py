@@ -28,6 +28,7 @@ from .engine import TERMINAL, Engine
 from .http_server import RunnerHttpServer, status_json
 from .invoker import Invoker
 from .keys import HostKeys
+from .resilient import ResilientStore
 from .store import MemoryStore, Store, TableStore
 from .triggers import BlobTriggers, TimerTriggers
 from .worker import Worker, typed_value
@@ -126,8 +127,11 @@ class LocalRunner:
         if self._max_orch:
             self.durable.max_orchestrators = self._max_orch
         conn = self._conn or os.environ.get(self.durable.storage_connection_name)
+        # Task-hub calls ride out a storage outage (see resilient.py), as the Durable extension's do.
         self.store: Store = (
-            MemoryStore() if self._in_memory or not conn else TableStore(conn, self.durable.hub_name)
+            MemoryStore()
+            if self._in_memory or not conn
+            else ResilientStore(TableStore(conn, self.durable.hub_name))  # type: ignore[assignment]
         )
         self.invoker = Invoker(self._app_log_context)
         self.engine = Engine(self.functions, self.store, self.clock, self.invoker, self.durable)
@@ -178,6 +182,9 @@ class LocalRunner:
         if self.blobs:
             self.blobs.stop()
         self.timers.stop()
+        close = getattr(self.store, "close", None)
+        if close is not None:
+            close()  # task-hub calls still waiting for storage give up
         self.engine.stop()
         self.http.stop()
         self.invoker.close()
@@ -277,9 +284,9 @@ class LocalRunner:
         """Until nothing runs or waits to run and no orchestration timer is due (virtual time advances)."""
         deadline = time.monotonic() + timeout
         while True:
-            if self.blobs:
-                self.blobs.scan()
-            if self._quiet():
+            # Scan for new blobs only once the engine is quiet: while it works we would not return anyway,
+            # and a listing every 20 ms is most of what Azurite does in a long run (the watcher scans too).
+            if self._quiet() and not (self.blobs and self.blobs.scan()):
                 time.sleep(0.01)
                 if self._quiet() and not (self.blobs and self.blobs.scan()):
                     return

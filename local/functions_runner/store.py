@@ -44,6 +44,7 @@ class Store(Protocol):
     def delete_instance(self, instance_id: str) -> bool: ...
     def append_history(self, instance_id: str, execution_id: str, start: int, events: list[dict]) -> None: ...
     def load_history(self, instance_id: str, execution_id: str) -> list[dict[str, Any]]: ...
+    def truncate_history(self, instance_id: str, execution_id: str, length: int) -> None: ...
     def delete_history(self, instance_id: str) -> None: ...
     def put_pending(self, instance_id: str, msg_id: str, ev: dict[str, Any]) -> None: ...
     def delete_pending(self, instance_id: str, msg_ids: list[str]) -> None: ...
@@ -102,6 +103,10 @@ class MemoryStore:
     def load_history(self, instance_id, execution_id):
         with self._lock:
             return json.loads(json.dumps(self._history.get((instance_id, execution_id), [])))
+
+    def truncate_history(self, instance_id, execution_id, length):
+        with self._lock:
+            del self._history.get((instance_id, execution_id), [])[length:]
 
     def delete_history(self, instance_id):
         with self._lock:
@@ -244,6 +249,14 @@ class TableStore:
         params = {"pk": instance_id, "lo": f"{execution_id}.", "hi": f"{execution_id}/"}
         rows = sorted(self._history.query_entities(q, parameters=params), key=lambda e: e["RowKey"])
         return [json.loads(self._unpack(e, "event") or "null") for e in rows]
+
+    def truncate_history(self, instance_id, execution_id, length):
+        q = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
+        params = {"pk": instance_id, "lo": f"{execution_id}.{length:08d}", "hi": f"{execution_id}/"}
+        keys = [e["RowKey"] for e in self._history.query_entities(q, parameters=params, select=["RowKey"])]
+        ops = [("delete", {"PartitionKey": instance_id, "RowKey": rk}) for rk in keys]
+        for i in range(0, len(ops), 100):
+            self._history.submit_transaction(ops[i : i + 100])
 
     def delete_history(self, instance_id):
         self._delete_partition(self._history, instance_id)

@@ -33,6 +33,7 @@ from dmf.redact import redact
 from .app_loader import AppConfigurationError, FunctionInfo, resolve_settings
 from .engine import Engine
 from .history import iso, parse_iso
+from .resilient import transient
 from .worker import typed_value
 
 log = logging.getLogger("local.functions_runner")
@@ -141,8 +142,11 @@ class BlobTriggers:
         while not self._stop.is_set():
             try:
                 self.scan()
-            except Exception:
-                log.exception("blob trigger scan failed")
+            except Exception as exc:
+                if transient(exc):  # storage away: the next scan tries again (no traceback per scan)
+                    log.warning("blob trigger scan failed: storage unavailable (%s)", type(exc).__name__)
+                else:
+                    log.exception("blob trigger scan failed")
             self._stop.wait(interval)
 
     def _receipt_name(self, fi: FunctionInfo, container: str, blob: str, etag: str) -> str:

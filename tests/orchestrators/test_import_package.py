@@ -314,7 +314,7 @@ def test_recalls_are_limited() -> None:
         check_import=[check("NotFound")] * (3 * (1 + mod.MAX_RECALLS)),
     )
     out = s.run(orchestrator)
-    assert [i["allow_recall"] for i in s.inputs("start_import")] == [False, True, True]
+    assert [i["allow_recall"] for i in s.inputs("start_import")] == [False] + [True] * mod.MAX_RECALLS
     assert out["status"] == "Failed" and "has no record" in out["error_summary"]
     s.assert_script_used()
 

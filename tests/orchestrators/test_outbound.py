@@ -267,15 +267,15 @@ def test_export_recalled_once_when_f_and_o_never_saw_it() -> None:
     s.assert_script_used()
 
 
-def test_export_not_found_after_the_recall_fails() -> None:
+def test_export_not_found_after_the_recalls_fails() -> None:
     s = export_script(
-        export_start=[{"state": "ambiguous"}, {"state": "ambiguous"}],
-        export_check=[{"status": "NotFound"}] * 6,
+        export_start=[{"state": "ambiguous"}] * (1 + mod.MAX_RECALLS),
+        export_check=[{"status": "NotFound"}] * (3 * (1 + mod.MAX_RECALLS)),
     )
     s.run(export)
     rec = s.inputs("export_record")[0]
     assert rec["status"] == "Failed" and rec["reason"] == "F&O has no record of execution exp-7 after 105s"
-    assert len(s.calls("export_start")) == 2
+    assert [i["allow_recall"] for i in s.inputs("export_start")] == [False] + [True] * mod.MAX_RECALLS
     s.assert_script_used()
 
 

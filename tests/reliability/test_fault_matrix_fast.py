@@ -20,8 +20,6 @@ past the visibility timeout) and another drain, with the faults still on, as pro
 
 from __future__ import annotations
 
-import os
-
 import pytest
 
 from local.reliability import FAULTS, Scale, run_inproc, run_killed, total
@@ -71,12 +69,6 @@ def test_gate_holder_terminated(azurite, unique_name) -> None:
     assert total(result["counts"]) == 0, f"{_table(result)}\n{result['problems']}"
 
 
-@pytest.mark.skipif(
-    os.environ.get("RELIABILITY_SIGKILL") != "1",
-    reason="set RELIABILITY_SIGKILL=1: a SIGKILL that lands between the local runner's history write and its "
-    "instance-row write can strand an instance (a runner bug, open; see local/functions_runner/README.md), "
-    "so this cell stays out of the default run; bench/reliability.py runs it at every boundary",
-)
 def test_runner_sigkilled_at_activity_boundaries(azurite, unique_name) -> None:
     """A subprocess runner SIGKILLs itself at three boundaries where a repeat would do harm (an import
     started but its result not recorded, a drain batch about to run, a file enqueued but its message id not
