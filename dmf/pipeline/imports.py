@@ -105,7 +105,13 @@ def start_import(svc: Services, req: StartImport | dict[str, Any]) -> dict[str, 
             )
             copy_blob(svc.blob_at(req.staged), dest, attempts=1)  # the start loop retries
         except FnoError as exc:
-            # Nothing reached ImportFromPackage yet: safe to let the orchestrator retry later.
+            # Nothing reached ImportFromPackage yet: safe to let the orchestrator retry later. A refusal (429,
+            # 503 + Retry-After) is "not done", waited out like ImportFromPackage's own, not counted as a failure
+            # (the fault matrix's 429 storm lost a package after six refused write-URL calls in a row).
+            if exc.refused:
+                return to_wire(
+                    Started(**base, state="throttled", retry_after=exc.retry_after, error=str(exc))
+                )
             return to_wire(Started(**base, state="retry" if exc.transient else "failed", error=str(exc)))
         except (AzureError, OSError) as exc:
             # The copy into F&O's blob failed (its URL may have expired): a fresh URL next time.

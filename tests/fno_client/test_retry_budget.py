@@ -272,6 +272,17 @@ def test_write_url_is_one_call_per_start(storm: Storm) -> None:
     assert storm.calls("ImportFromPackageAsync") == 0
 
 
+def test_a_refused_write_url_is_a_wait_not_a_failed_try(storm: Storm) -> None:
+    """429 on GetAzureWriteUrl says "not done": waited out (``throttled``, bounded by the poll deadline), not
+    one of ``MAX_START_RETRIES`` (the fault matrix's 429 storm lost a package after six refusals in a row)."""
+    req = _import_req(storm)
+    storm.fail("GetAzureWriteUrl", "429", retry_after=7)
+    st = imports.start_import(storm.svc, req)
+    assert st["state"] == "throttled" and st["retry_after"] == 7
+    assert storm.calls("GetAzureWriteUrl") == 1
+    assert storm.calls("ImportFromPackageAsync") == 0
+
+
 @pytest.mark.parametrize(("kind", "state"), [("429", "throttled"), ("503", "ambiguous")])
 def test_import_start_is_one_call(storm: Storm, kind: str, state: str) -> None:
     req = _import_req(storm)
