@@ -142,13 +142,27 @@ NOTES = """## Findings and open points
   record of execution". Imports already recall up to `MAX_RECALLS` (2) times; exports now do the same
   (`orchestrators/outbound.py`; test
   `tests/reliability/test_export_faults.py::test_an_export_start_whose_recall_is_ambiguous_too_is_recalled_again`).
-- **Open (app, retry budget): the 5xx row's scheduled export can still end Failed.** In the 20:22 run,
+- **Fixed (app, retry budget): the 5xx row's scheduled export could still end Failed.** In the 20:22 run,
   with the fault seed fixed, ExportToPackage answered 503, then 502 and 500 to both recalls (the matrix
   forces the first; ~20% of calls fail after), so after three not-found graces the run ended Failed "F&O
   has no record of execution … after 635s" (2 in the cell: not Succeeded, no archive). Nothing was exported
-  twice and the failure is recorded with its reason. Proposed: bound an export's recalls by the poll
-  deadline instead of a count (each recall is safe: F&O still does not know the execution after the grace),
-  as part of the retry budget (`orchestrators/retries.py`), whose owner should decide it for imports too.
+  twice and the failure was recorded with its reason. `MAX_RECALLS` is now 4 for imports and exports
+  (`orchestrators/retries.py`): a recall carries the same execution id, which F&O refuses to start twice, so
+  repeating it is safe; each is one call a grace apart, within the poll deadline (docs/RETRIES.md). The
+  later runs of the row were all 0 (the order of calls differs from run to run, so they need not reach the
+  third recall; the orchestrator tests `test_recalls_are_limited` and
+  `test_export_not_found_after_the_recalls_fails` do).
+- **Fixed (app, retry budget): a refused write URL counted as a failed start.** The first full run on merged
+  main (21:30) lost one inbound package in the 429 storm: GetAzureWriteUrl, now sent once per start (the
+  start loop is its retry layer), answered 429 six times in a row (the matrix refuses half of all calls and
+  every first start call), and each refusal used up one of `MAX_START_RETRIES`. A refusal says "not done":
+  `start_import` now answers `throttled` and the orchestrator waits Retry-After, as for ImportFromPackage
+  (`tests/fno_client/test_retry_budget.py::test_a_refused_write_url_is_a_wait_not_a_failed_try`). The row
+  re-run at 21:39: all 0.
+- **Seen, not counted: the terminated holder's package row.** The gate-holder row's problems list shows the
+  terminated import's package row still `Importing` when the bench settles: the sweeper now writes `Failed`
+  on it (e2e test `tests/e2e/test_inbound_resilience.py`), but only when a sweep runs after the termination,
+  and the bench settles on the drop's final row before the next sweep. The drop row is the final one.
 - **Soak scale (honest note).** The issue asks for 2,000 drops + 2,000 messages; the latest run did
   **750 + 750** (15 waves, 5.0 virtual hours, 9.5% of 5,936 F&O calls faulted) in 1,228 s: all 0. An
   earlier 500 + 500 run (20:17, 10 waves, 1,587 s, the full matrix running beside it) was all 0 too. At the
