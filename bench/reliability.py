@@ -164,7 +164,7 @@ NOTES = """## Findings and open points
   on it (e2e test `tests/e2e/test_inbound_resilience.py`), but only when a sweep runs after the termination,
   and the bench settles on the drop's final row before the next sweep. The drop row is the final one.
 - **Soak scale (honest note).** The issue asks for 2,000 drops + 2,000 messages; the latest run did
-  **750 + 750** (15 waves, 5.0 virtual hours, 9.5% of 5,936 F&O calls faulted) in 1,228 s: all 0. An
+  **750 + 750** (15 waves, 5.0 virtual hours, 9.5% of 5,936 F&O calls faulted) in 1,228 s: all 0 (again all 0 on merged main at 21:59, 1,176 s). An
   earlier 500 + 500 run (20:17, 10 waves, 1,587 s, the full matrix running beside it) was all 0 too. At the
   750 + 750 run's 1.6 s of wall time per drop-and-message pair on this shared 2-CPU machine, 2,000 + 2,000
   needs about 55 minutes, which did not fit before the deadline. `python -m bench.soak` (no arguments)
@@ -191,8 +191,11 @@ NOTES = """## Findings and open points
   the final outcome reads), while RSS rose by ~90 MiB (tracemalloc's own overhead included). So no
   runner, app or emulator Python structure grows with the work; the RSS growth is most likely memory freed
   but kept by the allocators (transient peaks: histories decoded for replay, storage responses), or native
-  allocations tracemalloc does not see (not measured). **Open:** RSS is not flat (0.13-0.17 MiB per
-  drop-and-message pair).
+  allocations tracemalloc does not see. The 21:59 soak (750 + 750) settles the first of these: after a
+  full collection and glibc's `malloc_trim(0)` at the end, RSS went only 209 → 205 MiB (start 96), so the
+  growth is memory still in use, outside the Python heap tracemalloc sees: native allocations (OpenSSL
+  contexts and sessions of the in-process HTTPS emulator and clients, the storage SDKs' native buffers are
+  the candidates; not yet measured). **Open:** RSS is not flat (0.14-0.15 MiB per drop-and-message pair).
 - **By design, reported: an ambiguous enqueue is not repeated.** When the enqueue's answer is lost (5xx,
   reset, timeout) F&O may or may not hold the message and offers no lookup by external identifier; the drop
   ends Failed naming the identifier. Counted as "ambiguous, reported", never as lost or doubled.
