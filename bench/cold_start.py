@@ -96,14 +96,17 @@ APP_ENV = {
 NOTES = """
 Reading: what the app adds on top of the bare DFApp is mostly loaded by modules that import it at module level
 for their decorators and type names: the blob SDK-type binding extension of `triggers/inbound_blob.py` (its own
-row above: azure.storage.blob, azure.identity, msal, cryptography), `activities/gate.py` → `dmf.fno.clients` →
-requests and azure.storage.blob, `dmf.gate` → azure.data.tables, and the pydantic models that
-`triggers/outbound_timers.py` and `triggers/inbound_blob.py` import (settings, routing). The app's own modules
-import pydantic-settings, croniter, azure-identity's credentials, the storage SDKs and the package
-builders/validators on first use (`tests/test_cold_start.py` keeps them off the import path). 1.5× is not
-reachable while the extension alone costs more than that, and the extension cannot be deferred: the worker
-binds the SDK-typed `BlobClient` parameter by its annotation object when it indexes the app, so the module must be
-imported with the trigger. What is left to defer is the F&O client that `activities/gate.py` imports.
+row above: azure.storage.blob, azure-core with requests, azure.identity, msal, cryptography), azure.data.tables
+(first imported by `dmf.pipeline.outbound_housekeeping`, which a timer module imports), and the pydantic models
+that the triggers import for their decorators (`dmf.routing`, settings). The F&O client no longer loads at import
+(the gate activities import the gate service, which loads it on first use); requests still does, through
+azure-core's transport under the extension. The app's own modules import pydantic-settings, croniter,
+azure-identity's credentials, the package builders/validators and the F&O client on first use
+(`tests/test_cold_start.py` keeps them off the import path). 1.5× is not reachable while the extension alone costs
+more than that, and the extension cannot be deferred: the worker binds the SDK-typed `BlobClient` parameter by its
+annotation object when it indexes the app, so the module must be imported with the trigger. The ratio moves with
+the machine's load (2.16× to 2.99× across runs on 2026-11-29). Left to defer: azure.data.tables and the triggers'
+pydantic models (together under 0.5× of the baseline, by the rows above).
 """.strip()
 
 
