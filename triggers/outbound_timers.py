@@ -233,7 +233,7 @@ def _json(body: object, status: int = 200) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json")
 
 
-def _named(items: list[Any], name: str) -> Any:
+def _named(items: list, name: str) -> Any:
     """The configured item (recurring export, export job) named ``name``, case-insensitively, or None."""
     return next((i for i in items if i.name.lower() == name.lower()), None)
 
