@@ -22,6 +22,7 @@ for a shorter run.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
@@ -38,6 +39,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.memory import Breakdown, breakdown
 from local.azurite import Azurite
 from local.reliability import EXPORT_ACTIVITY, NEVER, World, app_overrides, audit_acks, count
 
@@ -45,18 +47,26 @@ OUT = Path(__file__).resolve().parent / "results" / "reliability-soak.md"
 WAVE_MINUTES = 20
 
 
-def trimmed_rss() -> float:
-    """This process's RSS (MiB) after a full collection and glibc's ``malloc_trim(0)``: what the end RSS
-    would be if the allocator gave its free pages back. Tells memory still in use from memory glibc keeps."""
+def trimmed() -> Breakdown:
+    """This process after a full collection and glibc's ``malloc_trim(0)``: what stays if the allocators
+    give back every page they can. Tells memory in use from memory an allocator keeps."""
     import ctypes
-    import gc
 
     gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: report the RSS as it is
         pass
-    return psutil.Process().memory_info().rss / 2**20
+    return breakdown()
+
+
+def _arena_cap(wanted: int, argv: list[str] | None) -> None:
+    """Run under ``MALLOC_ARENA_MAX=wanted`` as the deployment does (glibc reads it only at process start,
+    hence the re-exec). 0 leaves glibc's default (8 arenas per core)."""
+    if wanted and os.environ.get("MALLOC_ARENA_MAX") != str(wanted):
+        env = {**os.environ, "MALLOC_ARENA_MAX": str(wanted)}
+        args = sys.argv[1:] if argv is None else argv
+        os.execve(sys.executable, [sys.executable, "-m", "bench.soak", *args], env)  # noqa: S606  # nosec B606
 
 
 class RssSampler:
@@ -104,7 +114,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--wave", type=int, default=50, help="drops (and messages) per wave")
     p.add_argument("--fault-rate", type=float, default=0.10)
     p.add_argument("--out", type=Path, default=OUT)
+    p.add_argument(
+        "--malloc-arena-max",
+        type=int,
+        default=2,
+        help="glibc arenas, as infra/app/function-app.bicep sets (0: glibc's default)",
+    )
     ns = p.parse_args(argv)
+    _arena_cap(ns.malloc_arena_max, argv)
     logging.getLogger().setLevel(logging.ERROR)
     os.environ.setdefault("LOG_LEVEL", "ERROR")
 
@@ -139,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     sampler = RssSampler({"process": os.getpid(), "azurite": az.proc.pid}).start()
     purge_snapshots: list[dict] = []
     wave_log: list[str] = []
+    wave_memory: list[Breakdown] = []
     try:
         d = m = 0
         for w in range(waves):
@@ -159,9 +177,9 @@ def main(argv: list[str] | None = None) -> int:
             if w % 4 == 3:
                 stack.runner.fire_timer("housekeeping_timer")
             stack.runner.advance(timedelta(minutes=WAVE_MINUTES))
-            rss = sampler._sample()["process"] / 2**20
+            wave_memory.append(breakdown())
             wave_log.append(
-                f"wave {w + 1}/{waves}: {d} drops, {m} messages, {time.monotonic() - t0:.0f} s, RSS {rss:.0f} MiB"
+                f"wave {w + 1}/{waves}: {d} drops, {m} messages, {time.monotonic() - t0:.0f} s, {wave_memory[-1].line()}"
             )
             print(wave_log[-1], flush=True)
         # What the faults left un-acked comes back after F&O's visibility timeout.
@@ -174,7 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             stack.settle(timeout=600)
         stack.runner.wait_until_idle(timeout=300)
         sampler.stop()
-        trimmed = trimmed_rss()
+        wave_memory.append(breakdown())
+        after_trim = trimmed()
         admin.clear_faults()
         # Housekeeping as configured: ended instances created before the cutoff go, the rest stay.
         store = stack.runner.engine.store
@@ -269,9 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         f"| Azurite | {azr['start']:.0f} | {azr['peak']:.0f} | {azr['end']:.0f} | "
         + " / ".join(f"{q:.0f}" for q in azr["quarters"]) + " |",
         "",
-        f"This process at the end, after `gc.collect()` and glibc's `malloc_trim(0)`: **{trimmed:.0f} MiB** "
-        f"(start {proc['start']:.0f}, end {proc['end']:.0f}): the rest of the rise over the start is memory "
-        "still in use; what the trim gave back was free memory the allocator kept.",
+        *_memory_lines(wave_memory, after_trim, ns, len(world.drops)),
         "",
         "| check | count (must be 0) |",
         "|---|---|",
@@ -301,6 +318,29 @@ def main(argv: list[str] | None = None) -> int:
 
     _gather()
     return 0 if ok else 1
+
+
+def _memory_lines(waves: list[Breakdown], end: Breakdown, ns: argparse.Namespace, drops: int) -> list[str]:
+    """Where the memory sits after the first wave (warm: every code path has run) and at the end, and the
+    growth between them per 1,000 drop-and-message pairs."""
+    first = waves[0]
+    pairs = max(drops - min(ns.wave, drops), 1) / 1000
+
+    def per_k(a: float, b: float) -> str:
+        return f"{(b - a) / pairs:+.1f}"
+
+    arenas = f"MALLOC_ARENA_MAX={ns.malloc_arena_max}" if ns.malloc_arena_max else "glibc's default arenas"
+    return [
+        f"Where this process's memory sits ({arenas}; MiB; 'free' is held by the allocator, not in use):",
+        "",
+        "| | RSS | glibc heap in use | glibc heap free | Python objects (pymalloc) in use | pymalloc arenas | threads |",
+        "|---|---|---|---|---|---|---|",
+        *(f"| {label} | {b.rss:.0f} | {b.heap_in_use:.0f} | {b.heap_free:.0f} | {b.py_in_use:.0f} | {b.py_arenas:.0f} | {b.threads} |"
+          for label, b in (("after wave 1", first), ("end", waves[-1]), ("end, after gc + malloc_trim(0)", end))),
+        f"| growth per 1,000 pairs after wave 1 | {per_k(first.rss, waves[-1].rss)} | "
+        f"{per_k(first.heap_in_use, waves[-1].heap_in_use)} | {per_k(first.heap_free, waves[-1].heap_free)} | "
+        f"{per_k(first.py_in_use, waves[-1].py_in_use)} | {per_k(first.py_arenas, waves[-1].py_arenas)} | |",
+    ]  # fmt: skip
 
 
 if __name__ == "__main__":
