@@ -50,6 +50,10 @@ var hostSettings = {
   // (Entra ID token from the authentication string above) and attaches the host's trace context to each
   // invocation; the host stops relaying the worker's logs, so nothing is sent twice (docs/DEPLOY.md, Telemetry).
   PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
+  // glibc reads this when the worker process starts. Its default (8 heaps per core) lets a threaded worker keep
+  // memory it freed in one heap per thread: in the soak, 2 heaps held the same work in 6 MiB of free heap, not
+  // 59 MiB (bench/RELIABILITY.md, Soak).
+  MALLOC_ARENA_MAX: '2'
 }
 
 var azdTags = {

@@ -35,6 +35,7 @@ PLATFORM_SETTINGS = frozenset(
         "AzureWebJobsStorage__clientId",
         "APPLICATIONINSIGHTS_CONNECTION_STRING",
         "APPLICATIONINSIGHTS_AUTHENTICATION_STRING",
+        "MALLOC_ARENA_MAX",  # read by glibc when the worker process starts
     }
 )
 # What the host reads for an identity-based connection named <prefix> (docs: "Connecting to host storage with an
