@@ -95,3 +95,22 @@ def breakdown(collect: bool = False) -> Breakdown:
         py_arenas=py_arenas / MiB,
         threads=proc.num_threads(),
     )
+
+
+_SHARED = (type(sys), type, type(len), type(breakdown))  # modules, classes, builtins, functions: not state
+
+
+def deep_size(root: object, stop: tuple[object, ...] = ()) -> float:
+    """MiB reachable from ``root`` (objects counted once), not walking into modules, classes, functions,
+    threads' frames or the objects in ``stop``: what a structure holds, to tell whose state grows."""
+    seen = {id(s) for s in stop}
+    todo = [root]
+    total = 0
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, _SHARED):
+            continue
+        seen.add(id(obj))
+        total += sys.getsizeof(obj, 0)
+        todo.extend(gc.get_referents(obj))
+    return total / MiB

@@ -39,7 +39,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.memory import Breakdown, breakdown
+from bench.memory import Breakdown, breakdown, deep_size
 from local.azurite import Azurite
 from local.reliability import EXPORT_ACTIVITY, NEVER, World, app_overrides, audit_acks, count
 
@@ -157,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     purge_snapshots: list[dict] = []
     wave_log: list[str] = []
     wave_memory: list[Breakdown] = []
+    held: list[dict[str, float]] = []  # whose state holds the memory in use: after wave 1, at the end
     try:
         d = m = 0
         for w in range(waves):
@@ -178,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
                 stack.runner.fire_timer("housekeeping_timer")
             stack.runner.advance(timedelta(minutes=WAVE_MINUTES))
             wave_memory.append(breakdown())
+            if w == 0:
+                held.append(_held(stack, world, sampler))
             wave_log.append(
                 f"wave {w + 1}/{waves}: {d} drops, {m} messages, {time.monotonic() - t0:.0f} s, {wave_memory[-1].line()}"
             )
@@ -193,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         stack.runner.wait_until_idle(timeout=300)
         sampler.stop()
         wave_memory.append(breakdown())
+        held.append(_held(stack, world, sampler))
         after_trim = trimmed()
         admin.clear_faults()
         # Housekeeping as configured: ended instances created before the cutoff go, the rest stay.
@@ -290,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         *_memory_lines(wave_memory, after_trim, ns, len(world.drops)),
         "",
+        *_held_lines(held, ns, len(world.drops)),
+        "",
         "| check | count (must be 0) |",
         "|---|---|",
         *(f"| inbound: {k} | {v} |" for k, v in counts["inbound"].items()),
@@ -318,6 +324,43 @@ def main(argv: list[str] | None = None) -> int:
 
     _gather()
     return 0 if ok else 1
+
+
+def _module_state(*prefixes: str) -> list[dict]:
+    """Module globals of these packages: where module-level caches and clients live."""
+    return [
+        vars(m)
+        for n, m in list(sys.modules.items())
+        if m and any(n == p or n.startswith(p + ".") for p in prefixes)
+    ]
+
+
+def _held(stack: object, world: object, sampler: RssSampler) -> dict[str, float]:
+    """MiB of objects each part of this process holds. The emulator (F&O's side: its job history, data,
+    call log) and the soak's own records grow by design; the runner and the app must not."""
+    emu = stack.emu  # type: ignore[attr-defined]
+    app = _module_state("function_app", "dmf", "triggers", "activities", "orchestrators")
+    runner = stack.runner  # type: ignore[attr-defined]
+    return {
+        "F&O emulator": deep_size([emu, *_module_state("local.fno_emulator")], stop=(runner, *app)),
+        "runner (host imitation)": deep_size(
+            [runner, *_module_state("local.functions_runner")], stop=(emu, *app)
+        ),
+        "app (module state: caches, clients)": deep_size(app, stop=(emu, runner)),
+        "the soak's own records": deep_size([world, sampler.samples]),
+    }
+
+
+def _held_lines(held: list[dict[str, float]], ns: argparse.Namespace, drops: int) -> list[str]:
+    first, end = held[0], held[-1]
+    pairs = max(drops - min(ns.wave, drops), 1) / 1000
+    return [
+        "Objects each part of the process holds (MiB, reachable from it, counted once):",
+        "",
+        "| | after wave 1 | end | growth per 1,000 pairs |",
+        "|---|---|---|---|",
+        *(f"| {k} | {first[k]:.1f} | {end[k]:.1f} | {(end[k] - first[k]) / pairs:+.1f} |" for k in first),
+    ]
 
 
 def _memory_lines(waves: list[Breakdown], end: Breakdown, ns: argparse.Namespace, drops: int) -> list[str]:

@@ -283,12 +283,10 @@ class Engine(Replayer, Scheduler, Recovery):
                     self._schedule_episode(inst)
                 else:
                     self._cancel_timers(inst)
-                    inst.history, inst.records, inst.inbox, inst.seq_map = (
-                        [],
-                        [],
-                        [],
-                        {},
-                    )  # kept in storage, not in memory
+                    # Ended: the row in storage is its record (status, raise, terminate and re-create read it,
+                    # as after a restart); memory keeps only what runs, so a long-lived runner stays flat.
+                    if self.instances.get(instance_id) is inst:
+                        del self.instances[instance_id]
                 self.busy -= 1
                 self.cond.notify_all()
 

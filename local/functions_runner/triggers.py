@@ -163,6 +163,7 @@ class BlobTriggers:
                 blobs = self._list(w)
             except ResourceNotFoundError:
                 continue
+            self._forget_gone(fi.name, {(fi.name, b.name, b.etag) for b in blobs})
             for b in blobs:
                 if not w["regex"].match(b.name):
                     continue
@@ -185,6 +186,12 @@ class BlobTriggers:
                     self._pool.submit(self._deliver, w, b.name, b.etag, key)
                 started += copies
         return started
+
+    def _forget_gone(self, function: str, listed: set[tuple[str, str, str]]) -> None:
+        """``_seen`` only saves a receipt lookup: keep it to what is still in the container (the app moves
+        handled drops out), so a long-lived runner does not grow with every blob it ever delivered."""
+        with self._lock:
+            self._seen -= {k for k in self._seen if k[0] == function and k not in listed}
 
     def _list(self, w: dict[str, Any]) -> list[Any]:
         """The watched blobs. Azurite answers 500 to a listing that would hold a name with control

@@ -335,3 +335,18 @@ def test_custom_status_over_16_kb_of_utf16_fails_as_on_the_host(runner: LocalRun
     status = runner.wait_for_instance(big)
     assert status["runtimeStatus"] == "Failed"
     assert "must not exceed 16 KB. The current payload size is 18 KB" in json.dumps(status["output"])
+
+
+def test_an_ended_instance_is_kept_in_storage_not_in_memory(runner: LocalRunner) -> None:
+    """A long-lived runner must not grow with every orchestration it ever ran (the soak's runner did, by
+    ~3 MiB per 1,000): once ended, an instance is answered from its row, exactly as after a restart."""
+    iid = runner.start_new("sequence", "ends-then-restarts", 2)
+    assert runner.wait_for_instance(iid)["output"] == 4
+    runner.wait_until_idle(timeout=10)
+    assert iid not in runner.engine.instances
+    assert runner.engine.raise_event(iid, "approve", None) == 410  # gone, not unknown
+    assert runner.engine.terminate(iid, "late") == 410
+    assert runner.engine.raise_event("never-started", "approve", None) == 404
+    runner.start_new("sequence", iid, 3)  # re-created from its row: the default override states allow it
+    assert runner.wait_for_instance(iid)["output"] == 8
+    assert [e["Input"] for e in runner.history(iid) if e["EventType"] == 0] == ["3"]

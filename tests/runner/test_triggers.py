@@ -59,6 +59,23 @@ def test_blob_trigger_fires_once_per_version_with_sdk_binding(make_runner, setti
     assert len(trigger_app.STARTS) == 2
 
 
+def test_the_scan_forgets_blobs_that_left_the_container(make_runner, settings, container) -> None:
+    """The delivered-set is a cache of receipts: it holds what is still listed, not every blob ever seen."""
+    container.upload_blob("orders/a.csv", b"x\n")
+    container.upload_blob("orders/b.csv", b"y\n")
+    runner = make_runner(
+        trigger_app.app, settings=settings, clock=VirtualClock(START), blob_poll_interval=0.2
+    )
+    runner.wait_until_idle()
+    assert sorted(deliveries("on_inbound_blob")) == ["orders/a.csv", "orders/b.csv"]
+    container.delete_blob("orders/a.csv")
+    runner.blobs.scan()
+    assert {k[1] for k in runner.blobs._seen} == {"orders/b.csv"}
+    time.sleep(0.5)  # more scans: b's receipt still stops re-delivery
+    runner.wait_until_idle()
+    assert sorted(deliveries("on_inbound_blob")) == ["orders/a.csv", "orders/b.csv"]
+
+
 def test_a_name_azurite_cannot_list_holds_up_only_its_own_folder(make_runner, settings, container) -> None:
     container.upload_blob("broken/bad\x01name.csv", b"1")  # Azurite answers 500 to any listing that holds it
     container.upload_blob("orders/a.csv", b"x,y\n1,2\n")
