@@ -210,7 +210,9 @@ NOTES = """## Findings and open points
 def _gather() -> None:
     parts = ["# Reliability (issue #14)", "",
              "Written by `bash scripts/bench.sh reliability` (`bench/reliability.py`, `bench/soak.py`).", ""]  # fmt: skip
-    for name in ("reliability-matrix.md", "reliability-soak.md"):
+    # The full soak, then any other soak kept beside it (e.g. ``--out results/reliability-soak-<what>.md``).
+    extra = sorted(p.name for p in MATRIX.parent.glob("reliability-soak-*.md"))
+    for name in ("reliability-matrix.md", "reliability-soak.md", *extra):
         f = MATRIX.parent / name
         if f.exists():
             parts.append(

@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         "" if (ns.drops, ns.messages) == (2000, 2000) else f" --drops {ns.drops} --messages {ns.messages}"
     )
     lines = [
-        "# Reliability: soak",
+        f"# Reliability: soak of {len(world.drops):,} drops and {len(world.messages):,} messages",
         "",
         f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} on {platform.machine()}, {os.cpu_count()} CPUs, "
         f"Python {platform.python_version()}; `{cmd}` (wave {ns.wave}); **{seconds:.0f} s** wall, "
