@@ -218,12 +218,12 @@ class RunnerHttpServer:
         mp = self._management_payload(iid)
         return self._json(202, mp, {"Location": mp["statusQueryGetUri"]})
 
-    def _query(self, q: dict[str, str]) -> list[dict[str, Any]]:
+    def _query(self, q: dict[str, str], payloads: bool = True) -> list[dict[str, Any]]:
         created_from = parse_iso(q["createdTimeFrom"]) if q.get("createdTimeFrom") else None
         created_to = parse_iso(q["createdTimeTo"]) if q.get("createdTimeTo") else None
         statuses = [s for s in q.get("runtimeStatus", "").split(",") if s] or None
         return self.engine.store.query_instances(
-            created_from, created_to, statuses, q.get("instanceIdPrefix") or None
+            created_from, created_to, statuses, q.get("instanceIdPrefix") or None, payloads=payloads
         )
 
     def _list(self, seg: list[str], q: dict[str, str], payload: Any):
@@ -231,7 +231,11 @@ class RunnerHttpServer:
         return self._json(200, [status_json(r, show_input) for r in self._query(q)])
 
     def _purge_many(self, seg: list[str], q: dict[str, str], payload: Any):
-        deleted = sum(self.engine.purge(r["instance_id"]) for r in self._query(q) if r["status"] in TERMINAL)
+        deleted = sum(
+            self.engine.purge(r["instance_id"])
+            for r in self._query(q, payloads=False)
+            if r["status"] in TERMINAL
+        )
         return self._json(200 if deleted else 404, {"instancesDeleted": deleted})
 
     def _status(self, seg: list[str], q: dict[str, str], payload: Any):

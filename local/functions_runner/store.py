@@ -29,6 +29,7 @@ INSTANCE_FIELDS = (
     "name", "execution_id", "status", "input", "output", "custom_status", "created", "updated",
     "parent_id", "parent_seq", "engine_state",
 )  # fmt: skip
+PAYLOADS = frozenset({"input", "output", "custom_status", "engine_state"})  # packed: chunked or in a blob
 
 
 class Store(Protocol):
@@ -40,6 +41,7 @@ class Store(Protocol):
         created_to: datetime | None = None,
         statuses: Iterable[str] | None = None,
         prefix: str | None = None,
+        payloads: bool = True,
     ) -> list[dict[str, Any]]: ...
     def delete_instance(self, instance_id: str) -> bool: ...
     def append_history(self, instance_id: str, execution_id: str, start: int, events: list[dict]) -> None: ...
@@ -81,10 +83,11 @@ class MemoryStore:
         with self._lock:
             self._instances[inst["instance_id"]] = dict(inst)
 
-    def query_instances(self, created_from=None, created_to=None, statuses=None, prefix=None):
+    def query_instances(self, created_from=None, created_to=None, statuses=None, prefix=None, payloads=True):
         with self._lock:
             rows = [dict(i) for i in self._instances.values()]
-        return [i for i in rows if _matches(i, created_from, created_to, statuses, prefix)]
+        found = [i for i in rows if _matches(i, created_from, created_to, statuses, prefix)]
+        return found if payloads else [{k: v for k, v in i.items() if k not in PAYLOADS} for i in found]
 
     def delete_instance(self, instance_id: str) -> bool:
         with self._lock:
@@ -185,17 +188,18 @@ class TableStore:
             v = inst.get(f)
             if v is None:
                 continue
-            if f in ("input", "output", "custom_status", "engine_state"):
+            if f in PAYLOADS:
                 self._pack(e, f, v, inst["instance_id"])
             else:
                 e[f] = v
         return e
 
-    def _from_entity(self, e: dict[str, Any]) -> dict[str, Any]:
+    def _from_entity(self, e: dict[str, Any], payloads: bool = True) -> dict[str, Any]:
         inst: dict[str, Any] = {"instance_id": e["PartitionKey"]}
         for f in INSTANCE_FIELDS:
-            if f in ("input", "output", "custom_status", "engine_state"):
-                inst[f] = self._unpack(e, f)
+            if f in PAYLOADS:
+                if payloads:
+                    inst[f] = self._unpack(e, f)
             else:
                 inst[f] = e.get(f)
         return inst
@@ -209,9 +213,21 @@ class TableStore:
     def put_instance(self, inst: dict[str, Any]) -> None:
         self._instances.upsert_entity(self._to_entity(inst), mode=UpdateMode.REPLACE)
 
-    def query_instances(self, created_from=None, created_to=None, statuses=None, prefix=None):
-        rows = [self._from_entity(e) for e in self._instances.list_entities()]
-        return [i for i in rows if _matches(i, created_from, created_to, statuses, prefix)]
+    def query_instances(self, created_from=None, created_to=None, statuses=None, prefix=None, payloads=True):
+        """Filtered as the rows stream in, payloads read only for rows that match (or not at all): a purge
+        over a large task hub must not hold every instance's input and output at once."""
+        statuses = list(statuses or [])
+        flt = " or ".join(f"status eq @s{n}" for n in range(len(statuses))) or None
+        select = None if payloads else ["PartitionKey", *(f for f in INSTANCE_FIELDS if f not in PAYLOADS)]
+        rows = self._instances.query_entities(
+            flt, parameters={f"s{n}": v for n, v in enumerate(statuses)}, select=select
+        ) if flt else self._instances.list_entities(select=select)  # fmt: skip
+        found = []
+        for e in rows:
+            head = {"instance_id": e["PartitionKey"], "created": e.get("created"), "status": e.get("status")}
+            if _matches(head, created_from, created_to, statuses, prefix):
+                found.append(self._from_entity(e, payloads))
+        return found
 
     def delete_instance(self, instance_id: str) -> bool:
         found = self.get_instance(instance_id) is not None

@@ -43,3 +43,23 @@ def test_memory_store_isolates_callers_from_stored_values() -> None:
     store.append_history("i", "e", 0, events)
     events[0]["EventId"] = 99
     assert store.load_history("i", "e")[0]["EventId"] == -1
+
+
+def test_instance_queries_filter_in_the_table_and_leave_payloads_unread(azurite, unique_name) -> None:
+    """A purge over a large task hub asks for ids and statuses only: no payload is read, least of all a
+    blob-held one; and a status from a query string is a parameter, never part of the filter text."""
+    from datetime import UTC, datetime
+
+    store = TableStore(azurite.connection_string, unique_name)
+    huge = json.dumps("h" * (MAX_INLINE + 10))
+    store.put_instance(_instance("done", huge))
+    store.put_instance({**_instance("late", '"y"'), "created": "2026-03-01T00:00:00.000000Z"})
+    store.put_instance({**_instance("busy", '"z"'), "status": "Running"})
+    for blob in store._large.list_blobs():  # only the huge output lives there: a payload read would fail
+        store._large.delete_blob(blob.name)
+    brief = store.query_instances(statuses=["Completed"], payloads=False)
+    assert {r["instance_id"]: r["status"] for r in brief} == {"done": "Completed", "late": "Completed"}
+    assert all("output" not in r and "input" not in r for r in brief)
+    before_march = store.query_instances(created_to=datetime(2026, 2, 1, tzinfo=UTC), statuses=["Running"])
+    assert [(r["instance_id"], r["input"]) for r in before_march] == [("busy", '"x"')]
+    assert store.query_instances(statuses=["Completed' or status eq 'Running"]) == []
