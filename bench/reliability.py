@@ -163,12 +163,15 @@ NOTES = """## Findings and open points
   terminated import's package row still `Importing` when the bench settles: the sweeper now writes `Failed`
   on it (e2e test `tests/e2e/test_inbound_resilience.py`), but only when a sweep runs after the termination,
   and the bench settles on the drop's final row before the next sweep. The drop row is the final one.
-- **Soak scale (honest note).** The issue asks for 2,000 drops + 2,000 messages; the latest run did
-  **750 + 750** (15 waves, 5.0 virtual hours, 9.5% of 5,936 F&O calls faulted) in 1,228 s: all 0 (again all 0 on merged main at 21:59, 1,176 s). An
-  earlier 500 + 500 run (20:17, 10 waves, 1,587 s, the full matrix running beside it) was all 0 too. At the
-  750 + 750 run's 1.6 s of wall time per drop-and-message pair on this shared 2-CPU machine, 2,000 + 2,000
-  needs about 55 minutes, which did not fit before the deadline. `python -m bench.soak` (no arguments)
-  runs the full scale.
+- **Soak at full scale.** `python -m bench.soak` (23:49): **2,000 drops + 2,000 messages**, 40 waves over
+  13.3 virtual hours, 9.5% of 15,853 F&O calls faulted (429, 503, reset, answer lost after the work; about
+  2.4% each): every count 0, every drop one Succeeded row, housekeeping exact (of 2,501 instances, the 1,300
+  ended before the cutoff purged with their history, 1,201 kept). 4,186 s of wall time on this shared 2-CPU
+  machine; a wave took 55 s at the start and 140-170 s at the end, as Azurite's in-memory tables grew (its
+  RSS 144 → 904 MiB peak). Once Azurite reset a connection under the drain's outcome-row write; the message
+  was not acked and came back (counted: nothing lost, nothing archived twice). Earlier 750 + 750 and
+  500 + 500 runs were all 0 too. This run was on the code before the two runner memory fixes below; the
+  runs after them are the further soak sections above.
 - **Where the soak's wall time goes (profiled, 20 + 20 drops/messages, one wave).** Imports go through the
   gate one at a time (by design), and each step of an import is an orchestrator episode: about 18 episodes
   per drop-and-message pair, each with two task-hub writes in sequence (the history transaction, then the

@@ -24,6 +24,11 @@ class Admin:
         entries = list(self._app.calls.entries)
         return [c for c in entries if endpoint is None or c["endpoint"].lower() == endpoint.lower()]
 
+    def call_counts(self) -> tuple[int, dict[str, int]]:
+        """Calls answered (or dropped) in all, and per injected fault kind: every call, however short
+        ``call_log_size`` keeps the log."""
+        return self._app.calls.total, dict(self._app.calls.faults)
+
     @property
     def peak_concurrent_imports(self) -> int:
         return self._app.engine.peak_concurrent_imports()
@@ -162,7 +167,7 @@ class Admin:
         app.recurring.inbound.clear()
         app.recurring.outbound.clear()
         app.store.clear()
-        app.calls.entries.clear()
+        app.calls.clear()
         app.faults.clear()
         app.errors.clear()
 

@@ -60,7 +60,7 @@ class EmulatorApp:
         self.recurring = RecurringQueues(self.engine)
         self.tokens = TokenService(config)
         self.faults = FaultInjector(config.faults, config.fault_seed)
-        self.calls = CallLog(clock.now)
+        self.calls = CallLog(clock.now, config.call_log_size)
         self.errors: list[str] = []  # unexpected exceptions (redacted tracebacks), for tests to assert on
         self.base_url = ""
         self.admin_routes: Callable[[str, str], tuple[str, Route]] | None = None

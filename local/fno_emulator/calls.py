@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from datetime import datetime
 
@@ -12,6 +12,14 @@ class CallLog:
     def __init__(self, clock_now: Callable, maxlen: int = 200_000) -> None:
         self._now = clock_now
         self.entries: deque[dict] = deque(maxlen=maxlen)
+        # Counts over every call, kept when old entries leave a short log (a long soak needs only these).
+        self.total = 0
+        self.faults: Counter[str] = Counter()
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.total = 0
+        self.faults.clear()
 
     def add(
         self,
@@ -24,6 +32,9 @@ class CallLog:
         arrived: datetime | None = None,
     ) -> None:
         now = self._now()
+        self.total += 1
+        if fault:
+            self.faults[fault] += 1
         self.entries.append(
             {
                 "at": now.isoformat(),

@@ -329,6 +329,7 @@ class EmulatorConfig(_Model):
     max_enqueue_bytes: int | None = None  # enqueue bodies above this get 413 (a 50 MB XML did, RIS #135)
     admin_key: str | None = None  # when set, /_emulator/* requires header x-emulator-admin-key
     fault_seed: int | None = None
+    call_log_size: int = 200_000  # calls kept for admin.calls(); admin.call_counts() counts them all
     # DMF import-status business event (business_events.py): posted here when an import finishes
     business_events_url: str | None = None
     business_events_key: str | None = None

@@ -34,6 +34,18 @@ def test_429_with_retry_after_on_the_next_n_calls(client: Client) -> None:
     assert faults == ["429", "429", None]
 
 
+def test_a_short_call_log_still_counts_every_call_and_fault(make_emulator) -> None:
+    client = Client(make_emulator(EmulatorConfig(call_log_size=2)))
+    client.emu.admin.inject_fault("GetExecutionSummaryStatus", "429", next_n=2, retry_after=1)
+    codes = [status_call(client).status_code for _ in range(3)]
+    assert codes == [429, 429, 400]
+    assert [c["fault"] for c in client.emu.admin.calls()] == ["429", None]  # the last two only
+    total, faults = client.emu.admin.call_counts()
+    assert total >= 3 and faults == {"429": 2}  # (a token call may come first)
+    client.emu.admin.reset()
+    assert client.emu.admin.call_counts() == (0, {})
+
+
 @pytest.mark.parametrize("code", [500, 502, 503])
 def test_server_errors_have_odata_bodies(client: Client, code: int) -> None:
     client.emu.admin.inject_fault("*", str(code), next_n=1)
