@@ -38,7 +38,7 @@ from dmf.pipeline.payloads import (
 from dmf.pipeline.polling import PollPolicy
 from dmf.pipeline.results import BatchDone, Checked, Fetched, OutboundConfig, Recorded, Started
 from orchestrators.retries import BATCH_RETRY, MAX_FETCH_FAILURES, MAX_RECALLS, MAX_URL_TRIES, RETRY
-from orchestrators.timing import now_iso, timer_in
+from orchestrators.timing import now_iso, refusal_wait, timer_in
 from orchestrators.waiting import DurableWait
 
 bp = df.Blueprint()
@@ -194,18 +194,27 @@ def _fetch_package(context: df.DurableOrchestrationContext, req: StartExport, po
         execution_id=req.execution_id,
         package_name=req.package_name,
     )
-    failures = 0
+    failures = refusals = n = 0
+    waited = 0.0
     last_error = None
-    for n in range(MAX_URL_TRIES):
+    while n < MAX_URL_TRIES:
         got = Fetched.of((yield context.call_activity_with_retry("export_fetch", RETRY, to_wire(fetch))))
         if got.ready:
             return {"archived": got.archived, "size": got.size, "method": got.method}
+        last_error = got.error or last_error
+        if got.refused and waited < policy.deadline:  # F&O said "not now": wait, bounded by the deadline
+            wait = refusal_wait(got.retry_after, refusals, waited, policy)
+            refusals, waited = refusals + 1, waited + wait
+            yield timer_in(context, wait)
+            continue
         if got.error:
             failures += 1
-            last_error = got.error
             if got.permanent or failures >= MAX_FETCH_FAILURES:
                 break
-        yield timer_in(context, min(policy.initial * 2**n, policy.max_interval))
+        wait = min(policy.initial * 2**n, policy.max_interval)
+        waited += wait
+        n += 1
+        yield timer_in(context, wait)
     return {
         "status": "Failed",
         "reason": last_error or f"F&O handed out no package URL after {MAX_URL_TRIES} tries",

@@ -242,6 +242,8 @@ def fetch_export(svc: Services, req: ExportPackage | dict[str, Any]) -> dict[str
     try:
         url = api.get_exported_package_url(req.execution_id)
     except FnoError as exc:
+        if exc.refused:  # the 429 storm lost an export after six refusals counted as failures
+            return to_wire(Fetched(ready=False, refused=True, retry_after=exc.retry_after, error=str(exc)))
         return to_wire(Fetched(ready=False, error=str(exc), permanent=not exc.transient))
     if not url:
         return to_wire(Fetched(ready=False))

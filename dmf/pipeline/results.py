@@ -119,6 +119,8 @@ class Fetched(Payload):
     ready: bool = False
     error: str | None = ABSENT
     permanent: bool | None = ABSENT
+    refused: bool | None = ABSENT  # 429 / 503 + Retry-After: "not done", waited out, not a failure
+    retry_after: float | None = ABSENT
     archived: str | None = ABSENT
     size: int | None = ABSENT
     method: str | None = ABSENT

@@ -246,6 +246,13 @@ def test_exported_package_url_is_one_call_per_try(storm: Storm) -> None:
     assert storm.calls("GetExportedPackageUrl") == attempts("GetExportedPackageUrl")
 
 
+def test_a_refused_package_url_answers_refused_with_its_retry_after(storm: Storm) -> None:
+    storm.fail("GetExportedPackageUrl", "429", retry_after=120)
+    got = outbound_exports.fetch_export(storm.svc, _export_req())
+    assert got["ready"] is False and got["refused"] is True and got["retry_after"] == 120
+    assert storm.calls("GetExportedPackageUrl") == 1  # sent once: the fetch loop waits it out
+
+
 def test_export_start_refused_is_one_call(storm: Storm) -> None:
     storm.fail("ExportToPackageAsync", "429", retry_after=300)
     st = outbound_exports.start_export(storm.svc, _export_req())

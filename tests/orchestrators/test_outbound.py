@@ -396,3 +396,19 @@ def test_enqueue_unexpected_failure_is_recorded() -> None:
         enq_record(status="Failed", reason="enqueue orchestration failed: blob missing", finished_at=iso(0))
     ]
     assert out == {"status": "Failed"}
+
+
+def test_a_refused_package_url_is_waited_out_not_counted_as_a_failure() -> None:
+    """The fault matrix's 429 storm lost a scheduled export: six refused GetExportedPackageUrl calls in a
+    row used up MAX_FETCH_FAILURES. A refusal says "not done": wait its Retry-After and ask again."""
+    refused = {"refused": True, "retry_after": 7, "error": "GetExportedPackageUrl (HTTP 429)"}
+    s = export_script(
+        export_check=[{"status": "Succeeded"}],
+        export_fetch=[refused] * (mod.MAX_FETCH_FAILURES + 2) + [READY],
+    )
+    out = s.run(export)
+    assert len(s.calls("export_fetch")) == mod.MAX_FETCH_FAILURES + 3
+    waits = [t.wait for t in s.timers()[1:]]
+    assert waits == [7.0] * (mod.MAX_FETCH_FAILURES + 2)
+    assert s.inputs("export_record")[0]["status"] == "Succeeded" and out["archived"]
+    s.assert_script_used()
