@@ -171,7 +171,7 @@ NOTES = """## Findings and open points
   RSS 144 → 904 MiB peak). Once Azurite reset a connection under the drain's outcome-row write; the message
   was not acked and came back (counted: nothing lost, nothing archived twice). Earlier 750 + 750 and
   500 + 500 runs were all 0 too. This run was on the code before the two runner memory fixes below; the
-  runs after them are the further soak sections above.
+  run after them (1,000 + 1,000) is the second soak section above.
 - **Where the soak's wall time goes (profiled, 20 + 20 drops/messages, one wave).** Imports go through the
   gate one at a time (by design), and each step of an import is an orchestrator episode: about 18 episodes
   per drop-and-message pair, each with two task-hub writes in sequence (the history transaction, then the
@@ -184,21 +184,36 @@ NOTES = """## Findings and open points
   after (20:35, with `MALLOC_ARENA_MAX=2`, the full matrix running beside it); 500 + 500 (wave 50) 1,587 s.
   Next step if needed: one round trip per commit (the instance row written after the history off the
   critical path, or both in one entity-group transaction with the state row in the history partition).
-- **Soak memory.** This process's RSS rose from 95 to 201 MiB (190 at the end) over 750 + 750, 95 → 180
-  over 500 + 500 (Azurite: 146 → 666 peak → 488 at the end); its thread count stayed at 34-35. A
-  `tracemalloc` snapshot at the end of a 100 + 100 run traced 62 MiB of live Python memory, 35 MiB of it
-  imported code; no runner, app or emulator structure held more than 1 MiB (the largest: JSON decoding
-  0.8 MiB, the emulator's records 0.4 MiB). A 100 + 100 run with `MALLOC_ARENA_MAX=2` grew 95 → 123 MiB (130 without, at 18:14): glibc's arenas are a small part. A
-  `tracemalloc` diff of a 100 + 100 run (21:00, 3 frames) between the end of wave 1 and the end of the run:
-  live Python memory outside the import machinery went 29.5 → 30.6 MiB (+1.1 MiB: the emulator's call log,
-  the final outcome reads), while RSS rose by ~90 MiB (tracemalloc's own overhead included). So no
-  runner, app or emulator Python structure grows with the work; the RSS growth is most likely memory freed
-  but kept by the allocators (transient peaks: histories decoded for replay, storage responses), or native
-  allocations tracemalloc does not see. The 21:59 soak (750 + 750) settles the first of these: after a
-  full collection and glibc's `malloc_trim(0)` at the end, RSS went only 209 → 205 MiB (start 96), so the
-  growth is memory still in use, outside the Python heap tracemalloc sees: native allocations (OpenSSL
-  contexts and sessions of the in-process HTTPS emulator and clients, the storage SDKs' native buffers are
-  the candidates; not yet measured). **Open:** RSS is not flat (0.14-0.15 MiB per drop-and-message pair).
+- **Soak memory: what grows, measured.** The soak now splits this process's RSS each wave into glibc's
+  heap (in use, free), Python's object allocator (pymalloc: objects in use, arenas held) and, after wave 1
+  and at the end, the objects each part holds (reachable from the emulator, the runner, the app's module
+  state, the soak's own records). The earlier reading "memory still in use, native" was wrong: `malloc_trim`
+  cannot give back free memory between live blocks, and the split shows the growth is free memory the
+  allocators keep, not objects.
+  - **glibc's per-thread heaps** (8 per core by default; this process runs ~40 threads): in 200 + 200,
+    glibc's heap in use stayed at 28-29 MiB while its free memory grew 33 → 59 MiB; with
+    `MALLOC_ARENA_MAX=2` (or 1) it stayed at 6-12 MiB and RSS ended at 127 instead of 150 MiB. The template
+    now sets `MALLOC_ARENA_MAX=2` for the worker (`infra/app/function.bicep`, docs/SETTINGS.md), and the
+    soak runs under the same value (`--malloc-arena-max`, a test keeps the two equal).
+  - **Whose objects grow** (per 1,000 drop-and-message pairs; 100 + 100 and 1,000 + 1,000 runs): the local
+    runner kept every ended instance in memory (+4.3 MiB) and its blob scan every blob it ever delivered;
+    both fixed (an ended instance is answered from its row, as after a restart; the scan keeps what is
+    still listed): runner now -0.0, app module state +0.0. A purge also loaded and unpacked every instance
+    of the task hub at once; it now filters in the table and reads no payloads. The F&O emulator grows
+    +7.9 MiB by design (F&O's job history, data rows and a call log of every call, ~0.7 KiB each); the
+    soak now keeps 1,000 log entries and counts the rest (`admin.call_counts()`).
+  - **What is left: pymalloc arenas.** Python objects in use grow slowly (the emulator's F&O state, the
+    soak's records), but the arenas pymalloc holds grow about 3-4 times as fast: 2,000 + 2,000 (before
+    the fixes): objects 45 → 71 MiB, arenas 49 → 146 MiB, RSS 96 → 273 peak → 254 (227 after a trim);
+    1,000 + 1,000 after the runner fix: objects 45 → 57, arenas 50 → 92, RSS 181 at the end;
+    1,000 + 1,000 after all the fixes (the soak section above, 00:47): objects 45 → 55 MiB (49 after a
+    collection), arenas 49 → 88, RSS 94 → 181 peak → 169 (158 after a trim), every count 0; the emulator now
+    grows +3.1 MiB per 1,000 pairs. An arena is returned only when every object in it is gone, so a few
+    long-lived objects made during a busy moment keep it. Which busy moments is not pinned down: sampling every
+    thread's stack whenever the arena count rose pointed mostly at threads idle in socket reads, which says
+    nothing. **So RSS is not flat in this process; the objects the runner and the app hold are flat**, and
+    the rest is allocator slack whose growth slows only a little with the fixes. In Azure the worker holds
+    neither the emulator nor the runner; its own memory has not been measured over days there.
 - **By design, reported: an ambiguous enqueue is not repeated.** When the enqueue's answer is lost (5xx,
   reset, timeout) F&O may or may not hold the message and offers no lookup by external identifier; the drop
   ends Failed naming the identifier. Counted as "ambiguous, reported", never as lost or doubled.
