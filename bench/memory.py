@@ -80,9 +80,7 @@ class Breakdown:
         )
 
 
-def breakdown(collect: bool = False) -> Breakdown:
-    if collect:
-        gc.collect()
+def breakdown() -> Breakdown:
     info = _LIBC.mallinfo2() if _LIBC else None
     py_used, py_arenas = _pymalloc()
     proc = psutil.Process()
@@ -95,6 +93,15 @@ def breakdown(collect: bool = False) -> Breakdown:
         py_arenas=py_arenas / MiB,
         threads=proc.num_threads(),
     )
+
+
+def trimmed() -> Breakdown:
+    """The breakdown after a full collection and glibc's ``malloc_trim(0)``: what stays if the allocators
+    give back every page they can. Tells memory in use from memory an allocator keeps."""
+    gc.collect()
+    if _LIBC:
+        _LIBC.malloc_trim(0)
+    return breakdown()
 
 
 _SHARED = (type(sys), type, type(len), type(breakdown))  # modules, classes, builtins, functions: not state

@@ -22,7 +22,6 @@ for a shorter run.
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import logging
 import os
@@ -39,25 +38,12 @@ from pathlib import Path
 
 import psutil
 
-from bench.memory import Breakdown, breakdown, deep_size
+from bench.memory import Breakdown, breakdown, deep_size, trimmed
 from local.azurite import Azurite
 from local.reliability import EXPORT_ACTIVITY, NEVER, World, app_overrides, audit_acks, count
 
 OUT = Path(__file__).resolve().parent / "results" / "reliability-soak.md"
 WAVE_MINUTES = 20
-
-
-def trimmed() -> Breakdown:
-    """This process after a full collection and glibc's ``malloc_trim(0)``: what stays if the allocators
-    give back every page they can. Tells memory in use from memory an allocator keeps."""
-    import ctypes
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: report the RSS as it is
-        pass
-    return breakdown()
 
 
 def _arena_cap(wanted: int, argv: list[str] | None) -> None:
@@ -118,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         "--malloc-arena-max",
         type=int,
         default=2,
-        help="glibc arenas, as infra/app/function-app.bicep sets (0: glibc's default)",
+        help="glibc arenas, as infra/app/function.bicep sets (0: glibc's default)",
     )
     ns = p.parse_args(argv)
     _arena_cap(ns.malloc_arena_max, argv)
@@ -354,9 +340,14 @@ def _held(stack: object, world: object, sampler: RssSampler) -> dict[str, float]
     }
 
 
+def _thousands_after_wave_1(ns: argparse.Namespace, drops: int) -> float:
+    """Drop-and-message pairs after the first wave, in thousands: the unit growth is given in."""
+    return max(drops - min(ns.wave, drops), 1) / 1000
+
+
 def _held_lines(held: list[dict[str, float]], ns: argparse.Namespace, drops: int) -> list[str]:
     first, end = held[0], held[-1]
-    pairs = max(drops - min(ns.wave, drops), 1) / 1000
+    pairs = _thousands_after_wave_1(ns, drops)
     return [
         "Objects each part of the process holds (MiB, reachable from it, counted once):",
         "",
@@ -370,7 +361,7 @@ def _memory_lines(waves: list[Breakdown], end: Breakdown, ns: argparse.Namespace
     """Where the memory sits after the first wave (warm: every code path has run) and at the end, and the
     growth between them per 1,000 drop-and-message pairs."""
     first = waves[0]
-    pairs = max(drops - min(ns.wave, drops), 1) / 1000
+    pairs = _thousands_after_wave_1(ns, drops)
 
     def per_k(a: float, b: float) -> str:
         return f"{(b - a) / pairs:+.1f}"
