@@ -8,8 +8,9 @@ falls in the middle of the run.
 
 Reported (``bench/results/reliability-soak.md``, gathered into ``bench/RELIABILITY.md``):
 
-- RSS of this process (runner + app + emulator in one process) and of Azurite: at start (after warm-up),
-  peak, end, and per quarter of the run;
+- RSS of this process (the local runner and the app: what a Functions worker holds), of the F&O emulator
+  (run apart, as F&O is: its job history and data grow by design) and of Azurite: at start (after warm-up),
+  peak, end, and per quarter of the run; where this process's memory sits (allocators, owners);
 - outcome rows: every drop has exactly one drop row, Succeeded, its data in F&O, imported once, never two
   imports at once; every message archived once, acknowledged, one Archived row, no ack before its archive;
 - housekeeping: every ended orchestration created before the cutoff purged (instance and history), every
@@ -32,6 +33,7 @@ import tempfile
 import threading
 import time
 import uuid
+from array import array
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -58,23 +60,22 @@ def _arena_cap(wanted: int, argv: list[str] | None) -> None:
 class RssSampler:
     def __init__(self, pids: dict[str, int], every: float = 0.5) -> None:
         self.procs = {k: psutil.Process(p) for k, p in pids.items()}
-        self.samples: list[tuple[float, dict[str, int]]] = []
+        # One float per sample and process (MiB): the sampler is in the process it measures.
+        self.samples = {k: array("f") for k in pids}
         self.every = every
         self._stop = threading.Event()
         self._t = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> dict[str, int]:
-        out = {}
+    def _sample(self) -> None:
         for k, p in self.procs.items():
             try:
-                out[k] = p.memory_info().rss
+                self.samples[k].append(p.memory_info().rss / 2**20)
             except psutil.Error:
-                out[k] = 0
-        return out
+                self.samples[k].append(0)
 
     def _run(self) -> None:
         while not self._stop.is_set():
-            self.samples.append((time.monotonic(), self._sample()))
+            self._sample()
             self._stop.wait(self.every)
 
     def start(self) -> RssSampler:
@@ -84,10 +85,10 @@ class RssSampler:
     def stop(self) -> None:
         self._stop.set()
         self._t.join(5)
-        self.samples.append((time.monotonic(), self._sample()))
+        self._sample()
 
     def summary(self, key: str) -> dict[str, float]:
-        vals = [s[key] / 2**20 for _, s in self.samples]
+        vals = list(self.samples[key])
         q = max(1, len(vals) // 4)
         quarters = [max(vals[i * q : (i + 1) * q] or [0]) for i in range(4)]
         return {"start": vals[0], "peak": max(vals), "end": vals[-1], "quarters": quarters}
@@ -130,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     # log of every call is the largest thing the process would otherwise hold at the end.
     cfg.call_log_size = 1000
     stack = Stack(
-        az, "s" + uuid.uuid4().hex[:12], emulator_config=cfg,
+        az, "s" + uuid.uuid4().hex[:12], emulator_config=cfg, emulator_process=True,
         **app_overrides(HISTORY_RETENTION_DAYS=f"{retention_days:.9f}", ARCHIVE_RETENTION_DAYS="0",
                         HOUSEKEEPING_SCHEDULE=NEVER, LOG_LEVEL="ERROR"),
     )  # fmt: skip
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     rate = ns.fault_rate / 4
     for kind in ("429", "503", "drop", "after_503"):
         admin.inject_fault("*", kind, rate=rate, retry_after=1 if kind == "429" else None)
-    sampler = RssSampler({"process": os.getpid(), "azurite": az.proc.pid}).start()
+    sampler = RssSampler({"process": os.getpid(), "emulator": stack.emu.pid, "azurite": az.proc.pid}).start()
     purge_snapshots: list[dict] = []
     wave_log: list[str] = []
     wave_memory: list[Breakdown] = []
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         az.stop()
         shutil.rmtree(location, ignore_errors=True)
     seconds = time.monotonic() - started
-    proc, azr = sampler.summary("process"), sampler.summary("azurite")
+    proc, emu, azr = (sampler.summary(k) for k in ("process", "emulator", "azurite"))
     ok = (
         all(n == 0 for c in counts.values() for n in c.values())
         and all(n == 0 for n in exact.values())
@@ -276,10 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         "",
         "| RSS (MiB) | start | peak | end | max per quarter of the run |",
         "|---|---|---|---|---|",
-        f"| this process (runner, app, emulator) | {proc['start']:.0f} | {proc['peak']:.0f} | {proc['end']:.0f} | "
-        + " / ".join(f"{q:.0f}" for q in proc["quarters"]) + " |",
-        f"| Azurite | {azr['start']:.0f} | {azr['peak']:.0f} | {azr['end']:.0f} | "
-        + " / ".join(f"{q:.0f}" for q in azr["quarters"]) + " |",
+        *(f"| {label} | {r['start']:.0f} | {r['peak']:.0f} | {r['end']:.0f} | "
+          + " / ".join(f"{q:.0f}" for q in r["quarters"]) + " |"
+          for label, r in (("this process: local runner + app (the worker's share)", proc),
+                           ("F&O emulator (run apart; grows with F&O's data and job history)", emu),
+                           ("Azurite", azr))),
         "",
         *_memory_lines(wave_memory, after_trim, ns, len(world.drops)),
         "",
@@ -325,17 +327,15 @@ def _module_state(*prefixes: str) -> list[dict]:
 
 
 def _held(stack: object, world: object, sampler: RssSampler) -> dict[str, float]:
-    """MiB of objects each part of this process holds. The emulator (F&O's side: its job history, data,
-    call log) and the soak's own records grow by design; the runner and the app must not."""
-    emu = stack.emu  # type: ignore[attr-defined]
+    """MiB of objects each part of this process holds. The soak's own records grow by design; the runner and
+    the app must not. (The emulator runs apart; its RSS is in the table above.)"""
     app = _module_state("function_app", "dmf", "triggers", "activities", "orchestrators")
     runner = stack.runner  # type: ignore[attr-defined]
     return {
-        "F&O emulator": deep_size([emu, *_module_state("local.fno_emulator")], stop=(runner, *app)),
         "runner (host imitation)": deep_size(
-            [runner, *_module_state("local.functions_runner")], stop=(emu, *app)
+            [runner, *_module_state("local.functions_runner")], stop=tuple(app)
         ),
-        "app (module state: caches, clients)": deep_size(app, stop=(emu, runner)),
+        "app (module state: caches, clients)": deep_size(app, stop=(runner,)),
         "the soak's own records": deep_size([world, sampler.samples]),
     }
 

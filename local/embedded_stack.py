@@ -91,6 +91,7 @@ class Stack:
         *,
         virtual_clock: bool = True,
         emulator_config: Any = None,
+        emulator_process: bool = False,
         runner_kwargs: dict[str, Any] | None = None,
         **settings: Any,
     ) -> None:
@@ -106,9 +107,17 @@ class Stack:
         self.clock = VirtualClock(datetime(2026, 11, 25, 8, 0, tzinfo=UTC)) if virtual_clock else None
         cfg = emulator_config or EmulatorConfig()
         cfg.blob_container = f"{unique}-dmf"
-        self.emu = Emulator(
-            cfg, storage_connection_string=az.connection_string, clock=self.clock.now if self.clock else None
-        )
+        self.emu: Any
+        if emulator_process:  # F&O's side apart, as in production (``fno_emulator/process.py``)
+            from local.fno_emulator.process import EmulatorProcess
+
+            self.emu = EmulatorProcess(cfg, az.connection_string, clock=self.clock)
+        else:
+            self.emu = Emulator(
+                cfg,
+                storage_connection_string=az.connection_string,
+                clock=self.clock.now if self.clock else None,
+            )
         self.names = {
             "TASKHUB_NAME": f"{unique}hub",
             "INBOUND_CONTAINER": f"{unique}-inbound",

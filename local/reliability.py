@@ -41,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -435,16 +435,28 @@ FAULTS: dict[str, Fault] = {
 def audit_acks(stack: Any, early: list[str]) -> Callable[[], None]:
     """Record every ack sent while its message had no verified archive; returns an undo."""
     from dmf.fno.recurring_api import RecurringApi
+    from dmf.pipeline.ids import safe_name
 
     real_ack = RecurringApi.ack
 
+    exports = {e["activity_id"]: e["name"] for e in json.loads(stack.settings.get("RECURRING_EXPORTS", "[]"))}
+
+    def verified(cid: str, prefix: str = "") -> bool:
+        return any(
+            cid in b.name and (b.metadata or {}).get("verified") == "1"
+            for b in stack.container("ARCHIVE_CONTAINER").list_blobs(
+                name_starts_with=prefix, include=["metadata"]
+            )
+        )
+
     def audited(self, activity_id, message):
         cid = message.correlation_id
-        archive = stack.container("ARCHIVE_CONTAINER")
-        if not any(
-            cid in b.name and (b.metadata or {}).get("verified") == "1"
-            for b in archive.list_blobs(include=["metadata"])
-        ):
+        # Where the archive is filed (<export>/<yyyy>/<MM>/<dd>/<id>, a recent day) first: a listing of the
+        # whole archive per ack grows with the run. Only what is not there is looked for everywhere.
+        now = stack.clock.now() if stack.clock else datetime.now(UTC)
+        days = {(now - timedelta(days=k)).strftime("%Y/%m/%d") for k in range(3)}
+        stems = [f"{safe_name(exports.get(activity_id, ''))}/{day}/{cid}" for day in days]
+        if not any(verified(cid, stem) for stem in stems) and not verified(cid):
             early.append(cid)
         return real_ack(self, activity_id, message)
 

@@ -7,6 +7,7 @@ that orchestration timers and emulated execution times advance together in end-t
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 
@@ -33,23 +34,36 @@ class VirtualClock:
             raise ValueError("VirtualClock start must be timezone-aware (UTC)")
         self._now = start.astimezone(UTC)
         self._lock = threading.Lock()
+        self._watchers: list[Callable[[datetime], None]] = []
 
     def now(self) -> datetime:
         with self._lock:
             return self._now
 
+    def watch(self, tell: Callable[[datetime], None]) -> None:
+        """Call ``tell(now)`` now and on every move, under the clock's lock (so a watcher never sees time go
+        back): how a clock in another process (the emulator run apart) follows this one."""
+        with self._lock:
+            self._watchers.append(tell)
+            tell(self._now)
+
     def advance_to(self, when: datetime) -> datetime:
         with self._lock:
             if when > self._now:
-                self._now = when.astimezone(UTC)
+                self._set(when.astimezone(UTC))
             return self._now
 
     def advance(self, delta: timedelta) -> datetime:
         if delta < timedelta(0):
             raise ValueError("time only moves forward")
         with self._lock:
-            self._now = self._now + delta
+            self._set(self._now + delta)
             return self._now
+
+    def _set(self, now: datetime) -> None:
+        self._now = now
+        for tell in self._watchers:
+            tell(now)
 
 
 Clock = RealClock | VirtualClock
