@@ -451,10 +451,11 @@ def audit_acks(stack: Any, early: list[str]) -> Callable[[], None]:
 
     def audited(self, activity_id, message):
         cid = message.correlation_id
-        # Where the archive is filed (<export>/<yyyy>/<MM>/<dd>/<id>, a recent day) first: a listing of the
-        # whole archive per ack grows with the run. Only what is not there is looked for everywhere.
-        now = stack.clock.now() if stack.clock else datetime.now(UTC)
-        days = {(now - timedelta(days=k)).strftime("%Y/%m/%d") for k in range(3)}
+        # Where the archive is filed first (<export>/<yyyy>/<MM>/<dd>/<id>, dated by the drain's start: the
+        # wall clock's or the virtual clock's day): a listing of the whole archive per ack grows with the run.
+        # Only what is not there is looked for everywhere.
+        nows = [datetime.now(UTC)] + ([stack.clock.now()] if stack.clock else [])
+        days = {(now - timedelta(days=k)).strftime("%Y/%m/%d") for now in nows for k in range(2)}
         stems = [f"{safe_name(exports.get(activity_id, ''))}/{day}/{cid}" for day in days]
         if not any(verified(cid, stem) for stem in stems) and not verified(cid):
             early.append(cid)

@@ -119,10 +119,17 @@ class EmulatorProcess:
         )
         self._proc.start()
         theirs.close()
-        if not mine.poll(timeout):
+        try:
+            if not mine.poll(timeout):
+                raise EOFError
+            ready = mine.recv()
+        except EOFError:
             self._proc.kill()
-            raise RuntimeError(f"the emulator process did not start in {timeout:.0f} s")
-        ready = mine.recv()
+            self._proc.join(5)
+            raise RuntimeError(
+                f"the emulator process did not start in {timeout:.0f} s (exit code {self._proc.exitcode}; a"
+                " script that starts it needs `if __name__ == '__main__':`, as multiprocessing's spawn says)"
+            ) from None
         self.base_url, self.api_base_url = ready["base_url"], ready["api_base_url"]
         self.ca_bundle_path = ready["ca_bundle_path"]
         self._pipe = mine
