@@ -46,8 +46,8 @@ from dmf.pipeline.payloads import (
 from dmf.pipeline.polling import TERMINAL, PollPolicy
 from dmf.pipeline.results import Checked, ErrorsFound, PipelineConfig, Recorded, Started, TargetKeys
 from dmf.redact import redact
-from orchestrators.retries import MAX_RECALLS, RETRY, TARGET_KEY_TRIES
-from orchestrators.timing import now_iso, timer_in
+from orchestrators.retries import MAX_RECALLS, RETRY, TARGET_KEY_REFUSALS, TARGET_KEY_TRIES
+from orchestrators.timing import now_iso, refusal_wait, timer_in
 from orchestrators.waiting import LOST_GATE, CompletionEvents, DurableWait, WaitOutcome
 
 bp = df.Blueprint()
@@ -275,16 +275,23 @@ def _collect_errors(context: df.DurableOrchestrationContext, req: StartImport):
     errors = ErrorsFound.from_wire(found)
     pending = errors.pending_target_keys or []
     files = errors.files
-    tries = 0
+    tries = refusals = 0
+    wait = 15.0
+    waited = 0.0  # on refusals
     while pending and tries < TARGET_KEY_TRIES:
-        yield timer_in(context, 15 * 2**tries)
+        yield timer_in(context, wait)
         got = yield context.call_activity_with_retry(
             "fetch_target_error_keys", RETRY, to_wire(replace(base, entities=pending))
         )
         keys = TargetKeys.of(got)
         files = files + keys.files
         pending = keys.pending
+        if keys.refused and waited < TARGET_KEY_REFUSALS.deadline:  # "not now" from F&O: not a try
+            wait = refusal_wait(keys.retry_after, refusals, waited, TARGET_KEY_REFUSALS)
+            refusals, waited = refusals + 1, waited + wait
+            continue
         tries += 1
+        wait = 15.0 * 2**tries
     messages = errors.messages
     if pending:
         messages = [*messages, f"target error keys not ready for: {', '.join(pending)}"]

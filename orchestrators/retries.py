@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import azure.durable_functions as df
 
+from dmf.pipeline.polling import PollPolicy
+
 # Activities of one package's import, the outbound orchestrations and the drop's own steps.
 RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=5_000, max_number_of_attempts=4)
 # The drop and retry orchestrations' bookkeeping activities.
@@ -27,6 +29,8 @@ MAX_START_RETRIES = 5
 # row lost a scheduled export in the fault matrix; each recall is one call, a grace apart, within the deadline.
 MAX_RECALLS = 4
 TARGET_KEY_TRIES = 6  # error keys F&O has not generated yet (or could not be asked)
+# Refusals (429, 503 + Retry-After) between those tries are waited out, not counted: up to this, in all.
+TARGET_KEY_REFUSALS = PollPolicy(initial=15, factor=2, max_interval=240, deadline=900, not_found_grace=0)
 MAX_URL_TRIES = 10  # an export's package URL not handed out yet
 # An export's package URL or download failing. GetExportedPackageUrl is sent once per try (this loop is its
 # retry layer), so six tries ride out about 8 minutes of F&O failing (timers 15, 30, 60, 120, 240 s).

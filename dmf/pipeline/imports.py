@@ -225,14 +225,20 @@ def fetch_target_error_keys(svc: Services, req: ImportErrors | dict[str, Any]) -
     s = svc.settings
     api = package_api(s, req.environment)
     prefix = f"{s.errors_container}/{req.drop_id}/{int(req.seq):03d}"
+    entities = list(req.entities or [])
     files, pending = [], []
-    for entity in req.entities or []:
+    for i, entity in enumerate(entities):
         try:
             url = api.get_import_target_error_keys_file_url(req.execution_id, entity)
             if url:
                 files.append(_copy_error_file(svc, url, f"{prefix}/{_safe(entity)}-target-error-keys.csv"))
                 continue
         except FnoError as exc:
+            if exc.refused:  # throttled: the rest wait too, and the loop does not count this try
+                rest = [*pending, *entities[i:]]
+                return to_wire(
+                    TargetKeys(files=files, pending=rest, refused=True, retry_after=exc.retry_after)
+                )
             log.info("target error keys for %s not fetched yet: %s", entity, exc)
         pending.append(entity)
     return to_wire(TargetKeys(files=files, pending=pending))

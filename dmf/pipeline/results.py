@@ -106,10 +106,13 @@ class ErrorsFound(Payload):
 
 @dataclass(frozen=True, kw_only=True)
 class TargetKeys(Payload):
-    """``fetch_target_error_keys``: files copied, entities still pending."""
+    """``fetch_target_error_keys``: files copied, entities still pending; ``refused`` when F&O said "not
+    now" (429, 503 + Retry-After): that try is waited out, not counted."""
 
     files: list
     pending: list
+    refused: bool | None = ABSENT
+    retry_after: float | None = ABSENT
 
 
 @dataclass(frozen=True, kw_only=True)

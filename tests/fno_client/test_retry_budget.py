@@ -222,6 +222,13 @@ def test_target_error_keys_file_url_is_one_call_per_try(storm: Storm) -> None:
     assert storm.calls("GetImportTargetErrorKeysFileUrl") == 2 * attempts("GetImportTargetErrorKeysFileUrl")
 
 
+def test_a_refused_target_keys_url_answers_refused_and_asks_no_further(storm: Storm) -> None:
+    storm.fail("GetImportTargetErrorKeysFileUrl", "429", retry_after=30)
+    got = imports.fetch_target_error_keys(storm.svc, _errors_req("x-1", [ENTITY, "Other entity"]))
+    assert got == {"files": [], "pending": [ENTITY, "Other entity"], "refused": True, "retry_after": 30}
+    assert storm.calls("GetImportTargetErrorKeysFileUrl") == 1  # the loop waits it out, then asks for both
+
+
 def _export_req() -> dict:
     job = ExportJob.model_validate(
         {"name": "budget", "environment": "main", "data_project": "CustomerGroups-Export",

@@ -406,6 +406,41 @@ def test_target_keys_never_ready_are_reported() -> None:
     s.assert_script_used()
 
 
+def test_refused_target_key_fetches_are_waited_out_not_counted() -> None:
+    # A 429 storm refused every other fetch: six refusals used to spend the six tries and lose the file.
+    refused = {"files": [], "pending": ["CustGroup"], "refused": True, "retry_after": 7}
+    s = script(
+        check_import=[check("PartiallySucceeded")],
+        collect_errors=[
+            {"error_count": 1, "messages": [], "files": [], "pending_target_keys": ["CustGroup"]}
+        ],
+        fetch_target_error_keys=[refused, {"files": [], "pending": ["CustGroup"]}] * (mod.TARGET_KEY_TRIES - 1)
+        + [refused, {"files": ["e/keys.csv"], "pending": []}],
+    )
+    out = s.run(orchestrator)
+    waits = [t.wait for t in s.timers()[1:]]
+    assert waits == [15, 7, 30, 7, 60, 7, 120, 7, 240, 7, 480, 7]  # Retry-After, then the try's backoff
+    assert s.inputs("record_import_result")[0]["errors"]["files"] == ["e/keys.csv"]
+    assert "not ready" not in (out["error_summary"] or "")
+    s.assert_script_used()
+
+
+def test_refusals_past_their_budget_count_as_tries() -> None:
+    refused = {"files": [], "pending": ["CustGroup"], "refused": True, "retry_after": 400}
+    s = script(
+        check_import=[check("PartiallySucceeded")],
+        collect_errors=[
+            {"error_count": 1, "messages": [], "files": [], "pending_target_keys": ["CustGroup"]}
+        ],
+        fetch_target_error_keys=[refused] * (3 + mod.TARGET_KEY_TRIES),
+    )
+    out = s.run(orchestrator)
+    waits = [t.wait for t in s.timers()[1:]]
+    assert waits[:4] == [15, 400, 400, 100]  # TARGET_KEY_REFUSALS.deadline: 900 s of refusals in all
+    assert out["error_summary"] == "target error keys not ready for: CustGroup"
+    s.assert_script_used()
+
+
 def test_error_collection_failure_does_not_fail_an_imported_package() -> None:
     s = script(check_import=[check("PartiallySucceeded")], collect_errors=[RuntimeError("blob gone")])
     out = s.run(orchestrator)
