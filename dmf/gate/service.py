@@ -140,13 +140,19 @@ class GateService:
         gate = await asyncio.to_thread(self.gate, environment)  # creates its table on first use
         snap = await asyncio.to_thread(gate.snapshot)
         holders = {h["instance_id"]: h for h in snap["holders"]}
-        ended = await _ended(client, set(holders) | {w["instance_id"] for w in snap["waiters"]})
+        waiters = {w["instance_id"] for w in snap["waiters"]}
+        # Holders a waiter freed (lease out) since the last sweep: their end is recorded here too.
+        freed = {h["instance_id"]: h for h in snap.get("freed", [])}
+        ended = await _ended(client, set(holders) | waiters | set(freed))
         kept = set()
         for instance_id, status in sorted(ended.items()):
-            holder = holders.get(instance_id)
+            holder = holders.get(instance_id) or freed.get(instance_id)
             if await asyncio.to_thread(self._close_ended, environment, status, holder, now):
                 kept.add(instance_id)
-        gone = sorted(set(ended) - kept)
+        looked_at = set(freed) & (set(ended) - kept)
+        if looked_at:
+            await asyncio.to_thread(gate.forget_freed, looked_at)
+        gone = sorted((set(ended) - kept) & (set(holders) | waiters))
         if gone:
             log.warning("gate %s: evicting ended orchestrations %s", environment, gone)
             stale = self.stale_after_seconds

@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 STATE = "state"
 MAX_RECHECK_FACTOR = 4
 WAITER_PREFIX = "w~"
+# Holders whose permit a waiter freed (lease out, F&O not running) are listed on the state row until a sweep
+# has looked at their orchestration: one that ended unseen would otherwise leave its package row Importing.
+MAX_FREED = 100
 __all__ = ["MAX_ATTEMPTS", "Acquire", "Holder", "ImportGate", "recheck_seconds", "stale_after"]
 
 
@@ -128,14 +131,21 @@ class ImportGate:
         holders = [Holder.from_json(h) for h in json.loads(e.get("Holders") or "[]")]
         return holders, e.metadata["etag"], dict(e)
 
-    def _state_entity(self, holders: list[Holder]) -> dict[str, Any]:
-        return {
+    def _state_entity(self, holders: list[Holder], freed: list[Holder] | None = None) -> dict[str, Any]:
+        entity = {
             "PartitionKey": self.pk,
             "RowKey": STATE,
             "Holders": json.dumps([h.to_json() for h in holders]),
             "HolderCount": len(holders),
             "Permits": self.permits,
         }
+        if freed is not None:
+            entity["Freed"] = json.dumps([h.to_json() for h in freed[-MAX_FREED:]])
+        return entity
+
+    @staticmethod
+    def _freed(state: dict[str, Any]) -> list[Holder]:
+        return [Holder.from_json(h) for h in json.loads(state.get("Freed") or "[]")]
 
     def _waiter_rows(self) -> list[dict[str, Any]]:
         q = "PartitionKey eq @pk and RowKey ge @lo and RowKey lt @hi"
@@ -222,12 +232,13 @@ class ImportGate:
             return Acquire(False, 0, holding, paused, canceled=True)
         position = self._queue(waiters, mine, ask).index(mine)
         free = 0 if paused else self.permits - len(live)
+        freed = [*self._freed(state), *expired] if expired else None
         if position < free:
-            return self._grant(live, etag, mine, ask)
+            return self._grant(live, etag, mine, ask, freed)
         if not self._still_waiting(mine, ask.now):
             return RETRY  # our row changed or vanished: look again
         if expired:
-            self._replace_holders(live, etag)
+            self._replace_holders(live, etag, freed)
         return Acquire(False, position, holding, paused)
 
     def _keep_running(self, expired: list[Holder], live: list[Holder], etag: str, ask: _Ask) -> bool:
@@ -255,13 +266,15 @@ class ImportGate:
                 self._delete_quietly(w["RowKey"], w["_etag"])  # unless it just refreshed itself
         return queue
 
-    def _grant(self, live: list[Holder], etag: str, mine: dict[str, Any], ask: _Ask) -> Acquire:
+    def _grant(
+        self, live: list[Holder], etag: str, mine: dict[str, Any], ask: _Ask, freed: list[Holder] | None
+    ) -> Acquire:
         """Move ``mine`` from the queue to the holders in one transaction (both ETag-matched)."""
         lease_until = ask.now + timedelta(seconds=ask.lease_seconds)
         new = [*live, Holder(ask.ticket, ask.instance_id, lease_until, ask.now, ask.execution_id)]
         matched = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
         ops = [
-            ("update", self._state_entity(new), {"mode": UpdateMode.MERGE, **matched}),
+            ("update", self._state_entity(new, freed), {"mode": UpdateMode.MERGE, **matched}),
             # ETag-matched: a cancel written meanwhile makes the grant fail and be looked at again.
             (
                 "delete",
@@ -355,6 +368,19 @@ class ImportGate:
 
         return retry_on_conflict(attempt, what=f"gate {self.pk}: evicting")
 
+    def forget_freed(self, instance_ids: set[str]) -> None:
+        """Take these off the freed list: a sweep has looked at their ended orchestrations."""
+
+        def attempt() -> None:
+            holders, etag, state = self._load_state()
+            freed = self._freed(state)
+            left = [h for h in freed if h.instance_id not in instance_ids]
+            if len(left) != len(freed) and not self._replace_holders(holders, etag, left):
+                return RETRY
+            return None
+
+        retry_on_conflict(attempt, what=f"gate {self.pk}: forgetting freed holders")
+
     def snapshot(self) -> dict[str, Any]:
         """Holders, waiters and pause state, as stored. Only reads (a gate never used reads as empty)."""
         try:
@@ -371,6 +397,7 @@ class ImportGate:
             "paused_by": state.get("PausedBy"),
             "pause_reason": state.get("PauseReason"),
             "holders": [Holder.from_json(h).to_json() for h in json.loads(state.get("Holders") or "[]")],
+            "freed": [h.to_json() for h in self._freed(state)],
             "waiters": [
                 {
                     "ticket": w["Ticket"],
@@ -465,10 +492,11 @@ class ImportGate:
             held_seconds=_secs(held),
         )
 
-    def _replace_holders(self, holders: list[Holder], etag: str) -> bool:
-        """Write the holders over the state row read as ``etag``; False when it changed since."""
+    def _replace_holders(self, holders: list[Holder], etag: str, freed: list[Holder] | None = None) -> bool:
+        """Write the holders (and the freed list, when given) over the state row read as ``etag``; False when
+        it changed since."""
         try:
-            write_if_unchanged(self.table, self._state_entity(holders), etag)
+            write_if_unchanged(self.table, self._state_entity(holders, freed), etag)
         except HttpResponseError as exc:
             if exc.status_code == 412:
                 return False

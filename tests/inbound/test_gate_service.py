@@ -96,6 +96,48 @@ def test_sweeping_a_terminated_holder_fails_its_importing_package_and_wakes_the_
     assert [h["instance_id"] for h in gates.status("main")["holders"]] == []
 
 
+def test_a_holder_a_waiter_freed_before_any_sweep_still_gets_its_package_row_closed(
+    gates: GateService,
+) -> None:
+    # The holder was terminated and its lease ran out before a sweep looked: the next waiter freed the permit,
+    # so no sweep saw it among the holders, and its package row stayed Importing for good.
+    holder, waiter = "drop-e-p001", "drop-f-p001"
+    gates.svc.outcomes.upsert(DAY, "drop-e~001", {"Kind": "package", "Status": "Importing"})
+    _hold(gates, holder)
+    later = T0 + timedelta(seconds=601)  # GATE_LEASE_SECONDS 600
+    gates.enqueue("main", waiter, waiter, later)
+    assert gates.try_acquire("main", waiter, waiter, later).granted
+    assert [h["instance_id"] for h in gates.status("main")["freed"]] == [holder]
+    client = Client(
+        {
+            holder: _import_status("drop-e", 1, df.OrchestrationRuntimeStatus.Terminated),
+            waiter: _import_status("drop-f", 1, df.OrchestrationRuntimeStatus.Running),
+        }
+    )
+    assert asyncio.run(gates.sweep(client, later)) == {}  # nobody to evict: the waiter holds, running
+    row = gates.svc.outcomes.get(DAY, "drop-e~001")
+    assert row["Status"] == "Failed" and "Terminated" in row["Reason"]
+    assert gates.status("main")["freed"] == []
+    assert [h["instance_id"] for h in gates.status("main")["holders"]] == [waiter]
+
+
+def test_a_freed_holder_still_running_stays_listed_until_it_ends(gates: GateService) -> None:
+    slow, waiter = "drop-g-p001", "drop-h-p001"
+    gates.svc.outcomes.upsert(DAY, "drop-g~001", {"Kind": "package", "Status": "Importing"})
+    _hold(gates, slow)
+    later = T0 + timedelta(seconds=601)
+    gates.enqueue("main", waiter, waiter, later)
+    assert gates.try_acquire("main", waiter, waiter, later).granted
+    client = Client({slow: _import_status("drop-g", 1, df.OrchestrationRuntimeStatus.Running)})
+    asyncio.run(gates.sweep(client, later))
+    assert [h["instance_id"] for h in gates.status("main")["freed"]] == [slow]  # it records its own end
+    gates.svc.outcomes.upsert(DAY, "drop-g~001", {"Kind": "package", "Status": "Succeeded"})
+    client.statuses[slow] = _import_status("drop-g", 1, df.OrchestrationRuntimeStatus.Completed)
+    asyncio.run(gates.sweep(client, later))
+    assert gates.status("main")["freed"] == []
+    assert gates.svc.outcomes.get(DAY, "drop-g~001")["Status"] == "Succeeded"
+
+
 def test_sweeping_leaves_a_recorded_outcome_and_running_imports_alone(gates: GateService) -> None:
     done, running = "drop-c-p001", "drop-d-p001"
     gates.svc.outcomes.upsert(DAY, "drop-c~001", {"Kind": "package", "Status": "Succeeded"})
@@ -165,6 +207,7 @@ def test_status_reads_without_writing(gates: GateService, storage_conn: str) -> 
         "paused_by": None,
         "pause_reason": None,
         "holders": [],
+        "freed": [],
         "waiters": [],
     }
     assert name not in {t.name for t in service.list_tables()}  # a read created no table
