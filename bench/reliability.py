@@ -159,10 +159,14 @@ NOTES = """## Findings and open points
   `start_import` now answers `throttled` and the orchestrator waits Retry-After, as for ImportFromPackage
   (`tests/fno_client/test_retry_budget.py::test_a_refused_write_url_is_a_wait_not_a_failed_try`). The row
   re-run at 21:39: all 0.
-- **Seen, not counted: the terminated holder's package row.** The gate-holder row's problems list shows the
-  terminated import's package row still `Importing` when the bench settles: the sweeper now writes `Failed`
-  on it (e2e test `tests/e2e/test_inbound_resilience.py`), but only when a sweep runs after the termination,
-  and the bench settles on the drop's final row before the next sweep. The drop row is the final one.
+- **Fixed: the terminated holder's package row could stay `Importing`.** The sweeper writes `Failed` on the
+  package of an import orchestration that ended without recording it, but only if it saw that orchestration
+  among the gate's holders: when the holder's lease ran out first, the next waiter freed the permit and no
+  sweep ever looked at it (here every time, as the sweep runs every 30 virtual minutes). A holder freed that
+  way is now listed under `freed` on the gate until a sweep has looked at its orchestration
+  (`dmf/gate/store.py`, `dmf/gate/service.py`; tests
+  `tests/inbound/test_gate_service.py::test_a_holder_a_waiter_freed_before_any_sweep_still_gets_its_package_row_closed`
+  and the fast gate-holder cell, which now runs the sweeper and expects no row out of place).
 - **Soak at full scale.** `python -m bench.soak` (23:49): **2,000 drops + 2,000 messages**, 40 waves over
   13.3 virtual hours, 9.5% of 15,853 F&O calls faulted (429, 503, reset, answer lost after the work; about
   2.4% each): every count 0, every drop one Succeeded row, housekeeping exact (of 2,501 instances, the 1,300
@@ -220,8 +224,6 @@ NOTES = """## Findings and open points
 - **Virtual clock and MSAL:** a token endpoint answering 503 is cached by MSAL for 5 s of wall time; under
   the virtual clock every retry in a 2-minute outage would hit that cache, so the matrix models the outage as
   connection resets (no answer to cache). In production the orchestration's waits are real.
-- **Terminated gate holder:** its drop ends Failed (as intended) but its package row stays `Importing`
-  (the terminated sub-orchestration never writes it); the drop row is the final one.
 """
 
 
