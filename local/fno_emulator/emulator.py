@@ -19,7 +19,31 @@ from .config import EmulatorConfig
 from .server import EmulatorServer
 
 
-class Emulator:
+class Credentials:
+    """What a client is given beside the URLs: the authority and the first configured credential."""
+
+    config: EmulatorConfig
+    base_url: str
+
+    @property
+    def authority(self) -> str:
+        """Authority host for azure-identity (the SDK appends the tenant; AD FS: append ``/adfs``)."""
+        return self.base_url
+
+    @property
+    def tenant(self) -> str:
+        return self.config.credentials[0].tenant
+
+    @property
+    def client_id(self) -> str:
+        return self.config.credentials[0].client_id
+
+    @property
+    def client_secret(self) -> str:
+        return self.config.credentials[0].client_secret
+
+
+class Emulator(Credentials):
     def __init__(
         self,
         config: EmulatorConfig | None = None,
@@ -75,23 +99,6 @@ class Emulator:
     def api_base_url(self) -> str:
         assert self.app is not None, "start() first"
         return self.app.api_root
-
-    @property
-    def authority(self) -> str:
-        """Authority host for azure-identity (the SDK appends the tenant; AD FS: append ``/adfs``)."""
-        return self.base_url
-
-    @property
-    def tenant(self) -> str:
-        return self.config.credentials[0].tenant
-
-    @property
-    def client_id(self) -> str:
-        return self.config.credentials[0].client_id
-
-    @property
-    def client_secret(self) -> str:
-        return self.config.credentials[0].client_secret
 
     def stop(self) -> None:
         if self.app is not None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from .admin import Admin
 from .config import EmulatorConfig
-from .emulator import Emulator
+from .emulator import Credentials, Emulator
 
 _ctx = multiprocessing.get_context("spawn")  # no fork of a process that runs threads
 
@@ -76,7 +76,7 @@ class RemoteAdmin:
         return lambda *args, **kwargs: self._ask("call", name, args, kwargs)
 
 
-class EmulatorProcess:
+class EmulatorProcess(Credentials):
     """The emulator run apart. ``clock``: the runner's ``VirtualClock`` to follow (None: real time)."""
 
     def __init__(self, config: EmulatorConfig, storage_connection_string: str, clock: Any = None) -> None:
@@ -91,22 +91,6 @@ class EmulatorProcess:
     @property
     def pid(self) -> int:
         return self._proc.pid
-
-    @property
-    def authority(self) -> str:
-        return self.base_url
-
-    @property
-    def tenant(self) -> str:
-        return self.config.credentials[0].tenant
-
-    @property
-    def client_id(self) -> str:
-        return self.config.credentials[0].client_id
-
-    @property
-    def client_secret(self) -> str:
-        return self.config.credentials[0].client_secret
 
     def start(self, timeout: float = 60) -> EmulatorProcess:
         cell = None
