@@ -167,15 +167,14 @@ NOTES = """## Findings and open points
   (`dmf/gate/store.py`, `dmf/gate/service.py`; tests
   `tests/inbound/test_gate_service.py::test_a_holder_a_waiter_freed_before_any_sweep_still_gets_its_package_row_closed`
   and the fast gate-holder cell, which now runs the sweeper and expects no row out of place).
-- **Soak at full scale.** `python -m bench.soak` (23:49): **2,000 drops + 2,000 messages**, 40 waves over
-  13.3 virtual hours, 9.5% of 15,853 F&O calls faulted (429, 503, reset, answer lost after the work; about
-  2.4% each): every count 0, every drop one Succeeded row, housekeeping exact (of 2,501 instances, the 1,300
-  ended before the cutoff purged with their history, 1,201 kept). 4,186 s of wall time on this shared 2-CPU
-  machine; a wave took 55 s at the start and 140-170 s at the end, as Azurite's in-memory tables grew (its
-  RSS 144 → 904 MiB peak). Once Azurite reset a connection under the drain's outcome-row write; the message
-  was not acked and came back (counted: nothing lost, nothing archived twice). Earlier 750 + 750 and
-  500 + 500 runs were all 0 too. This run was on the code before the two runner memory fixes below; the
-  run after them (1,000 + 1,000) is the second soak section above.
+- **Soak at full scale.** `python -m bench.soak` (2026-11-30 02:26, the soak section above): **2,000 drops +
+  2,000 messages**, 40 waves over 13.3 virtual hours, 9.5% of 16,105 F&O calls faulted (429, 503, reset,
+  answer lost after the work; about 2.4% each): every count 0, every drop one Succeeded row, housekeeping
+  exact (of 2,601 instances, the 1,400 that ended before the cutoff purged with their history, 1,201 kept).
+  3,238 s of wall time on this 2-CPU machine, 56-97 s a wave from start to end. The first full run (29 Nov,
+  23:49, before the fixes below) was all 0 too, in 4,186 s, a wave taking 55 s at the start and 140-170 s at
+  the end: that slowdown was put down to Azurite's growing tables, but it was the soak's own ack audit
+  (below). Earlier 1,000 + 1,000, 750 + 750 and 500 + 500 runs were all 0 as well.
 - **Where the soak's wall time goes (profiled, 20 + 20 drops/messages, one wave).** Imports go through the
   gate one at a time (by design), and each step of an import is an orchestrator episode: about 18 episodes
   per drop-and-message pair, each with two task-hub writes in sequence (the history transaction, then the
@@ -188,36 +187,31 @@ NOTES = """## Findings and open points
   after (20:35, with `MALLOC_ARENA_MAX=2`, the full matrix running beside it); 500 + 500 (wave 50) 1,587 s.
   Next step if needed: one round trip per commit (the instance row written after the history off the
   critical path, or both in one entity-group transaction with the state row in the history partition).
-- **Soak memory: what grows, measured.** The soak now splits this process's RSS each wave into glibc's
-  heap (in use, free), Python's object allocator (pymalloc: objects in use, arenas held) and, after wave 1
-  and at the end, the objects each part holds (reachable from the emulator, the runner, the app's module
-  state, the soak's own records). The earlier reading "memory still in use, native" was wrong: `malloc_trim`
-  cannot give back free memory between live blocks, and the split shows the growth is free memory the
-  allocators keep, not objects.
-  - **glibc's per-thread heaps** (8 per core by default; this process runs ~40 threads): in 200 + 200,
-    glibc's heap in use stayed at 28-29 MiB while its free memory grew 33 → 59 MiB; with
-    `MALLOC_ARENA_MAX=2` (or 1) it stayed at 6-12 MiB and RSS ended at 127 instead of 150 MiB. The template
-    now sets `MALLOC_ARENA_MAX=2` for the worker (`infra/app/function.bicep`, docs/SETTINGS.md), and the
-    soak runs under the same value (`--malloc-arena-max`, a test keeps the two equal).
-  - **Whose objects grow** (per 1,000 drop-and-message pairs; 100 + 100 and 1,000 + 1,000 runs): the local
-    runner kept every ended instance in memory (+4.3 MiB) and its blob scan every blob it ever delivered;
-    both fixed (an ended instance is answered from its row, as after a restart; the scan keeps what is
-    still listed): runner now -0.0, app module state +0.0. A purge also loaded and unpacked every instance
-    of the task hub at once; it now filters in the table and reads no payloads. The F&O emulator grows
-    +7.9 MiB by design (F&O's job history, data rows and a call log of every call, ~0.7 KiB each); the
-    soak now keeps 1,000 log entries and counts the rest (`admin.call_counts()`).
-  - **What is left: pymalloc arenas.** Python objects in use grow slowly (the emulator's F&O state, the
-    soak's records), but the arenas pymalloc holds grow about 3-4 times as fast: 2,000 + 2,000 (before
-    the fixes): objects 45 → 71 MiB, arenas 49 → 146 MiB, RSS 96 → 273 peak → 254 (227 after a trim);
-    1,000 + 1,000 after the runner fix: objects 45 → 57, arenas 50 → 92, RSS 181 at the end;
-    1,000 + 1,000 after all the fixes (the soak section above, 00:47): objects 45 → 55 MiB (49 after a
-    collection), arenas 49 → 88, RSS 94 → 181 peak → 169 (158 after a trim), every count 0; the emulator now
-    grows +3.1 MiB per 1,000 pairs. An arena is returned only when every object in it is gone, so a few
-    long-lived objects made during a busy moment keep it. Which busy moments is not pinned down: sampling every
-    thread's stack whenever the arena count rose pointed mostly at threads idle in socket reads, which says
-    nothing. **So RSS is not flat in this process; the objects the runner and the app hold are flat**, and
-    the rest is allocator slack whose growth slows only a little with the fixes. In Azure the worker holds
-    neither the emulator nor the runner; its own memory has not been measured over days there.
+- **Soak memory: flat in the runner + app process.** The soak splits that process's RSS each wave into
+  glibc's heap (in use, free) and Python's object allocator (pymalloc: objects in use, arenas held), and
+  after wave 1 and at the end counts the objects each part holds (the runner, the app's module state, the
+  soak's own records). The F&O emulator runs in a process of its own (`local/fno_emulator/process.py`), as
+  F&O is never inside a Functions worker: its job history and data grow by design (76 → 86 MiB over the run),
+  and in one process they were counted as the app's. Last run: **RSS 111 MiB after wave 1, 116 at the end of
+  the first quarter, 119 at the peak and at the end (116 after a trim)**; Python objects 44 → 46 MiB,
+  pymalloc arenas 49 → 51, glibc heap 26 + 10 free → 33 + 16 free (2 MiB of it moved from mmapped chunks
+  into the heap); +4.1 MiB RSS per 1,000 pairs, against +73 in the first full run. How it got there:
+  - **glibc's per-thread heaps** (8 per core by default; this process runs ~33 threads): in 200 + 200 the
+    free memory glibc kept grew 33 → 59 MiB; with `MALLOC_ARENA_MAX=2` it stayed at 6-12 MiB. The template
+    sets `MALLOC_ARENA_MAX=2` for the worker (`infra/app/function.bicep`, docs/SETTINGS.md) and the soak runs
+    under the same value (`--malloc-arena-max`; a test keeps the two equal).
+  - **Local runner leaks** (per 1,000 pairs): it kept every ended instance in memory (+4.3 MiB) and its blob
+    scan every blob it ever delivered; an ended instance is now answered from its row (as after a restart),
+    the scan keeps what is still listed, and a purge filters in the table and reads no payloads. Runner
+    +0.1, app module state +0.0 in the last run.
+  - **The soak's own ack audit** (which records an ack sent while its message had no verified archive)
+    listed the whole archive container, metadata included, on every ack: a transient of every archive so
+    far, 50 times a wave. With it in, pymalloc arenas grew 3-4 times as fast as the objects in them (49 → 146
+    MiB in the first full run: an arena goes back only when every object in it is gone, and a peak's arenas
+    keep the few long-lived objects made meanwhile); with it gone they stayed at 49-51, and the wave times
+    stopped growing. It now lists where the archive is filed (one prefix per recent day) and the whole archive
+    only for what is not there: in a 50 + 50 run, 100 prefixed listings and 1 whole one (the final count).
+  - Not measured: a real Functions worker over days in Azure (the host and the F&O side differ there).
 - **By design, reported: an ambiguous enqueue is not repeated.** When the enqueue's answer is lost (5xx,
   reset, timeout) F&O may or may not hold the message and offers no lookup by external identifier; the drop
   ends Failed naming the identifier. Counted as "ambiguous, reported", never as lost or doubled.
