@@ -409,13 +409,13 @@ def test_target_keys_never_ready_are_reported() -> None:
 def test_refused_target_key_fetches_are_waited_out_not_counted() -> None:
     # A 429 storm refused every other fetch: six refusals used to spend the six tries and lose the file.
     refused = {"files": [], "pending": ["CustGroup"], "refused": True, "retry_after": 7}
+    not_yet, ready = {"files": [], "pending": ["CustGroup"]}, {"files": ["e/keys.csv"], "pending": []}
     s = script(
         check_import=[check("PartiallySucceeded")],
         collect_errors=[
             {"error_count": 1, "messages": [], "files": [], "pending_target_keys": ["CustGroup"]}
         ],
-        fetch_target_error_keys=[refused, {"files": [], "pending": ["CustGroup"]}] * (mod.TARGET_KEY_TRIES - 1)
-        + [refused, {"files": ["e/keys.csv"], "pending": []}],
+        fetch_target_error_keys=[refused, not_yet] * (mod.TARGET_KEY_TRIES - 1) + [refused, ready],
     )
     out = s.run(orchestrator)
     waits = [t.wait for t in s.timers()[1:]]
