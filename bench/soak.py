@@ -35,6 +35,7 @@ import time
 import uuid
 from array import array
 from collections import Counter
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -46,6 +47,7 @@ from local.reliability import EXPORT_ACTIVITY, NEVER, World, app_overrides, audi
 
 OUT = Path(__file__).resolve().parent / "results" / "reliability-soak.md"
 WAVE_MINUTES = 20
+VIRTUAL_START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)  # the embedded stack's virtual clock starts here
 
 
 def _arena_cap(wanted: int, argv: list[str] | None) -> None:
@@ -112,38 +114,23 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger().setLevel(logging.ERROR)
     os.environ.setdefault("LOG_LEVEL", "ERROR")
 
-    from local.embedded_stack import Stack
-    from local.fno_emulator import EmulatorConfig
     from local.samples import customer_groups_csv
 
     started = time.monotonic()
     location = Path(tempfile.mkdtemp(prefix="azurite-soak-"))
-    az = Azurite(location=location).start()
-    virtual_start = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+    # What has started so far, stopped in reverse order however the run ends (a failed start included).
+    cleanup = ExitStack()
+    cleanup.callback(shutil.rmtree, location, ignore_errors=True)
     waves = max(1, -(-max(ns.drops, ns.messages) // ns.wave))
     virtual_span = timedelta(minutes=WAVE_MINUTES * waves)
     # The purge cutoff (real now - retention, as housekeeping computes it) falls mid-run on the virtual clock.
-    cutoff_target = virtual_start + virtual_span / 2
-    retention_days = (datetime.now(UTC) - cutoff_target).total_seconds() / 86400
-    cfg = EmulatorConfig()
-    cfg.fault_seed = 14
-    # The soak counts calls and faults (admin.call_counts), so F&O's call log need not keep every call: a
-    # log of every call is the largest thing the process would otherwise hold at the end.
-    cfg.call_log_size = 1000
-    stack = Stack(
-        az, "s" + uuid.uuid4().hex[:12], emulator_config=cfg, emulator_process=True,
-        **app_overrides(HISTORY_RETENTION_DAYS=f"{retention_days:.9f}", ARCHIVE_RETENTION_DAYS="0",
-                        HOUSEKEEPING_SCHEDULE=NEVER, LOG_LEVEL="ERROR"),
-    )  # fmt: skip
-    stack.start()
-    logging.getLogger().setLevel(logging.ERROR)
-    world = World(export=False)
-    undo = audit_acks(stack, world.early_acks)
+    retention_days = (datetime.now(UTC) - (VIRTUAL_START + virtual_span / 2)).total_seconds() / 86400
+    try:
+        stack, sampler, world = _start(ns, location, cleanup, retention_days)
+    except BaseException:
+        cleanup.close()
+        raise
     admin = stack.emu.admin
-    rate = ns.fault_rate / 4
-    for kind in ("429", "503", "drop", "after_503"):
-        admin.inject_fault("*", kind, rate=rate, retry_after=1 if kind == "429" else None)
-    sampler = RssSampler({"process": os.getpid(), "emulator": stack.emu.pid, "azurite": az.proc.pid}).start()
     purge_snapshots: list[dict] = []
     wave_log: list[str] = []
     wave_memory: list[Breakdown] = []
@@ -246,12 +233,7 @@ def main(argv: list[str] | None = None) -> int:
         faults = Counter(by_fault)
         errors = admin.server_errors()
     finally:
-        undo()
-        if not sampler._stop.is_set():
-            sampler.stop()
-        stack.stop()
-        az.stop()
-        shutil.rmtree(location, ignore_errors=True)
+        cleanup.close()
     seconds = time.monotonic() - started
     proc, emu, azr = (sampler.summary(k) for k in ("process", "emulator", "azurite"))
     ok = (
@@ -315,6 +297,37 @@ def main(argv: list[str] | None = None) -> int:
 
     _gather()
     return 0 if ok else 1
+
+
+def _start(ns: argparse.Namespace, location: Path, cleanup: ExitStack, retention_days: float) -> tuple:
+    """Azurite, the stack (F&O apart) with its faults, the ack audit and the RSS sampler; each registered
+    with ``cleanup`` as it starts."""
+    from local.embedded_stack import Stack
+    from local.fno_emulator import EmulatorConfig
+
+    az = Azurite(location=location).start()
+    cleanup.callback(az.stop)
+    cfg = EmulatorConfig()
+    cfg.fault_seed = 14
+    # The soak counts calls and faults (admin.call_counts), so F&O's call log need not keep every call: a
+    # log of every call is the largest thing the process would otherwise hold at the end.
+    cfg.call_log_size = 1000
+    stack = Stack(
+        az, "s" + uuid.uuid4().hex[:12], emulator_config=cfg, emulator_process=True,
+        **app_overrides(HISTORY_RETENTION_DAYS=f"{retention_days:.9f}", ARCHIVE_RETENTION_DAYS="0",
+                        HOUSEKEEPING_SCHEDULE=NEVER, LOG_LEVEL="ERROR"),
+    )  # fmt: skip
+    cleanup.callback(stack.stop)
+    stack.start()
+    logging.getLogger().setLevel(logging.ERROR)
+    world = World(export=False)
+    cleanup.callback(audit_acks(stack, world.early_acks))
+    rate = ns.fault_rate / 4
+    for kind in ("429", "503", "drop", "after_503"):
+        stack.emu.admin.inject_fault("*", kind, rate=rate, retry_after=1 if kind == "429" else None)
+    sampler = RssSampler({"process": os.getpid(), "emulator": stack.emu.pid, "azurite": az.proc.pid}).start()
+    cleanup.callback(lambda: sampler._stop.is_set() or sampler.stop())
+    return stack, sampler, world
 
 
 def _module_state(*prefixes: str) -> list[dict]:

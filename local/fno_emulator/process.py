@@ -108,11 +108,14 @@ class EmulatorProcess(Credentials):
                 raise EOFError
             ready = mine.recv()
         except EOFError:
+            self._proc.join(2)  # a child that closed the pipe by ending: let it be reaped
+            ended = self._proc.exitcode
             self._proc.kill()
             self._proc.join(5)
+            why = f"ended (exit code {ended})" if ended is not None else f"was not ready in {timeout:.0f} s"
             raise RuntimeError(
-                f"the emulator process did not start in {timeout:.0f} s (exit code {self._proc.exitcode}; a"
-                " script that starts it needs `if __name__ == '__main__':`, as multiprocessing's spawn says)"
+                f"the emulator process {why} before it served; a script that starts it needs"
+                " `if __name__ == '__main__':` (multiprocessing's spawn imports the script again)"
             ) from None
         self.base_url, self.api_base_url = ready["base_url"], ready["api_base_url"]
         self.ca_bundle_path = ready["ca_bundle_path"]
