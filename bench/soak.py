@@ -43,11 +43,11 @@ import psutil
 
 from bench.memory import Breakdown, breakdown, deep_size, trimmed
 from local.azurite import Azurite
+from local.embedded_stack import VIRTUAL_START
 from local.reliability import EXPORT_ACTIVITY, NEVER, World, app_overrides, audit_acks, count
 
 OUT = Path(__file__).resolve().parent / "results" / "reliability-soak.md"
 WAVE_MINUTES = 20
-VIRTUAL_START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)  # the embedded stack's virtual clock starts here
 
 
 def _arena_cap(wanted: int, argv: list[str] | None) -> None:
@@ -85,6 +85,9 @@ class RssSampler:
         return self
 
     def stop(self) -> None:
+        """Stop sampling, with a last sample; once (later calls do nothing)."""
+        if self._stop.is_set():
+            return
         self._stop.set()
         self._t.join(5)
         self._sample()
@@ -131,7 +134,6 @@ def main(argv: list[str] | None = None) -> int:
         cleanup.close()
         raise
     admin = stack.emu.admin
-    purge_snapshots: list[dict] = []
     wave_log: list[str] = []
     wave_memory: list[Breakdown] = []
     held: list[dict[str, float]] = []  # whose state holds the memory in use: after wave 1, at the end
@@ -212,7 +214,6 @@ def main(argv: list[str] | None = None) -> int:
             "not due but purged": len(kept_ok - after),
             "kept": len(after),
         }  # fmt: skip
-        purge_snapshots.append(house)
         rows = stack.outcomes()
         counts = count(
             rows=rows, executions=admin.executions(),
@@ -326,7 +327,7 @@ def _start(ns: argparse.Namespace, location: Path, cleanup: ExitStack, retention
     for kind in ("429", "503", "drop", "after_503"):
         stack.emu.admin.inject_fault("*", kind, rate=rate, retry_after=1 if kind == "429" else None)
     sampler = RssSampler({"process": os.getpid(), "emulator": stack.emu.pid, "azurite": az.proc.pid}).start()
-    cleanup.callback(lambda: sampler._stop.is_set() or sampler.stop())
+    cleanup.callback(sampler.stop)
     return stack, sampler, world
 
 

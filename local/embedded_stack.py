@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from local.azurite import Azurite
 from local.fno_emulator import Emulator
+
+VIRTUAL_START = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)  # where a stack's virtual clock starts
 
 
 def app_settings(az: Azurite, emu: Emulator, **overrides: Any) -> dict[str, str]:
@@ -95,8 +98,6 @@ class Stack:
         runner_kwargs: dict[str, Any] | None = None,
         **settings: Any,
     ) -> None:
-        from datetime import UTC, datetime
-
         from local.fno_emulator import EmulatorConfig
         from local.functions_runner import VirtualClock
 
@@ -104,7 +105,7 @@ class Stack:
 
         self.az = az
         self.unique = unique
-        self.clock = VirtualClock(datetime(2026, 11, 25, 8, 0, tzinfo=UTC)) if virtual_clock else None
+        self.clock = VirtualClock(VIRTUAL_START) if virtual_clock else None
         cfg = emulator_config or EmulatorConfig()
         cfg.blob_container = f"{unique}-dmf"
         self.emu: Any

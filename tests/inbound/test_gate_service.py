@@ -96,17 +96,24 @@ def test_sweeping_a_terminated_holder_fails_its_importing_package_and_wakes_the_
     assert [h["instance_id"] for h in gates.status("main")["holders"]] == []
 
 
+def _freed_by_next_waiter(gates: GateService, drop: str, holder: str, waiter: str) -> datetime:
+    """``holder`` imports ``drop``'s package; its lease runs out and ``waiter`` gets the permit before any
+    sweep. Answers when."""
+    gates.svc.outcomes.upsert(DAY, f"{drop}~001", {"Kind": "package", "Status": "Importing"})
+    _hold(gates, holder)
+    later = T0 + timedelta(seconds=601)  # GATE_LEASE_SECONDS 600
+    gates.enqueue("main", waiter, waiter, later)
+    assert gates.try_acquire("main", waiter, waiter, later).granted
+    return later
+
+
 def test_a_holder_a_waiter_freed_before_any_sweep_still_gets_its_package_row_closed(
     gates: GateService,
 ) -> None:
     # The holder was terminated and its lease ran out before a sweep looked: the next waiter freed the permit,
     # so no sweep saw it among the holders, and its package row stayed Importing for good.
     holder, waiter = "drop-e-p001", "drop-f-p001"
-    gates.svc.outcomes.upsert(DAY, "drop-e~001", {"Kind": "package", "Status": "Importing"})
-    _hold(gates, holder)
-    later = T0 + timedelta(seconds=601)  # GATE_LEASE_SECONDS 600
-    gates.enqueue("main", waiter, waiter, later)
-    assert gates.try_acquire("main", waiter, waiter, later).granted
+    later = _freed_by_next_waiter(gates, "drop-e", holder, waiter)
     assert [h["instance_id"] for h in gates.status("main")["freed"]] == [holder]
     client = Client(
         {
@@ -122,12 +129,8 @@ def test_a_holder_a_waiter_freed_before_any_sweep_still_gets_its_package_row_clo
 
 
 def test_a_freed_holder_still_running_stays_listed_until_it_ends(gates: GateService) -> None:
-    slow, waiter = "drop-g-p001", "drop-h-p001"
-    gates.svc.outcomes.upsert(DAY, "drop-g~001", {"Kind": "package", "Status": "Importing"})
-    _hold(gates, slow)
-    later = T0 + timedelta(seconds=601)
-    gates.enqueue("main", waiter, waiter, later)
-    assert gates.try_acquire("main", waiter, waiter, later).granted
+    slow = "drop-g-p001"
+    later = _freed_by_next_waiter(gates, "drop-g", slow, "drop-h-p001")
     client = Client({slow: _import_status("drop-g", 1, df.OrchestrationRuntimeStatus.Running)})
     asyncio.run(gates.sweep(client, later))
     assert [h["instance_id"] for h in gates.status("main")["freed"]] == [slow]  # it records its own end
